@@ -69,9 +69,10 @@ class QLearner:
         self.q[runs, opp_prev, my_prev, action] += self.alpha * td
 
     def greedy_actions(self) -> np.ndarray:
-        """Greedy action per run and state, shape (n_runs, 4) in :data:`STATE_LABELS` order."""
+        """Greedy action per run and state, shape (n_runs, 4) in :data:`STATE_LABELS` order:
+        1.0 for D, 0.0 for C, 0.5 where both actions have the same value (indifference)."""
         q = self.q.transpose(0, 2, 1, 3).reshape(self.n_runs, 4, 2)  # [run, 2*my_prev+opp_prev, a]
-        return (q[..., D] > q[..., C]).astype(int)
+        return np.where(q[..., D] > q[..., C], 1.0, np.where(q[..., D] < q[..., C], 0.0, 0.5))
 
 
 @dataclass
@@ -83,13 +84,30 @@ class QLearningResult:
     opponent: str
     history: "object"  # pandas DataFrame, one row per iteration and run
     iterations: int
+    policy_history: "object" = None
+    """Share of runs whose greedy action is D, per state, every ``snapshot_every`` iterations."""
+
+    def converged_at(self, expected: dict[str, str], who: str = "a", share: float = 0.9) -> int | None:
+        """First snapshot iteration from which, in every state of ``expected`` (e.g.
+        ``{"C|C": "D"}``), at least ``share`` of the runs' greedy actions match for good."""
+        ph = self.policy_history[self.policy_history["learner"] == who].set_index("iteration")
+        ok = np.ones(len(ph), dtype=bool)
+        for state, action in expected.items():
+            p_d = ph[state].to_numpy()
+            ok &= (p_d >= share) if action == "D" else (p_d <= 1 - share)
+        if not ok[-1]:
+            return None
+        bad = np.flatnonzero(~ok)
+        first = 0 if len(bad) == 0 else bad[-1] + 1
+        return int(ph.index[first])
 
     def greedy_policy(self, who: str = "a"):
         """The majority greedy action per state across runs (a Series indexed by state)."""
         import pandas as pd
 
         share_d = self.learners[who].greedy_actions().mean(axis=0)
-        return pd.Series(np.where(share_d > 0.5, "D", "C"), index=list(STATE_LABELS), name=f"policy_{who}")
+        policy = np.where(share_d > 0.5, "D", np.where(share_d < 0.5, "C", "C or D"))
+        return pd.Series(policy, index=list(STATE_LABELS), name=f"policy_{who}")
 
     def policy_table(self):
         """Share of runs whose greedy action is D, per learner and state (my last | opp last)."""
@@ -125,6 +143,7 @@ def train_q_learning(
     epsilon_end: float = 0.0,
     xi: float = XI,
     seed: int | None = None,
+    snapshot_every: int = 100,
 ) -> QLearningResult:
     """Train a Q-learner (``"a"``) against a fixed opponent, or two Q-learners against each other.
 
@@ -157,7 +176,10 @@ def train_q_learning(
         opp.reset(a_prev, b_prev)
 
     cols = {k: np.empty((iterations, n_runs), dtype=np.float64) for k in ("a_prev", "b_prev", "a", "b", "pay_a", "pay_b", "r_a", "r_b")}
+    snapshots = []
     for t in range(iterations):
+        if t % snapshot_every == 0:
+            snapshots += [(t, who, *l.greedy_actions().mean(axis=0)) for who, l in learners.items()]
         eps = epsilon_start + (epsilon_end - epsilon_start) * t / max(iterations - 1, 1)
         a = learner_a.act(a_prev, b_prev, eps, rng)
         if opp is None:
@@ -192,7 +214,9 @@ def train_q_learning(
     history["action_type"] = action_types(history["a"].to_numpy(), history["b_prev"].to_numpy())
     for k in ("a_prev", "b_prev", "a", "b"):
         history[k] = history[k].map(names)
-    return QLearningResult(game, learners, opp_name, history, iterations)
+    snapshots += [(iterations, who, *l.greedy_actions().mean(axis=0)) for who, l in learners.items()]
+    policy_history = pd.DataFrame(snapshots, columns=["iteration", "learner", *STATE_LABELS])
+    return QLearningResult(game, learners, opp_name, history, iterations, policy_history)
 
 
 def outcome_metrics(history, window: int = 500):

@@ -1,0 +1,503 @@
+"""A language model as a player of iterated matrix games.
+
+:class:`LLMPlayer` wraps a causal LM and its tokenizer. For a batch of memory-1 states
+(``my_prev``, ``opp_prev``) it
+
+* **samples** answers -- :meth:`LLMPlayer.decide` renders one prompt per state, wraps it in the
+  chat template, samples at temperature 1 from the full vocabulary as many tokens as the labels
+  need, and parses each answer into C / D / ILLEGAL. The returned :class:`Decision` keeps the
+  exact token ids, which is what PPO scores;
+* computes **exact label probabilities** -- :meth:`LLMPlayer.label_probabilities` scores both
+  labels by teacher forcing in one batched forward pass, and :meth:`LLMPlayer.policy_table` gives
+  P(C), P(D), P(illegal) for the four states, ready for a heatmap.
+
+>>> from moralkit.games import get_game
+>>> from moralkit.llm.models import load_model
+>>> player = LLMPlayer(*load_model())                                    # doctest: +SKIP
+>>> rng = np.random.default_rng(0)
+>>> decision = player.decide(get_game("prisoners_dilemma"), [0, 1], [0, 0], rng)  # doctest: +SKIP
+>>> decision.moves                                                        # doctest: +SKIP
+array([-1,  0])
+
+Speed: all prompts of a batch share a long token prefix (system text, rules, payoff table). It is
+run through the model once and its key/value cache is reused by every row (``share_prefix=True``,
+exact up to float rounding); rows are left-padded and decoded with the KV cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from moralkit.games import C, D, ILLEGAL, MOVE_NAMES, MatrixGame
+from moralkit.llm.prompts import (
+    TRAIN_LABELS,
+    LabelSet,
+    chat_text,
+    get_label_set,
+    parse_answers,
+    render_prompt,
+    render_prompts,
+)
+
+__all__ = [
+    "Decision",
+    "LLMPlayer",
+    "forward_batch",
+    "left_pad",
+    "common_prefix_length",
+    "label_token_ids",
+    "stop_token_ids",
+    "model_device",
+    "eval_mode",
+]
+
+_MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate forward pass
+
+
+# --------------------------------------------------------------------------- results
+@dataclass
+class Decision:
+    """The answers of one :meth:`LLMPlayer.decide` (or :meth:`LLMPlayer.answer`) call, row-aligned.
+
+    Attributes
+    ----------
+    messages:
+        The user messages (before the chat template).
+    prompts:
+        The full chat texts the model read.
+    prompt_ids:
+        Token ids of each prompt (no padding).
+    answer_ids:
+        Exactly the sampled token ids of each answer. A stop token (eos / end of turn) is kept
+        when it was sampled -- it was the model's choice, so PPO scores it; nothing after it
+        (padding) is kept. Never empty.
+    answers:
+        The answers as text (the sampled tokens minus a final stop token, decoded verbatim).
+    moves:
+        ``C`` (0), ``D`` (1) or ``ILLEGAL`` (-1) per row.
+    labels:
+        The label set the answers were parsed with.
+    """
+
+    messages: list[str]
+    prompts: list[str]
+    prompt_ids: list[list[int]]
+    answer_ids: list[list[int]]
+    answers: list[str]
+    moves: np.ndarray
+    labels: LabelSet = field(default=TRAIN_LABELS)
+
+    def __len__(self) -> int:
+        return len(self.moves)
+
+    @property
+    def illegal_rate(self) -> float:
+        """Fraction of answers that are neither label."""
+        return float(np.mean(self.moves == ILLEGAL)) if len(self) else 0.0
+
+    def to_frame(self):
+        """One row per answer: the answer text, the move name and the number of answer tokens."""
+        import pandas as pd
+
+        return pd.DataFrame(
+            {
+                "answer": self.answers,
+                "move": [MOVE_NAMES[int(m)] for m in self.moves],
+                "answer_tokens": [len(a) for a in self.answer_ids],
+            }
+        )
+
+    def __repr__(self) -> str:
+        counts = {name: int(np.sum(self.moves == m)) for m, name in MOVE_NAMES.items()}
+        return f"Decision({len(self)} answers: {counts}, labels={self.labels.name!r})"
+
+
+# --------------------------------------------------------------------------- low-level helpers
+def model_device(model) -> torch.device:
+    """The device of the model's (first) parameters."""
+    return next(model.parameters()).device
+
+
+@contextlib.contextmanager
+def eval_mode(model) -> Iterator[None]:
+    """Put ``model`` in eval mode (no dropout) for the block, then restore its previous mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad token lists to one tensor: ``(input_ids, attention_mask)``, both ``(B, T)`` long."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if len(s):
+            ids[i, width - len(s) :] = torch.as_tensor(list(s), dtype=torch.long)
+            mask[i, width - len(s) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def common_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix shared by all sequences."""
+    if not seqs:
+        return 0
+    first, n = seqs[0], min(len(s) for s in seqs)
+    for s in seqs[1:]:
+        k = 0
+        while k < n and s[k] == first[k]:
+            k += 1
+        n = k
+    return n
+
+
+def forward_batch(
+    model,
+    seqs: Sequence[Sequence[int]],
+    *,
+    pad_id: int,
+    logits_to_keep: int = 1,
+    use_cache: bool = False,
+    share_prefix: bool = True,
+):
+    """One causal-LM forward over token sequences of different lengths.
+
+    Rows are left-padded so that every row *ends* at the last column; ``logits[:, -k:]`` are the
+    logits at each row's last ``k`` real tokens (``k = logits_to_keep``). With ``share_prefix``
+    the tokens shared by all rows are run once (batch 1) and their key/value cache is repeated
+    for every row -- exact, and much cheaper when the prompts share their rules and table.
+
+    Returns
+    -------
+    logits:
+        ``(B, logits_to_keep, V)``.
+    cache:
+        The key/value cache (``None`` unless ``use_cache``).
+    attention_mask:
+        ``(B, T_total)`` mask covering the cache, for continuing the decoding.
+    last_position:
+        ``(B,)`` position id of each row's last token.
+    """
+    device = model_device(model)
+    n_rows = len(seqs)
+    prefix = common_prefix_length(seqs) if share_prefix and n_rows > 1 else 0
+    prefix = min(prefix, min(len(s) for s in seqs) - 1)  # every row keeps >= 1 token of its own
+    cache = None
+    if prefix >= _MIN_SHARED_PREFIX:
+        head = torch.as_tensor([list(seqs[0][:prefix])], dtype=torch.long, device=device)
+        cache = model(input_ids=head, use_cache=True, logits_to_keep=1).past_key_values
+        cache.batch_repeat_interleave(n_rows)
+    else:
+        prefix = 0
+    ids, tail_mask = left_pad([s[prefix:] for s in seqs], pad_id, device)
+    mask = torch.cat([torch.ones((n_rows, prefix), dtype=torch.long, device=device), tail_mask], dim=1)
+    positions = (prefix + tail_mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=use_cache or cache is not None,
+        logits_to_keep=logits_to_keep,
+    )
+    return out.logits, (out.past_key_values if use_cache else None), mask, positions[:, -1]
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """Token ids that end an answer: the tokenizer's eos and the generation config's eos ids."""
+    ids: set[int] = set()
+    for source in (tokenizer.eos_token_id, getattr(getattr(model, "generation_config", None), "eos_token_id", None)):
+        if source is None:
+            continue
+        ids.update([source] if isinstance(source, int) else list(source))
+    return sorted(ids)
+
+
+def label_token_ids(tokenizer, labels: LabelSet) -> tuple[list[int], list[int]]:
+    """Canonical token ids of the C and D labels (``tokenizer.encode(label)``, no special tokens)."""
+    return tuple(tokenizer.encode(label, add_special_tokens=False) for label in labels.labels)  # type: ignore[return-value]
+
+
+def _as_moves(x, name: str) -> np.ndarray:
+    arr = np.asarray(x, dtype=np.int64).reshape(-1)
+    if arr.size and not np.all((arr == C) | (arr == D)):
+        raise ValueError(f"{name} must hold only C (0) and D (1); got {np.unique(arr).tolist()}.")
+    return arr
+
+
+# --------------------------------------------------------------------------- the player
+class LLMPlayer:
+    """A causal language model playing the row player of a matrix game through text.
+
+    Parameters
+    ----------
+    model, tokenizer:
+        A causal LM (plain, or wrapped by peft) and its tokenizer, e.g. from
+        :func:`moralkit.llm.models.load_model`.
+    labels:
+        The label set (or its name): which label means C / D.
+    temperature:
+        Sampling temperature (1.0: the model's own distribution; 0: greedy).
+    value_prompt:
+        ``None``, ``"utilitarian"``, ``"deontological"`` or free text put in front of every prompt
+        (the prompting baseline).
+    batch_size:
+        Rows per forward pass (results depend on it only through the order random numbers are used).
+    system:
+        Optional system message (folded into the user turn for templates without a system role).
+    share_prefix:
+        Run the tokens shared by all prompts of a batch once (exact; faster).
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        labels: LabelSet | str = TRAIN_LABELS,
+        *,
+        temperature: float = 1.0,
+        value_prompt: str | None = None,
+        batch_size: int = 64,
+        system: str | None = None,
+        share_prefix: bool = True,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}.")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.labels = get_label_set(labels)
+        self.temperature = float(temperature)
+        self.value_prompt = value_prompt
+        self.batch_size = int(batch_size)
+        self.system = system
+        self.share_prefix = share_prefix
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id: int = int(pad if pad is not None else 0)
+        self.stop_ids: list[int] = stop_token_ids(model, tokenizer)
+
+    # ----------------------------------------------------------------- configuration
+    def with_labels(self, labels: LabelSet | str) -> "LLMPlayer":
+        """The same model with another label set (no copy of the model)."""
+        return LLMPlayer(
+            self.model,
+            self.tokenizer,
+            labels,
+            temperature=self.temperature,
+            value_prompt=self.value_prompt,
+            batch_size=self.batch_size,
+            system=self.system,
+            share_prefix=self.share_prefix,
+        )
+
+    @property
+    def label_ids(self) -> tuple[list[int], list[int]]:
+        """Canonical token ids of the C and D labels with this tokenizer."""
+        return label_token_ids(self.tokenizer, self.labels)
+
+    @property
+    def max_new_tokens(self) -> int:
+        """How many tokens are sampled per answer: as many as the longer label needs."""
+        return max(len(ids) for ids in self.label_ids)
+
+    def __repr__(self) -> str:
+        name = getattr(getattr(self.model, "config", None), "name_or_path", "") or type(self.model).__name__
+        extra = f", value_prompt={self.value_prompt!r}" if self.value_prompt else ""
+        return (
+            f"LLMPlayer(model={name!r}, labels={self.labels.name!r} (C={self.labels.c!r}, D={self.labels.d!r}), "
+            f"temperature={self.temperature:g}, max_new_tokens={self.max_new_tokens}, "
+            f"batch_size={self.batch_size}{extra})"
+        )
+
+    # ----------------------------------------------------------------- prompts
+    def messages(
+        self, game: MatrixGame, my_prev, opp_prev, rng: np.random.Generator | None = None
+    ) -> list[str]:
+        """The user messages for a batch of states (label orders drawn from ``rng``)."""
+        my_prev, opp_prev = _as_moves(my_prev, "my_prev"), _as_moves(opp_prev, "opp_prev")
+        return render_prompts(game, my_prev, opp_prev, self.labels, rng, value_prompt=self.value_prompt)
+
+    def chat_texts(self, messages: Sequence[str]) -> list[str]:
+        """User messages wrapped in the model's chat template."""
+        return [chat_text(self.tokenizer, m, self.system) for m in messages]
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of chat texts (the template already holds the special tokens)."""
+        return [self.tokenizer.encode(t, add_special_tokens=False) for t in texts]
+
+    # ----------------------------------------------------------------- sampling
+    def decide(self, game: MatrixGame, my_prev, opp_prev, rng: np.random.Generator) -> Decision:
+        """Sample one answer per state.
+
+        Parameters
+        ----------
+        game:
+            The game from this player's point of view (row player).
+        my_prev, opp_prev:
+            Arrays of last-round moves (0 = C, 1 = D), one entry per game in the batch.
+        rng:
+            Draws the label orders of every prompt, then the seed of the token sampler: the same
+            seed gives the same prompts and the same answers.
+        """
+        return self.answer(self.messages(game, my_prev, opp_prev, rng), rng)
+
+    def answer(self, messages: Sequence[str], rng: np.random.Generator) -> Decision:
+        """Sample one answer to each user message (any prompt, e.g. the unrelated prompts)."""
+        messages = list(messages)
+        prompts = self.chat_texts(messages)
+        prompt_ids = self.encode(prompts)
+        generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
+        answer_ids: list[list[int]] = []
+        with torch.no_grad(), eval_mode(self.model):
+            for start in range(0, len(prompt_ids), self.batch_size):
+                answer_ids += self._sample(prompt_ids[start : start + self.batch_size], generator)
+        answers = [self._decode(ids) for ids in answer_ids]
+        return Decision(messages, prompts, prompt_ids, answer_ids, answers, parse_answers(answers, self.labels), self.labels)
+
+    def _decode(self, ids: list[int]) -> str:
+        text_ids = ids[:-1] if ids and ids[-1] in self.stop_ids else ids
+        return self.tokenizer.decode(text_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def _pick(self, logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Sample (or, at temperature 0, take the argmax of) the next token of every row."""
+        logits = logits.float().cpu()
+        if self.temperature == 0:
+            return logits.argmax(-1)
+        probs = torch.softmax(logits / self.temperature, dim=-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+    def _sample(self, prompt_ids: list[list[int]], generator: torch.Generator) -> list[list[int]]:
+        """Sample up to ``max_new_tokens`` tokens per row, stopping a row at a stop token."""
+        logits, cache, mask, position = forward_batch(
+            self.model, prompt_ids, pad_id=self.pad_id, use_cache=True, share_prefix=self.share_prefix
+        )
+        n_rows, device = len(prompt_ids), mask.device
+        stop = torch.tensor(self.stop_ids, dtype=torch.long)
+        out: list[list[int]] = [[] for _ in range(n_rows)]
+        done = torch.zeros(n_rows, dtype=torch.bool)
+        for step in range(self.max_new_tokens):
+            token = self._pick(logits[:, -1, :], generator)
+            for i in torch.nonzero(~done).flatten().tolist():
+                out[i].append(int(token[i]))
+            done |= torch.isin(token, stop)
+            if step + 1 == self.max_new_tokens or bool(done.all()):
+                break
+            token = torch.where(done, torch.tensor(self.pad_id), token)  # finished rows: filler
+            mask = torch.cat([mask, torch.ones((n_rows, 1), dtype=mask.dtype, device=device)], dim=1)
+            position = position + 1
+            logits = self.model(
+                input_ids=token[:, None].to(device),
+                attention_mask=mask,
+                position_ids=position[:, None],
+                past_key_values=cache,
+                use_cache=True,
+            ).logits
+        return out
+
+    # ----------------------------------------------------------------- exact probabilities
+    def label_probabilities(
+        self,
+        game: MatrixGame,
+        my_prev,
+        opp_prev,
+        rng: np.random.Generator | None = None,
+        *,
+        average_orders: bool = False,
+    ) -> np.ndarray:
+        """Exact probabilities ``(N, 3)``: P(C's label), P(D's label), P(anything else).
+
+        The probability of a label is the product of its canonical tokens' probabilities given
+        the prompt (teacher forcing), at the player's temperature; a label shorter than
+        :attr:`max_new_tokens` must also be followed by a stop token. Other tokenisations of a
+        label, or surrounding whitespace, count as "other" -- a negligible slice in practice.
+
+        Prompts: with ``rng`` the label orders are drawn exactly as :meth:`decide` draws them (the
+        same seed gives the probabilities of the prompts ``decide`` sampled from). Without ``rng``
+        C's label is listed first in both sentences -- or, with ``average_orders=True``, the
+        probabilities are averaged over all four order combinations, which is the policy a
+        randomly ordered prompt follows on average.
+        """
+        my_prev, opp_prev = _as_moves(my_prev, "my_prev"), _as_moves(opp_prev, "opp_prev")
+        if not average_orders:
+            return self.message_label_probabilities(self.messages(game, my_prev, opp_prev, rng))
+        combos = [(a, b) for a in (False, True) for b in (False, True)]
+        messages = [
+            render_prompt(game, m, o, self.labels, rng, value_prompt=self.value_prompt, flips=f)
+            for m, o in zip(my_prev, opp_prev)
+            for f in combos
+        ]
+        probs = self.message_label_probabilities(messages)
+        return probs.reshape(len(my_prev), len(combos), 3).mean(axis=1)
+
+    def message_label_probabilities(self, messages: Sequence[str]) -> np.ndarray:
+        """:meth:`label_probabilities` for arbitrary user messages; identical messages scored once."""
+        unique = list(dict.fromkeys(messages))
+        prompt_ids = self.encode(self.chat_texts(unique))
+        ids_c, ids_d = self.label_ids
+        n = self.max_new_tokens
+        # What must follow the prompt in a row so that every needed logit is computed: the label
+        # minus its last token, or the whole label when a stop token has to follow it.
+        contexts = [ids if len(ids) < n else ids[:-1] for ids in (ids_c, ids_d)]
+        a, b = contexts
+        if b[: len(a)] == a:
+            rows, row_of = [b], (0, 0)
+        elif a[: len(b)] == b:
+            rows, row_of = [a], (0, 0)
+        else:
+            rows, row_of = [a, b], (0, 1)
+        keep = max(len(r) for r in rows) + 1
+        seqs = [p + r for p in prompt_ids for r in rows]
+        chunks = []
+        with torch.no_grad(), eval_mode(self.model):
+            for start in range(0, len(seqs), self.batch_size):
+                logits, *_ = forward_batch(
+                    self.model, seqs[start : start + self.batch_size], pad_id=self.pad_id,
+                    logits_to_keep=keep, share_prefix=self.share_prefix,
+                )
+                temperature = self.temperature if self.temperature > 0 else 1.0
+                chunks.append(torch.log_softmax(logits.float() / temperature, dim=-1).cpu())
+        logp = torch.cat(chunks).reshape(len(prompt_ids), len(rows), keep, -1)
+        stop = torch.tensor(self.stop_ids, dtype=torch.long)
+        out = np.zeros((len(unique), 3))
+        for j, (ids, row) in enumerate(zip((ids_c, ids_d), row_of)):
+            context = len(rows[row])
+            first = keep - context - 1  # kept index of the logits that predict the label's 1st token
+            total = torch.zeros(len(prompt_ids))
+            for i, token in enumerate(ids):
+                total += logp[:, row, first + i, token]
+            if len(ids) < n:  # the answer must stop right after a short label
+                total += torch.logsumexp(logp[:, row, first + len(ids)][:, stop], dim=-1)
+            out[:, j] = total.exp().double().numpy()
+        out[:, 2] = np.clip(1.0 - out[:, 0] - out[:, 1], 0.0, 1.0)
+        out /= out.sum(axis=1, keepdims=True)
+        index = {m: i for i, m in enumerate(unique)}
+        return out[[index[m] for m in messages]]
+
+    def policy_table(self, game: MatrixGame, *, average_orders: bool = True):
+        """P(C), P(D), P(illegal) in each of the four memory-1 states, as a tidy DataFrame.
+
+        Columns ``my_prev``, ``opp_prev`` ("C"/"D"), ``P(C)``, ``P(D)``, ``P(illegal)``. For a
+        heatmap: ``table.pivot(index="my_prev", columns="opp_prev", values="P(C)")``.
+        """
+        import pandas as pd
+
+        my_prev, opp_prev = np.array([C, C, D, D]), np.array([C, D, C, D])
+        probs = self.label_probabilities(game, my_prev, opp_prev, average_orders=average_orders)
+        return pd.DataFrame(
+            {
+                "my_prev": [MOVE_NAMES[m] for m in my_prev],
+                "opp_prev": [MOVE_NAMES[o] for o in opp_prev],
+                "P(C)": probs[:, 0],
+                "P(D)": probs[:, 1],
+                "P(illegal)": probs[:, 2],
+            }
+        )

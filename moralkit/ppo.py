@@ -1,0 +1,1216 @@
+"""LoRA-PPO for an LLM that plays matrix games — our own PPO, with TRL 0.9.6 semantics.
+
+The paper fine-tuned its LLM player with TRL's old ``PPOTrainer.step(queries, responses, scores)``.
+That trainer no longer exists, so this file re-implements what it computed, readable top to bottom
+(like a CleanRL script). One call of :meth:`PPOTrainer.step` is one PPO update on one batch of game
+rounds. On our problem a *row* of the batch is one round of one game:
+
+* ``prompt_ids`` — the tokens of the prompt the player saw (rules, payoff table, last moves), already
+  wrapped in the chat template;
+* ``answer_ids`` — the tokens it sampled (e.g. ``action1``: one or two tokens);
+* ``score`` — the moral reward of that round (a float), computed by the episode loop.
+
+Every round is a one-step bandit problem: no return is carried from one round to the next, so each
+(prompt, answer) row is its own trajectory whose "time steps" are the answer tokens.
+
+What one update does (the order of the code below):
+
+1. **Score normalisation.** Scores are standardised with a running mean/std over the whole run
+   (:class:`RunningMoments`; TRL's ``use_score_scaling`` + ``use_score_norm``).
+2. **Rollout pass, no gradient.** One teacher-forced forward pass over the batch gives, for every
+   answer token, the log-probability under the current policy (LoRA adapter on), the value-head
+   estimate, and — with the adapter switched off, i.e. the frozen base model — the reference
+   log-probability (:func:`score_answers`).
+3. **Per-token rewards.** Each answer token is penalised by ``kl_coef * (logp - ref_logp)``, the
+   (normalised) score is added on the last answer token (:func:`per_token_rewards`).
+4. **Advantages.** Generalised advantage estimation over the answer tokens, then whitening
+   (:func:`gae_advantages`).
+5. **PPO epochs.** ``ppo_epochs`` passes over the batch in shuffled minibatches; each minibatch is
+   re-scored *with* gradient and gets one Adam step on the clipped policy loss plus the clipped value
+   loss (:func:`ppo_losses`).
+6. **KL controller.** The KL coefficient adapts towards a target KL (:class:`AdaptiveKLController`).
+
+Performance (see DESIGN.md): identical (prompt, answer) rows are scored once and their results are
+copied back to every occurrence (exact: the backward pass of that copy sums the gradients, i.e. each
+unique row is weighted by its count); the reference policy is the same model with its adapter
+disabled, never a second copy; only the few positions that predict answer tokens go through the
+language-model head.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import nn
+
+__all__ = [
+    "PPOConfig",
+    "ValueHead",
+    "AdaptiveKLController",
+    "FixedKLController",
+    "RunningMoments",
+    "masked_mean",
+    "masked_var",
+    "masked_whiten",
+    "per_token_rewards",
+    "gae_advantages",
+    "ppo_losses",
+    "ScoredAnswers",
+    "score_answers",
+    "PPOTrainer",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Configuration
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PPOConfig:
+    """Every knob of the LoRA-PPO update, in one place.
+
+    The defaults are the paper's settings (SPEC §5, which are TRL 0.9.6's PPO defaults plus the
+    authors' choices). Use :meth:`PPOConfig.preset` to get a named profile and override single
+    fields with keyword arguments::
+
+        cfg = PPOConfig.preset("cpu", learning_rate=1e-4)
+
+    Fields, grouped:
+
+    * LoRA adapter: ``lora_r``, ``lora_alpha``, ``lora_dropout``, ``lora_target_modules``
+      (``"all-linear"`` or a tuple of module names such as ``("q_proj", "v_proj")``; names are
+      architecture specific, ``"all-linear"`` works everywhere).
+    * Optimiser (Adam over the adapter and the value head): ``learning_rate``, ``adam_betas``,
+      ``adam_eps``, ``max_grad_norm`` (``None`` = no gradient clipping).
+    * Batching: ``batch_size`` (rows the episode loop should collect per update — :meth:`step`
+      accepts any number of rows), ``mini_batch_size`` (rows per optimiser step), ``ppo_epochs``
+      (passes over the batch). Optimiser steps per update = ``ppo_epochs * ceil(rows / mini_batch_size)``.
+    * PPO: ``cliprange``, ``cliprange_value``, ``vf_coef``, ``gamma``, ``lam``,
+      ``whiten_advantages``, ``ratio_threshold`` (a minibatch whose mean probability ratio exceeds
+      it is skipped; ``None`` disables the check).
+    * KL penalty to the reference (base) model: ``init_kl_coef``, ``adaptive_kl``, ``kl_target``,
+      ``kl_horizon``.
+    * Scores: ``use_score_scaling`` (divide by the running std), ``use_score_norm`` (also subtract
+      the running mean), ``score_clip`` (clip the normalised score to ±value; ``None`` = off).
+    * Value head: ``value_head_dropout`` (TRL's default 0.1).
+    * Compute: ``autocast_dtype`` (``None`` or ``"bf16"``: bf16 autocast for the model's forward
+      passes; log-probabilities, values and losses stay float32), ``deduplicate`` (score identical
+      rows once — exact, leave it on), ``seed`` (LoRA and value-head initialisation, minibatch
+      shuffling and dropout all derive from it).
+    """
+
+    name: str = "custom"
+    # LoRA adapter
+    lora_r: int = 64
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: str | tuple[str, ...] = "all-linear"
+    # optimiser
+    learning_rate: float = 1.41e-5
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    max_grad_norm: float | None = None
+    # batching
+    batch_size: int = 5
+    mini_batch_size: int = 5
+    ppo_epochs: int = 4
+    # PPO losses and advantages
+    cliprange: float = 0.2
+    cliprange_value: float = 0.2
+    vf_coef: float = 0.1
+    gamma: float = 1.0
+    lam: float = 0.95
+    whiten_advantages: bool = True
+    ratio_threshold: float | None = 10.0
+    # KL penalty
+    init_kl_coef: float = 0.2
+    adaptive_kl: bool = True
+    kl_target: float = 6.0
+    kl_horizon: float = 10000.0
+    # scores
+    use_score_scaling: bool = True
+    use_score_norm: bool = True
+    score_clip: float | None = None
+    # value head
+    value_head_dropout: float = 0.1
+    # compute
+    autocast_dtype: str | None = None
+    deduplicate: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.lora_target_modules, list):
+            self.lora_target_modules = tuple(self.lora_target_modules)
+        self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]
+        if self.autocast_dtype not in (None, "bf16"):
+            raise ValueError(f"autocast_dtype must be None or 'bf16', got {self.autocast_dtype!r}")
+        for field_name in ("lora_r", "batch_size", "mini_batch_size", "ppo_epochs"):
+            if getattr(self, field_name) < 1:
+                raise ValueError(f"{field_name} must be >= 1, got {getattr(self, field_name)}")
+
+    # -- presets ---------------------------------------------------------------------------
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "PPOConfig":
+        """The named profile ``name`` (see :func:`PPOConfig.presets`), with ``overrides`` applied.
+
+        * ``"paper"`` — SPEC §5 exactly: LoRA r=64, alpha=32, dropout 0.05 on all linear layers;
+          Adam lr 1.41e-5; batch = minibatch = 5 (one episode of 5 rounds); 4 PPO epochs; clip 0.2,
+          value clip 0.2, vf_coef 0.1; gamma 1, lambda 0.95; adaptive KL (0.2, target 6, horizon
+          10000); running score normalisation; whitened advantages; ratio threshold 10; no gradient
+          clipping. With one minibatch per epoch this does **4 optimiser steps per episode**
+          (4 epochs × 1 minibatch). The SPEC notes that a quirk of the authors' setup made it
+          effectively one step per episode; to mimic that, use ``ppo_epochs=1``.
+        * ``"cpu"`` — learns visibly with a 135M model on a 2-core CPU in tens of updates: a
+          smaller adapter (r=16 on the attention projections, alpha=32), a ~20× larger learning
+          rate (3e-4, what a small LoRA needs to move in few steps), a larger batch of 32 rounds
+          (6–7 episodes) in 2 minibatches of 16 (bounds memory of the backward pass) and 2 epochs:
+          4 optimiser steps per update, as in the paper. Everything else as in the paper. These
+          values are a starting point to be tuned by measurement.
+        * ``"smoke"`` — tiny and fast for CI: r=4 on q/v projections, batch 8 in 2 minibatches of
+          4, 1 epoch. Every code path still runs.
+        """
+        if name not in _PRESETS:
+            raise ValueError(f"unknown PPO preset {name!r}; choose one of {sorted(_PRESETS)}")
+        return cls(name=name, **{**_PRESETS[name], **overrides})
+
+    @staticmethod
+    def presets() -> list[str]:
+        """Names accepted by :meth:`PPOConfig.preset`."""
+        return sorted(_PRESETS)
+
+    def replace(self, **changes: Any) -> "PPOConfig":
+        """A copy with some fields changed (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (tuples become lists)."""
+        out = dataclasses.asdict(self)
+        for key, value in out.items():
+            if isinstance(value, tuple):
+                out[key] = list(value)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PPOConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown PPOConfig fields: {sorted(unknown)}")
+        return cls(**data)
+
+
+#: Field values of each named preset (everything not listed keeps the paper default).
+_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "cpu": {
+        "lora_r": 16,
+        "lora_alpha": 32,
+        "lora_target_modules": ("q_proj", "k_proj", "v_proj", "o_proj"),
+        "learning_rate": 3e-4,
+        "batch_size": 32,
+        "mini_batch_size": 16,
+        "ppo_epochs": 2,
+    },
+    "smoke": {
+        "lora_r": 4,
+        "lora_alpha": 8,
+        "lora_target_modules": ("q_proj", "v_proj"),
+        "learning_rate": 3e-4,
+        "batch_size": 8,
+        "mini_batch_size": 4,
+        "ppo_epochs": 1,
+    },
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. Small stateful pieces: value head, KL controllers, running score moments
+# ---------------------------------------------------------------------------------------------
+
+
+class ValueHead(nn.Module):
+    """Critic: a scalar value for every token position, read off the model's last hidden state.
+
+    On our problem the value at the position that predicts the first answer token is the critic's
+    guess of the (normalised) moral reward the player will get in this round, before it answers.
+    Dropout then one ``Linear(hidden_size, 1)``, always computed in float32 (outside any autocast),
+    as TRL's ``ValueHead``.
+    """
+
+    def __init__(self, hidden_size: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.summary = nn.Linear(hidden_size, 1, dtype=torch.float32)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """``hidden_states`` [..., hidden] -> values [...] (float32)."""
+        with torch.autocast(device_type=hidden_states.device.type, enabled=False):
+            return self.summary(self.dropout(hidden_states.float())).squeeze(-1)
+
+
+class AdaptiveKLController:
+    """TRL's adaptive KL coefficient (Ziegler et al. 2019).
+
+    After each update, with ``current`` = the batch's mean summed KL(policy || reference) per row
+    and ``n_steps`` = the number of rows in the batch::
+
+        error = clip(current / target - 1, -0.2, 0.2)
+        value *= 1 + error * n_steps / horizon
+
+    so the penalty grows slowly while the policy drifts further than ``target`` nats from the base
+    model and shrinks while it stays closer. With the paper's horizon (10000) and 5 rows per update
+    the coefficient moves by at most 0.01% per episode — it is nearly constant over a 1000-episode run.
+    """
+
+    def __init__(self, init_kl_coef: float, target: float, horizon: float) -> None:
+        self.value = float(init_kl_coef)
+        self.target = float(target)
+        self.horizon = float(horizon)
+
+    def update(self, current: float, n_steps: int) -> None:
+        proportional_error = min(max(float(current) / self.target - 1.0, -0.2), 0.2)
+        mult = 1.0 + proportional_error * n_steps / self.horizon
+        self.value *= mult
+
+    def state_dict(self) -> dict[str, float]:
+        return {"value": self.value, "target": self.target, "horizon": self.horizon}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.value, self.target, self.horizon = state["value"], state["target"], state["horizon"]
+
+    def __repr__(self) -> str:
+        return f"AdaptiveKLController(value={self.value:.6g}, target={self.target}, horizon={self.horizon})"
+
+
+class FixedKLController:
+    """A constant KL coefficient (``adaptive_kl=False``)."""
+
+    def __init__(self, kl_coef: float) -> None:
+        self.value = float(kl_coef)
+
+    def update(self, current: float, n_steps: int) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, float]:
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.value = state["value"]
+
+    def __repr__(self) -> str:
+        return f"FixedKLController(value={self.value:.6g})"
+
+
+class RunningMoments:
+    """Running mean and standard deviation of all scores seen during the run.
+
+    Moral rewards live on different scales (the Game reward is 0..4, the deontological one 0 or -3,
+    an illegal answer -6); PPO is sensitive to that scale, so TRL standardised each score with the
+    mean and std of *every score seen so far* (this batch included). Batches are merged exactly
+    with Chan et al.'s parallel algorithm, as TRL did; we keep the sums in float64 (TRL: float32).
+    The starting state (mean 0, var 1, count 1e-24) is TRL's: it is forgotten by the first batch.
+    ``std`` is the unbiased (n-1) standard deviation.
+    """
+
+    def __init__(self) -> None:
+        self.mean = 0.0
+        self.var = 1.0  # biased variance of everything seen
+        self.std = 1.0  # unbiased standard deviation of everything seen
+        self.count = 1e-24
+
+    @torch.no_grad()
+    def update(self, xs: torch.Tensor) -> tuple[float, float]:
+        """Merge a batch of scores; returns the batch's own (mean, unbiased std)."""
+        xs = xs.detach().to(torch.float64).flatten()
+        xs_count = xs.numel()
+        if xs_count == 0:
+            raise ValueError("RunningMoments.update needs at least one value")
+        xs_mean = xs.mean().item()
+        xs_var = ((xs - xs_mean) ** 2).mean().item()  # biased batch variance
+
+        delta = xs_mean - self.mean
+        tot_count = self.count + xs_count
+        new_sum = xs_var * xs_count
+        # the old sum of squares, re-centred on the combined mean
+        old_sum = self.var * self.count + delta**2 * self.count * xs_count / tot_count
+        new_var = (old_sum + new_sum) / tot_count
+
+        self.mean += delta * xs_count / tot_count
+        self.var = new_var
+        self.std = math.sqrt(new_var * tot_count / (tot_count - 1)) if tot_count > 1 else math.sqrt(new_var)
+        self.count = tot_count
+        batch_std = math.sqrt(xs_var * xs_count / (xs_count - 1)) if xs_count > 1 else 0.0
+        return xs_mean, batch_std
+
+    def state_dict(self) -> dict[str, float]:
+        return {"mean": self.mean, "var": self.var, "std": self.std, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.mean, self.var, self.std, self.count = state["mean"], state["var"], state["std"], state["count"]
+
+    def __repr__(self) -> str:
+        return f"RunningMoments(mean={self.mean:.4g}, std={self.std:.4g}, count={self.count:.0f})"
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. Pure functions on tensors
+#
+# Shapes: N rows (game rounds) × L answer positions. ``mask`` is 1 on real answer tokens and 0 on
+# padding; answer token j of a row sits in column j (answers are left-aligned, padded on the right).
+# ---------------------------------------------------------------------------------------------
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over the positions where ``mask`` is 1 (all rows pooled)."""
+    return (values * mask).sum() / mask.sum()
+
+
+def masked_var(values: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
+    """Variance over the masked positions (Bessel-corrected by default, as TRL)."""
+    mean = masked_mean(values, mask)
+    variance = masked_mean((values - mean) ** 2, mask)
+    if unbiased:
+        n = mask.sum()
+        if n < 2:
+            raise ValueError("masked_var needs at least two masked positions for an unbiased variance")
+        variance = variance * n / (n - 1)
+    return variance
+
+
+def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+    """Standardise ``values`` with the mean/variance of the masked positions (TRL's formula)."""
+    mean, var = masked_mean(values, mask), masked_var(values, mask)
+    whitened = (values - mean) * torch.rsqrt(var + 1e-8)
+    if not shift_mean:
+        whitened = whitened + mean
+    return whitened
+
+
+def _last_token_index(mask: torch.Tensor) -> torch.Tensor:
+    """Column of the last real token of every row (every row must have one)."""
+    if (mask.sum(-1) < 1).any():
+        raise ValueError("every row needs at least one answer token")
+    width = mask.shape[-1]
+    return width - 1 - mask.flip(-1).float().argmax(-1)
+
+
+def per_token_rewards(
+    scores: torch.Tensor,
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    kl_coef: float,
+) -> torch.Tensor:
+    """The reward PPO sees on each answer token.
+
+    Each answer token pays ``-kl_coef * (logp - ref_logp)``: the sampled estimate of the KL
+    divergence from the frozen base model, which keeps the tuned player close to the base model's
+    language (TRL's ``kl_penalty="kl"``). The round's moral score is added on the *last* real answer
+    token only — the whole answer is one action. Padding positions get 0.
+
+    Returns rewards [N, L].
+    """
+    kl = logprobs - ref_logprobs
+    rewards = -kl_coef * kl * mask
+    last = _last_token_index(mask)
+    rows = torch.arange(rewards.shape[0], device=rewards.device)
+    rewards[rows, last] += scores.to(rewards.dtype)
+    return rewards
+
+
+def gae_advantages(
+    values: torch.Tensor,
+    rewards: torch.Tensor,
+    mask: torch.Tensor,
+    gamma: float,
+    lam: float,
+    whiten: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over the answer tokens of each row (TRL's code path).
+
+    Walking backwards over positions t::
+
+        delta_t = r_t + gamma * V_{t+1} - V_t
+        A_t     = delta_t + gamma * lam * A_{t+1}
+
+    with ``V`` zeroed on padding, so the position after the last answer token has value 0 (the round
+    ends there: a bandit problem, nothing is carried to the next round). ``returns = A + V`` are the
+    value head's regression targets. With ``whiten`` the advantages are then standardised over all
+    real tokens of the batch (returns are not).
+
+    Returns (advantages, returns), both [N, L].
+    """
+    values = values * mask
+    rewards = rewards * mask
+    length = rewards.shape[-1]
+    last_gae = torch.zeros_like(rewards[:, 0])
+    reversed_advantages = []
+    for t in reversed(range(length)):
+        next_values = values[:, t + 1] if t < length - 1 else torch.zeros_like(values[:, t])
+        delta = rewards[:, t] + gamma * next_values - values[:, t]
+        last_gae = delta + gamma * lam * last_gae
+        reversed_advantages.append(last_gae)
+    advantages = torch.stack(reversed_advantages[::-1], dim=1)
+    returns = advantages + values
+    if whiten:
+        advantages = masked_whiten(advantages, mask)
+    return advantages.detach(), returns.detach()
+
+
+def ppo_losses(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    cliprange: float,
+    cliprange_value: float,
+    vf_coef: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """PPO's clipped policy loss plus the clipped value loss (TRL 0.9.6 ``PPOTrainer.loss``).
+
+    * ``ratio = exp(logp - old_logp)``: how much more likely the answer token is now than when the
+      round was played. The policy loss ``max(-A * ratio, -A * clip(ratio, 1 ± cliprange))`` stops
+      pushing once an answer has become ``1 ± cliprange`` times as likely as before.
+    * The value prediction is clipped to ``old_value ± cliprange_value`` and the larger of the two
+      squared errors to ``returns`` is used; ``value_loss = 0.5 * mean(...)``.
+    * ``loss = policy_loss + vf_coef * value_loss``; all means are over real answer tokens.
+
+    Returns ``(loss, stats)``; ``stats`` holds floats: ``policy_loss``, ``value_loss``, ``loss``,
+    ``clipfrac`` (tokens whose policy term was clipped), ``value_clipfrac``, ``approxkl``
+    (``0.5 * mean((logp - old_logp)^2)``), ``policykl`` (``mean(old_logp - logp)``) and
+    ``ratio_mean`` (compared with ``ratio_threshold`` by the trainer).
+    """
+    values_clipped = torch.clamp(values, old_values - cliprange_value, old_values + cliprange_value)
+    vf_losses1 = (values - returns) ** 2
+    vf_losses2 = (values_clipped - returns) ** 2
+    value_loss = 0.5 * masked_mean(torch.max(vf_losses1, vf_losses2), mask)
+    value_clipfrac = masked_mean(torch.gt(vf_losses2, vf_losses1).float(), mask)
+
+    ratio = torch.exp(logprobs - old_logprobs)
+    pg_losses1 = -advantages * ratio
+    pg_losses2 = -advantages * torch.clamp(ratio, 1.0 - cliprange, 1.0 + cliprange)
+    policy_loss = masked_mean(torch.max(pg_losses1, pg_losses2), mask)
+    clipfrac = masked_mean(torch.gt(pg_losses2, pg_losses1).float(), mask)
+
+    loss = policy_loss + vf_coef * value_loss
+
+    with torch.no_grad():
+        stats = {
+            "policy_loss": policy_loss.item(),
+            "value_loss": value_loss.item(),
+            "loss": loss.item(),
+            "clipfrac": clipfrac.item(),
+            "value_clipfrac": value_clipfrac.item(),
+            "approxkl": (0.5 * masked_mean((logprobs - old_logprobs) ** 2, mask)).item(),
+            "policykl": masked_mean(old_logprobs - logprobs, mask).item(),
+            "ratio_mean": masked_mean(ratio, mask).item(),
+        }
+    return loss, stats
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. Scoring answers with one teacher-forced forward pass
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ScoredAnswers:
+    """What :func:`score_answers` returns; tensors are [N, L] with answer token j in column j.
+
+    ``logprobs`` — log-probability of each answer token given the prompt and the previous answer
+    tokens; ``values`` — the value head at the position that predicts that token (``None`` when not
+    asked for); ``mask`` — 1.0 on real answer tokens; ``entropy`` — entropy of the model's
+    next-token distribution at that position (``None`` when not asked for); ``n_unique`` — how many
+    distinct (prompt, answer) rows were actually run through the model. Padding entries are 0.
+    """
+
+    logprobs: torch.Tensor
+    values: torch.Tensor | None
+    mask: torch.Tensor
+    entropy: torch.Tensor | None
+    n_unique: int
+
+
+def _autocast(device: torch.device, autocast_dtype: str | None) -> contextlib.AbstractContextManager:
+    if autocast_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _output_head(model: nn.Module) -> nn.Module:
+    """The language-model head (``lm_head``) of a causal LM, also through a peft wrapper."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    head = base.get_output_embeddings()
+    if head is None:
+        raise ValueError(f"{type(base).__name__} has no output embeddings (lm_head)")
+    return head
+
+
+def score_answers(
+    model: nn.Module,
+    value_head: ValueHead | None,
+    prompt_ids: Sequence[Sequence[int]],
+    answer_ids: Sequence[Sequence[int]],
+    *,
+    with_values: bool = True,
+    with_entropy: bool = False,
+    pad_token_id: int = 0,
+    autocast_dtype: str | None = None,
+    deduplicate: bool = True,
+) -> ScoredAnswers:
+    """Teacher-forced scoring of a batch of (prompt, answer) rows in ONE forward pass.
+
+    How: the distinct rows are concatenated (prompt + answer) and **left-padded**, with position ids
+    counted from each row's first real token, so every answer ends at the last column; the model
+    then only has to run its LM head on the last ``max_answer_len + 1`` positions
+    (``logits_to_keep``), and the value head reads the same positions' final hidden states (captured
+    as they enter the LM head). The position that predicts answer token j gives its log-probability,
+    entropy and value — exactly TRL's alignment (value at position t is paired with token t+1).
+
+    ``deduplicate``: identical rows (same prompt and same answer — common when the game state
+    repeats) are computed once and their results copied to every occurrence. This is exact: the
+    copy's backward pass sums the gradients, i.e. a unique row counts as many times as it occurs
+    (only dropout masks differ: copies share one mask).
+
+    Gradients flow if the caller has them enabled; use ``torch.no_grad()`` for rollout/reference
+    passes. Every prompt and every answer must have at least one token. The caller chooses which
+    adapter is active (``model.set_adapter``) or disables it (``with model.disable_adapter():``)
+    for reference log-probabilities.
+    """
+    if len(prompt_ids) != len(answer_ids):
+        raise ValueError(f"{len(prompt_ids)} prompts but {len(answer_ids)} answers")
+    if len(prompt_ids) == 0:
+        raise ValueError("score_answers needs at least one row")
+    rows = [(tuple(int(t) for t in p), tuple(int(t) for t in a)) for p, a in zip(prompt_ids, answer_ids)]
+    for i, (prompt, answer) in enumerate(rows):
+        if len(prompt) == 0:
+            raise ValueError(f"row {i}: empty prompt (the first answer token needs a position predicting it)")
+        if len(answer) == 0:
+            raise ValueError(f"row {i}: empty answer (PPOTrainer.step replaces empty answers by [eos])")
+    if with_values and value_head is None:
+        raise ValueError("with_values=True needs a value_head")
+
+    # distinct rows and, for every original row, the index of its distinct row
+    if deduplicate:
+        position_of: dict[tuple[tuple[int, ...], tuple[int, ...]], int] = {}
+        unique_rows: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+        inverse = []
+        for row in rows:
+            if row not in position_of:
+                position_of[row] = len(unique_rows)
+                unique_rows.append(row)
+            inverse.append(position_of[row])
+    else:
+        unique_rows, inverse = rows, list(range(len(rows)))
+
+    device = _output_head(model).weight.device
+    n_unique = len(unique_rows)
+    answer_lengths = torch.tensor([len(a) for _, a in unique_rows], device=device)
+    width = int(answer_lengths.max())  # L: widest answer
+    total = max(len(p) + len(a) for p, a in unique_rows)  # T: longest prompt + answer
+
+    input_ids = torch.full((n_unique, total), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((n_unique, total), dtype=torch.long)
+    for u, (prompt, answer) in enumerate(unique_rows):
+        sequence = prompt + answer
+        input_ids[u, total - len(sequence) :] = torch.tensor(sequence, dtype=torch.long)
+        attention_mask[u, total - len(sequence) :] = 1
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    input_ids, attention_mask, position_ids = input_ids.to(device), attention_mask.to(device), position_ids.to(device)
+
+    # capture the final hidden states where they enter the LM head (already cut to the kept positions)
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep_hidden(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        captured["hidden"] = inputs[0]
+
+    hook = _output_head(model).register_forward_pre_hook(keep_hidden) if with_values else None
+    try:
+        with _autocast(device, autocast_dtype):
+            out = model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                logits_to_keep=width + 1,
+                use_cache=False,
+            )
+    finally:
+        if hook is not None:
+            hook.remove()
+
+    # column c of the window predicts the token at position total - width + c
+    logits = out.logits[:, :-1, :].float()  # [U, L, V]
+    targets = input_ids[:, total - width :]  # [U, L]
+    log_softmax = torch.log_softmax(logits, dim=-1)
+    token_logprobs = log_softmax.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # right-aligned
+
+    # right-aligned (answers end in the last column) -> left-aligned (answer token j in column j)
+    columns = torch.arange(width, device=device).unsqueeze(0)
+    mask = (columns < answer_lengths.unsqueeze(1)).float()
+    source = (columns + (width - answer_lengths).unsqueeze(1)).clamp(max=width - 1)
+    zero = torch.zeros((), device=device)
+
+    def left_align(x: torch.Tensor) -> torch.Tensor:
+        return torch.where(mask.bool(), x.gather(1, source), zero)
+
+    logprobs = left_align(token_logprobs)
+    values = None
+    if with_values:
+        values = left_align(value_head(captured["hidden"][:, :-1, :]))
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            probs = log_softmax.exp()
+            entropy = left_align(-(probs * log_softmax).sum(-1))
+
+    index = torch.tensor(inverse, device=device)
+    return ScoredAnswers(
+        logprobs=logprobs[index],
+        values=None if values is None else values[index],
+        mask=mask[index],
+        entropy=None if entropy is None else entropy[index],
+        n_unique=n_unique,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. The trainer
+# ---------------------------------------------------------------------------------------------
+
+_CHECKPOINT_FORMAT = 1
+
+
+class PPOTrainer:
+    """One learning LLM player: a LoRA adapter + value head + Adam + KL controller + score stats.
+
+    ``model`` is either a plain causal LM (it is wrapped with peft's ``get_peft_model``; the wrapper
+    is ``trainer.model``) or an existing ``PeftModel``, to which this trainer **adds** its own
+    adapter under ``adapter_name``. Two learners therefore share one frozen base model::
+
+        alice = PPOTrainer(base_model, tokenizer, cfg, adapter_name="alice")
+        bob = PPOTrainer(alice.model, tokenizer, cfg, adapter_name="bob")
+
+    Each trainer owns its adapter's parameters, value head and optimiser, and activates its adapter
+    (``model.set_adapter``) before each of its forward passes; the reference policy of both is the
+    base model (all adapters disabled). Sample with ``trainer.policy_model`` (activates this
+    trainer's adapter and returns the model) in eval mode — :meth:`step` leaves the model in eval
+    mode.
+
+    ``tokenizer_or_pad_id``: a tokenizer (its pad and eos tokens are used) or the pad token id
+    (eos is then read from the model's generation/model config).
+
+    Randomness: the LoRA and value-head initialisation, the minibatch shuffling and the dropout
+    masks all come from ``config.seed`` through the trainer's own generators; the trainer never
+    reseeds or consumes the global torch RNG, so sampling code around it is unaffected and a
+    restored checkpoint continues bit-identically on CPU.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer_or_pad_id: Any,
+        config: PPOConfig | None = None,
+        *,
+        adapter_name: str = "default",
+    ) -> None:
+        from peft import LoraConfig, PeftModel, get_peft_model
+
+        self.config = config if config is not None else PPOConfig.preset("paper")
+        self.adapter_name = adapter_name
+        self.pad_token_id, self.eos_token_id = _pad_and_eos(tokenizer_or_pad_id, model)
+
+        lora_config = LoraConfig(
+            task_type="CAUSAL_LM",
+            r=self.config.lora_r,
+            lora_alpha=self.config.lora_alpha,
+            lora_dropout=self.config.lora_dropout,
+            target_modules=(
+                self.config.lora_target_modules
+                if isinstance(self.config.lora_target_modules, str)
+                else list(self.config.lora_target_modules)
+            ),
+            bias="none",
+        )
+        hidden_size = _hidden_size(model)
+        # initialise LoRA and the value head from config.seed without touching the global RNG
+        # (peft creates the LoRA matrices on the CPU, then moves them next to their base layer)
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(self.config.seed)
+            if isinstance(model, PeftModel):
+                if adapter_name in model.peft_config:
+                    raise ValueError(
+                        f"the model already has an adapter named {adapter_name!r}; give this learner "
+                        f"another adapter_name (existing: {sorted(model.peft_config)})"
+                    )
+                model.add_adapter(adapter_name, lora_config)
+            else:
+                model = get_peft_model(model, lora_config, adapter_name=adapter_name)
+            self.value_head = ValueHead(hidden_size, self.config.value_head_dropout)
+        self.model = model
+        self.device = _output_head(model).weight.device
+        self.value_head.to(self.device)
+
+        self.model.set_adapter(adapter_name)
+        self.adapter_parameters = _adapter_parameters(self.model, adapter_name)
+        if not self.adapter_parameters:
+            raise ValueError(f"no LoRA parameters found for adapter {adapter_name!r}; check lora_target_modules")
+        self.optimizer = torch.optim.Adam(
+            self.trainable_parameters,
+            lr=self.config.learning_rate,
+            betas=self.config.adam_betas,
+            eps=self.config.adam_eps,
+        )
+        self.kl_controller: AdaptiveKLController | FixedKLController
+        if self.config.adaptive_kl:
+            self.kl_controller = AdaptiveKLController(
+                self.config.init_kl_coef, self.config.kl_target, self.config.kl_horizon
+            )
+        else:
+            self.kl_controller = FixedKLController(self.config.init_kl_coef)
+        self.score_moments = RunningMoments()
+        self.step_count = 0
+        # the trainer's own random streams: minibatch order, and dropout (CPU and, if used, CUDA)
+        self.generator = torch.Generator().manual_seed(self.config.seed)
+        self._dropout_cpu_state = torch.Generator().manual_seed(self.config.seed + 1).get_state()
+        self._dropout_cuda_state: torch.Tensor | None = None
+        self.model.eval()
+
+    # -- accessors -------------------------------------------------------------------------
+
+    @property
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """This learner's adapter parameters followed by its value head's."""
+        return list(self.adapter_parameters) + list(self.value_head.parameters())
+
+    def activate(self) -> None:
+        """Make this trainer's adapter the active one (and trainable) on the shared model."""
+        self.model.set_adapter(self.adapter_name)
+
+    @property
+    def policy_model(self) -> nn.Module:
+        """The model with THIS learner's adapter active — use it to sample answers (in eval mode)."""
+        self.activate()
+        return self.model
+
+    def reference(self) -> contextlib.AbstractContextManager:
+        """Context in which ``trainer.model`` is the frozen base model (all adapters disabled)::
+
+        with trainer.reference():
+            base_answers = sample(trainer.model, prompts)
+        """
+        return self.model.disable_adapter()
+
+    def __repr__(self) -> str:
+        n_lora = sum(p.numel() for p in self.adapter_parameters)
+        n_value = sum(p.numel() for p in self.value_head.parameters())
+        return (
+            f"PPOTrainer(preset={self.config.name!r}, adapter={self.adapter_name!r}, "
+            f"trainable={n_lora + n_value:,} params (LoRA r={self.config.lora_r}: {n_lora:,}, "
+            f"value head: {n_value:,}), steps={self.step_count}, kl_coef={self.kl_controller.value:.4g})"
+        )
+
+    # -- scoring -----------------------------------------------------------------------------
+
+    def prepare_answers(self, answer_ids: Sequence[Sequence[int]]) -> list[list[int]]:
+        """The rule for empty answers: a model that emits EOS straight away produced one token, EOS.
+
+        If the sampler stripped it (answer of length 0), we score the answer as ``[eos_token_id]``
+        so the round still counts (with whatever score the episode loop gave it, typically the
+        illegal-answer reward) and the model learns to stop doing it.
+        """
+        prepared = []
+        for answer in answer_ids:
+            answer = [int(t) for t in answer]
+            if len(answer) == 0:
+                if self.eos_token_id is None:
+                    raise ValueError("empty answer and no eos token id known to stand in for it")
+                answer = [self.eos_token_id]
+            prepared.append(answer)
+        return prepared
+
+    def score(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        answer_ids: Sequence[Sequence[int]],
+        *,
+        with_values: bool = True,
+        with_entropy: bool = False,
+        reference: bool = False,
+    ) -> ScoredAnswers:
+        """:func:`score_answers` with this trainer's adapter (or the base model if ``reference``)."""
+        self.activate()
+        context = self.reference() if reference else contextlib.nullcontext()
+        with context:
+            return score_answers(
+                self.model,
+                None if reference else self.value_head,
+                [list(p) for p in prompt_ids],
+                self.prepare_answers(answer_ids),
+                with_values=with_values and not reference,
+                with_entropy=with_entropy,
+                pad_token_id=self.pad_token_id,
+                autocast_dtype=self.config.autocast_dtype,
+                deduplicate=self.config.deduplicate,
+            )
+
+    # -- the PPO update ----------------------------------------------------------------------
+
+    def normalise_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        """Update the running score moments with this batch, then standardise (TRL order)."""
+        cfg = self.config
+        if cfg.use_score_scaling:
+            self.score_moments.update(scores)
+            scale = self.score_moments.std + torch.finfo(torch.float32).eps
+            if cfg.use_score_norm:
+                scores = (scores - self.score_moments.mean) / scale
+            else:
+                scores = scores / scale
+        if cfg.score_clip is not None:
+            scores = torch.clamp(scores, -cfg.score_clip, cfg.score_clip)
+        return scores
+
+    def step(
+        self,
+        prompt_ids: Sequence[Sequence[int]],
+        answer_ids: Sequence[Sequence[int]],
+        scores: Sequence[float] | torch.Tensor,
+    ) -> dict[str, float]:
+        """One PPO update on a batch of game rounds; returns a dict of statistics (floats).
+
+        ``prompt_ids[i]``/``answer_ids[i]`` are the token ids of round i's prompt and sampled answer
+        (no padding; empty answers are scored as ``[eos]``, see :meth:`prepare_answers`),
+        ``scores[i]`` its moral reward.
+
+        Stats: ``score/raw_mean``, ``score/raw_std``, ``score/norm_mean``, ``score/running_mean``,
+        ``score/running_std``; ``objective/kl`` (mean over rows of the summed per-token KL to the
+        base model, before the update), ``objective/kl_coef`` (used for this update),
+        ``objective/kl_coef_next``, ``objective/entropy`` (mean next-token entropy on answer
+        tokens, before the update); ``ppo/loss/policy``, ``ppo/loss/value``, ``ppo/loss/total``,
+        ``ppo/policy/clipfrac``, ``ppo/policy/approxkl``, ``ppo/policy/policykl``,
+        ``ppo/policy/ratio_mean``, ``ppo/val/clipfrac`` (means over minibatches),
+        ``ppo/val/mean``, ``ppo/returns/mean``, ``ppo/minibatches``, ``ppo/skipped_minibatches``;
+        ``batch/rows``, ``batch/unique_rows``, ``batch/answer_tokens``; ``time/ppo/forward``,
+        ``time/ppo/optimize``, ``time/ppo/total`` (seconds); ``step`` (updates done, this one included).
+        """
+        cfg = self.config
+        t_start = time.perf_counter()
+        prompt_ids = [[int(t) for t in p] for p in prompt_ids]
+        answer_ids = self.prepare_answers(answer_ids)
+        raw_scores = torch.as_tensor(scores, dtype=torch.float32).detach().cpu().flatten()
+        n_rows = len(prompt_ids)
+        if not (n_rows == len(answer_ids) == raw_scores.numel()):
+            raise ValueError(f"{n_rows} prompts, {len(answer_ids)} answers, {raw_scores.numel()} scores")
+        if n_rows == 0:
+            raise ValueError("step needs at least one row")
+
+        # 1. score normalisation (running mean/std over the whole run, this batch included)
+        raw_mean, raw_std = raw_scores.mean().item(), (raw_scores.std().item() if n_rows > 1 else 0.0)
+        norm_scores = self.normalise_scores(raw_scores).to(self.device)
+
+        # 2. rollout pass: old log-probs and values (adapter on), reference log-probs (adapter off)
+        t_forward = time.perf_counter()
+        self.activate()
+        self.model.eval()
+        self.value_head.eval()
+        with torch.no_grad():
+            old = self.score(prompt_ids, answer_ids, with_values=True, with_entropy=True)
+            ref = self.score(prompt_ids, answer_ids, reference=True)
+        mask, old_logprobs = old.mask, old.logprobs
+        old_values = old.values * mask
+
+        # 3. per-token rewards and 4. advantages
+        kl_coef = self.kl_controller.value
+        rewards = per_token_rewards(norm_scores, old_logprobs, ref.logprobs, mask, kl_coef)
+        advantages, returns = gae_advantages(
+            old_values, rewards, mask, cfg.gamma, cfg.lam, whiten=cfg.whiten_advantages
+        )
+        time_forward = time.perf_counter() - t_forward
+
+        # 5. PPO epochs over shuffled minibatches, one Adam step each
+        t_optimize = time.perf_counter()
+        self.activate()
+        self.model.train()
+        self.value_head.train()
+        minibatch_stats: list[dict[str, float]] = []
+        skipped = 0
+        with self._own_dropout_rng():
+            for _epoch in range(cfg.ppo_epochs):
+                order = torch.randperm(n_rows, generator=self.generator)
+                for start in range(0, n_rows, cfg.mini_batch_size):
+                    idx = order[start : start + cfg.mini_batch_size]
+                    new = self.score(
+                        [prompt_ids[i] for i in idx], [answer_ids[i] for i in idx], with_values=True
+                    )
+                    idx = idx.to(self.device)
+                    w = new.mask.shape[1]  # this minibatch's widest answer
+                    loss, stats = ppo_losses(
+                        new.logprobs,
+                        old_logprobs[idx, :w],
+                        new.values,
+                        old_values[idx, :w],
+                        advantages[idx, :w],
+                        returns[idx, :w],
+                        new.mask,
+                        cfg.cliprange,
+                        cfg.cliprange_value,
+                        cfg.vf_coef,
+                    )
+                    minibatch_stats.append(stats)
+                    if cfg.ratio_threshold is not None and stats["ratio_mean"] > cfg.ratio_threshold:
+                        # TRL zeroed the loss of such a minibatch but still called optimizer.step()
+                        # (so Adam's momentum moved the weights); we skip the step altogether.
+                        warnings.warn(
+                            f"mean probability ratio {stats['ratio_mean']:.2f} of a minibatch exceeds "
+                            f"ratio_threshold {cfg.ratio_threshold}; skipping it"
+                        )
+                        skipped += 1
+                        continue
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.max_grad_norm is not None:
+                        torch.nn.utils.clip_grad_norm_(self.trainable_parameters, cfg.max_grad_norm)
+                    self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.model.eval()
+        self.value_head.eval()
+        time_optimize = time.perf_counter() - t_optimize
+
+        # 6. KL controller: mean over rows of the summed per-token KL, before this update
+        kl_per_row = ((old_logprobs - ref.logprobs) * mask).sum(-1)
+        mean_kl = kl_per_row.mean().item()
+        self.kl_controller.update(mean_kl, n_rows)
+        self.step_count += 1
+
+        def mean_of(key: str) -> float:
+            return sum(s[key] for s in minibatch_stats) / len(minibatch_stats)
+
+        return {
+            "score/raw_mean": raw_mean,
+            "score/raw_std": raw_std,
+            "score/norm_mean": norm_scores.mean().item(),
+            "score/running_mean": self.score_moments.mean,
+            "score/running_std": self.score_moments.std,
+            "objective/kl": mean_kl,
+            "objective/kl_coef": kl_coef,
+            "objective/kl_coef_next": self.kl_controller.value,
+            "objective/entropy": masked_mean(old.entropy, mask).item(),
+            "ppo/loss/policy": mean_of("policy_loss"),
+            "ppo/loss/value": mean_of("value_loss"),
+            "ppo/loss/total": mean_of("loss"),
+            "ppo/policy/clipfrac": mean_of("clipfrac"),
+            "ppo/policy/approxkl": mean_of("approxkl"),
+            "ppo/policy/policykl": mean_of("policykl"),
+            "ppo/policy/ratio_mean": mean_of("ratio_mean"),
+            "ppo/val/clipfrac": mean_of("value_clipfrac"),
+            "ppo/val/mean": masked_mean(old_values, mask).item(),
+            "ppo/returns/mean": masked_mean(returns, mask).item(),
+            "ppo/minibatches": float(len(minibatch_stats)),
+            "ppo/skipped_minibatches": float(skipped),
+            "batch/rows": float(n_rows),
+            "batch/unique_rows": float(old.n_unique),
+            "batch/answer_tokens": mask.sum().item(),
+            "time/ppo/forward": time_forward,
+            "time/ppo/optimize": time_optimize,
+            "time/ppo/total": time.perf_counter() - t_start,
+            "step": float(self.step_count),
+        }
+
+    @contextlib.contextmanager
+    def _own_dropout_rng(self) -> Iterator[None]:
+        """Run the block (dropout in the PPO epochs) on the trainer's own random stream.
+
+        The global torch RNG is saved, replaced by the trainer's dropout state, and restored
+        afterwards, so the update neither depends on nor disturbs the caller's random numbers.
+        """
+        cuda_devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda_devices):
+            torch.set_rng_state(self._dropout_cpu_state)
+            if cuda_devices:
+                if self._dropout_cuda_state is None:
+                    with torch.cuda.device(self.device):
+                        torch.cuda.manual_seed(self.config.seed + 1)
+                else:
+                    torch.cuda.set_rng_state(self._dropout_cuda_state, self.device)
+            try:
+                yield
+            finally:
+                self._dropout_cpu_state = torch.get_rng_state()
+                if cuda_devices:
+                    self._dropout_cuda_state = torch.cuda.get_rng_state(self.device)
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything but the adapter weights: value head, optimiser, KL, score stats, RNG, step."""
+        return {
+            "format": _CHECKPOINT_FORMAT,
+            "adapter_name": self.adapter_name,
+            "config": self.config.to_dict(),
+            "step_count": self.step_count,
+            "value_head": self.value_head.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "kl_controller": self.kl_controller.state_dict(),
+            "score_moments": self.score_moments.state_dict(),
+            "generator": self.generator.get_state(),
+            "dropout_cpu_state": self._dropout_cpu_state,
+            "dropout_cuda_state": self._dropout_cuda_state,
+        }
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write a checkpoint folder, atomically.
+
+        Layout: ``adapter/`` (peft's own format: ``PeftModel.from_pretrained(base, folder/"adapter")``
+        loads it), ``trainer_state.pt`` (:meth:`state_dict`), ``ppo_config.json`` (readable copy of
+        the config). Everything is first written to a hidden temporary folder next to ``folder``
+        and then renamed into place; the previous checkpoint is only removed after the new one is
+        complete (if the process dies between the two renames, :meth:`load_state` falls back on the
+        ``.<name>.old`` folder).
+        """
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+        old = folder.with_name(f".{folder.name}.old")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+
+        # the adapter, in peft's format (peft puts a non-"default" adapter into a sub-folder)
+        self.model.save_pretrained(str(tmp / "_peft"), selected_adapters=[self.adapter_name])
+        peft_folder = tmp / "_peft" if self.adapter_name == "default" else tmp / "_peft" / self.adapter_name
+        os.rename(peft_folder, tmp / "adapter")
+        shutil.rmtree(tmp / "_peft", ignore_errors=True)
+        torch.save(self.state_dict(), tmp / "trainer_state.pt")
+        (tmp / "ppo_config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+
+        if folder.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            os.rename(folder, old)
+        os.rename(tmp, folder)
+        if old.exists():
+            shutil.rmtree(old)
+        return folder
+
+    def load_state(self, folder: str | os.PathLike) -> None:
+        """Restore a checkpoint written by :meth:`save` into this trainer (same config and model)."""
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        folder = _existing_checkpoint(Path(folder))
+        state = torch.load(folder / "trainer_state.pt", map_location="cpu", weights_only=True)
+        if state.get("format") != _CHECKPOINT_FORMAT:
+            raise ValueError(f"unsupported checkpoint format {state.get('format')!r} in {folder}")
+        saved = PPOConfig.from_dict(state["config"])
+        lora_fields = ("lora_r", "lora_alpha", "lora_target_modules")
+        if any(getattr(saved, f) != getattr(self.config, f) for f in lora_fields):
+            raise ValueError(
+                f"checkpoint LoRA shape {[getattr(saved, f) for f in lora_fields]} differs from this "
+                f"trainer's {[getattr(self.config, f) for f in lora_fields]}; use PPOTrainer.from_checkpoint"
+            )
+
+        adapter_weights = load_file(str(folder / "adapter" / "adapter_model.safetensors"), device=str(self.device))
+        result = set_peft_model_state_dict(self.model, adapter_weights, adapter_name=self.adapter_name)
+        if result.unexpected_keys:
+            raise ValueError(f"unexpected adapter weights in {folder}: {result.unexpected_keys[:5]}")
+        missing = [k for k in result.missing_keys if f".{self.adapter_name}." in k and "lora_" in k]
+        if missing:
+            raise ValueError(f"adapter weights missing from {folder}: {missing[:5]}")
+
+        self.value_head.load_state_dict(state["value_head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.kl_controller.load_state_dict(state["kl_controller"])
+        self.score_moments.load_state_dict(state["score_moments"])
+        self.step_count = state["step_count"]
+        self.generator.set_state(state["generator"])
+        self._dropout_cpu_state = state["dropout_cpu_state"]
+        self._dropout_cuda_state = state["dropout_cuda_state"] if self.device.type == "cuda" else None
+        self.model.eval()
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        folder: str | os.PathLike,
+        model: nn.Module,
+        tokenizer_or_pad_id: Any,
+        *,
+        adapter_name: str | None = None,
+    ) -> "PPOTrainer":
+        """A new trainer on ``model`` (base model or shared PeftModel) restored from ``folder``.
+
+        The config and (unless given) the adapter name are read from the checkpoint.
+        """
+        folder = _existing_checkpoint(Path(folder))
+        state = torch.load(folder / "trainer_state.pt", map_location="cpu", weights_only=True)
+        config = PPOConfig.from_dict(state["config"])
+        trainer = cls(model, tokenizer_or_pad_id, config, adapter_name=adapter_name or state["adapter_name"])
+        trainer.load_state(folder)
+        return trainer
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _existing_checkpoint(folder: Path) -> Path:
+    """``folder``, or its ``.old`` twin if a save was interrupted between its two renames."""
+    if (folder / "trainer_state.pt").exists():
+        return folder
+    old = folder.with_name(f".{folder.name}.old")
+    if (old / "trainer_state.pt").exists():
+        warnings.warn(f"{folder} is missing; loading the previous checkpoint from {old}")
+        return old
+    raise FileNotFoundError(f"no PPO checkpoint in {folder}")
+
+
+def _pad_and_eos(tokenizer_or_pad_id: Any, model: nn.Module) -> tuple[int, int | None]:
+    """(pad id, eos id) from a tokenizer, or (given pad id, eos from the model's configs)."""
+    if isinstance(tokenizer_or_pad_id, int):
+        eos = None
+        for cfg in (getattr(model, "generation_config", None), getattr(model, "config", None)):
+            eos = getattr(cfg, "eos_token_id", None) if cfg is not None else None
+            if eos is not None:
+                break
+        if isinstance(eos, (list, tuple)):
+            eos = eos[0] if eos else None
+        return tokenizer_or_pad_id, eos
+    tokenizer = tokenizer_or_pad_id
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    if pad is None:
+        raise ValueError("the tokenizer has neither a pad nor an eos token; pass a pad token id instead")
+    return int(pad), None if eos is None else int(eos)
+
+
+def _hidden_size(model: nn.Module) -> int:
+    config = model.config
+    if hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    return int(config.hidden_size)
+
+
+def _adapter_parameters(model: nn.Module, adapter_name: str) -> list[nn.Parameter]:
+    """The LoRA weights belonging to ``adapter_name`` (names like ``...q_proj.lora_A.<name>.weight``)."""
+    params = []
+    for name, param in model.named_parameters():
+        parts = name.split(".")
+        if adapter_name in parts and any(part.startswith("lora_") for part in parts):
+            params.append(param)
+    return params

@@ -1,0 +1,120 @@
+"""Run profiles: one switch that sizes every notebook and CLI run for the hardware at hand.
+
+* ``smoke``: CI. Every code path runs with a handful of updates and tiny evaluations.
+* ``cpu``: a laptop (2+ cores). The embedded 135M model learns visibly in minutes per run.
+* ``gpu``: Colab or a GPU box. The paper's lengths (1000 episodes).
+* ``auto``: ``gpu`` when CUDA is available, else ``cpu``.
+
+The environment variable ``MORALKIT_PROFILE`` overrides whatever a notebook or command asks
+for, so CI (``pytest --nbval-lax``, papermill) can force ``smoke`` everywhere.
+
+>>> get_profile("smoke").name
+'smoke'
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, replace
+
+__all__ = ["Profile", "PROFILES", "get_profile", "ENV_VAR"]
+
+ENV_VAR = "MORALKIT_PROFILE"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How big each piece of work is in a given setting."""
+
+    name: str
+    description: str
+    # pure-RL prelude (notebook 02)
+    q_iterations: int
+    q_runs: int
+    # the LLM
+    model: str
+    ppo_preset: str
+    train_episodes: int
+    """PPO updates per training run."""
+    games_per_update: int
+    """Games played in parallel, each for ``rounds`` rounds, feeding one update."""
+    rounds: int
+    checkpoint_every: int
+    # evaluation (SPEC §6)
+    eval_episodes: int
+    """Episodes of 5 rounds per game in the evaluation (the paper: 10)."""
+    eval_seed: int = 100
+    seeds: tuple[int, ...] = (0,)
+
+    def replace(self, **changes) -> "Profile":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        description="CI: every code path, tiny budgets (minutes for the whole workbook on 2 CPU cores).",
+        q_iterations=2_000,
+        q_runs=4,
+        model="embedded",
+        ppo_preset="smoke",
+        train_episodes=2,
+        games_per_update=4,
+        rounds=2,
+        checkpoint_every=1,
+        eval_episodes=1,
+    ),
+    "cpu": Profile(
+        name="cpu",
+        description="A laptop CPU: the embedded 135M model learns visibly within minutes per run.",
+        q_iterations=10_000,
+        q_runs=20,
+        model="embedded",
+        ppo_preset="cpu",
+        train_episodes=60,
+        games_per_update=8,
+        rounds=5,
+        checkpoint_every=10,
+        eval_episodes=10,
+    ),
+    "gpu": Profile(
+        name="gpu",
+        description="A GPU (Colab T4 or better): the paper's 1000 episodes of 5 rounds per run.",
+        q_iterations=10_000,
+        q_runs=50,
+        model="embedded",
+        ppo_preset="paper",
+        train_episodes=1000,
+        games_per_update=1,
+        rounds=5,
+        checkpoint_every=100,
+        eval_episodes=10,
+        seeds=(0, 1, 2, 3, 4),
+    ),
+}
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def get_profile(name: str | Profile | None = "auto") -> Profile:
+    """The profile to use: ``$MORALKIT_PROFILE`` if set, else ``name`` (``auto`` picks by hardware)."""
+    override = os.environ.get(ENV_VAR, "").strip().lower()
+    if isinstance(name, Profile) and not override:
+        return name
+    key = override or (str(name).strip().lower() if name else "auto")
+    if key == "auto":
+        key = "gpu" if _cuda_available() else "cpu"
+    if key not in PROFILES:
+        source = f"${ENV_VAR}" if override else "profile"
+        raise ValueError(f"Unknown {source} {key!r}. Valid profiles: {', '.join(PROFILES)}, auto.")
+    return PROFILES[key]
