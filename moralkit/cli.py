@@ -69,8 +69,10 @@ def _games(ns) -> int:
 @arg("--game", default="prisoners_dilemma")
 @arg("--xi", type=float, default=None, help="norm-violation penalty (default 3)")
 def _rewards(ns) -> int:
+    from .games import get_game
     from .rewards import get_reward, reward_names, reward_table
 
+    get_game(ns.game)
     for name in reward_names():
         print(f"\n== {name} ==")
         print(reward_table(get_reward(name, xi=ns.xi), ns.game))
