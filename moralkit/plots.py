@@ -26,6 +26,7 @@ from matplotlib.patches import Rectangle
 
 from .env import ACTION_TYPE_MEANING, ACTION_TYPES
 from .games import C, D, MatrixGame, get_game
+from .rewards import accepts_xi
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -40,6 +41,7 @@ __all__ = [
     "PLAYER_COLOURS",
     "SIX_GAMES",
     "action_type_area",
+    "action_type_legend",
     "q_learning_dynamics",
     "dynamics_grid",
     "payoff_heatmap",
@@ -51,6 +53,8 @@ __all__ = [
     "game_facts",
     "game_facts_table",
     "POLICY_CMAP",
+    "PAYOFF_CMAP",
+    "pretty_name",
 ]
 
 ACTION_TYPE_COLOURS: dict[str, str] = {
@@ -70,6 +74,9 @@ POLICY_CMAP = LinearSegmentedColormap.from_list(
 )
 """Colour map for P(D): green = cooperates, white = indifferent, red = defects."""
 
+PAYOFF_CMAP = LinearSegmentedColormap.from_list("moralkit_payoff", ["#FFFFFF", "#AFC8E4"])
+"""Light shades for the collective payoff behind the payoff numbers (dark text stays readable)."""
+
 SIX_GAMES: tuple[str, ...] = (
     "prisoners_dilemma",
     "stag_hunt",
@@ -82,6 +89,14 @@ SIX_GAMES: tuple[str, ...] = (
 
 
 # --------------------------------------------------------------------- helpers
+def pretty_name(reward_name: str) -> str:
+    """A reward name for titles: ``game_deontological`` -> ``game + deontological``."""
+    name = str(reward_name)
+    if name.startswith("game_") and name != "game_":
+        name = "game + " + name[len("game_"):]
+    return name.replace("_", " ")
+
+
 def _fmt(x: float) -> str:
     """A payoff as short text: ``3`` rather than ``3.0``, ``2.5`` stays ``2.5``."""
     x = float(x)
@@ -97,17 +112,6 @@ def _new_axes(n: int, ncols: int | None = None, *, size: tuple[float, float] = (
     for ax in flat[n:]:
         ax.set_axis_off()
     return fig, flat[:n]
-
-
-def _reward_uses_xi(reward: "Reward") -> bool:
-    """Whether a reward's function takes the norm-violation penalty ξ."""
-    import inspect
-
-    try:
-        params = inspect.signature(reward.fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return "xi" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _action_types_for(frame: "pandas.DataFrame") -> "pandas.Series":
@@ -153,7 +157,7 @@ def action_type_area(
 
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3.6))
-    labels = [f"{t}  {ACTION_TYPE_MEANING[t]}" for t in ACTION_TYPES]
+    labels = [ACTION_TYPE_MEANING[t] if t == "illegal" else f"{t}  {ACTION_TYPE_MEANING[t]}" for t in ACTION_TYPES]
     ax.stackplot(
         shares.index.to_numpy(dtype=float),
         shares.to_numpy().T,
@@ -231,11 +235,22 @@ def dynamics_grid(
         q_learning_dynamics(res, window, ax=ax, who=who, title=label, legend=False)
         if i % ncols:
             ax.set_ylabel("")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False, bbox_to_anchor=(0.5, -0.02))
     if suptitle:
         fig.suptitle(suptitle)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return action_type_legend(fig)
+
+
+def action_type_legend(fig: "Figure", *, bottom_margin: float = 0.07) -> "Figure":
+    """One shared legend of the action types under a figure (after ``tight_layout``).
+
+    Use it when several action-type plots sit side by side, each drawn with ``legend=False``.
+    """
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=ACTION_TYPE_COLOURS[t]) for t in ACTION_TYPES]
+    labels = [ACTION_TYPE_MEANING[t] if t == "illegal" else f"{t}  {ACTION_TYPE_MEANING[t]}" for t in ACTION_TYPES]
+    fig.tight_layout(rect=(0, bottom_margin, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False, bbox_to_anchor=(0.5, 0.0))
     return fig
 
 
@@ -246,7 +261,7 @@ def payoff_heatmap(
     *,
     show_nash: bool = True,
     show_pareto: bool = True,
-    cmap: str = "Blues",
+    cmap=None,
     vmax: float | None = None,
     title: str | None = None,
 ) -> "Figure":
@@ -262,7 +277,7 @@ def payoff_heatmap(
     total = game.collective
     lo = min(0.0, float(total.min()))
     hi = vmax if vmax is not None else max(float(total.max()), lo + 1e-9)
-    ax.imshow(total, cmap=cmap, vmin=lo - 0.15 * (hi - lo), vmax=hi + 0.35 * (hi - lo))
+    ax.imshow(total, cmap=cmap or PAYOFF_CMAP, vmin=lo, vmax=hi)
     nash = set(game.pure_nash_equilibria()) if show_nash else set()
     pareto = set(game.pareto_optimal_cells()) if show_pareto else set()
     for a in (C, D):
@@ -350,21 +365,24 @@ def reward_heatmaps(
     chosen = []
     for r in rewards:
         reward = get_reward(r)
-        if xi is not None and _reward_uses_xi(reward):
+        if xi is not None and accepts_xi(reward.fn):
             reward = reward.with_params(xi=float(xi))
         chosen.append(reward)
     game = get_game(game)
     if axes is None:
-        fig, axes = _new_axes(len(chosen), ncols or min(len(chosen), 4), size=(2.9, 3.0))
+        ncols = ncols or min(len(chosen), 4)
+        fig, axes = _new_axes(len(chosen), ncols, size=(3.3, 3.0))
     else:
         axes = list(axes)
+        ncols = ncols or len(axes)
         fig = axes[0].figure
     for i, (ax, reward) in enumerate(zip(axes, chosen)):
         table = reward_table(reward, game)
         if not include_illegal:
             table = table.drop(index=("illegal", "any"))
         table.index = [_row_label(my, prev) if my != "illegal" else "illegal answer" for my, prev in table.index]
-        table.columns = [f"they {c}" for c in table.columns]
+        table.columns = [f"they play {c}" for c in table.columns]
+        table = table.where(table != 0, 0.0)  # no "-0" in the annotations
         bound = max(float(np.abs(table.to_numpy()).max()), 1e-9)
         sns.heatmap(
             table,
@@ -379,12 +397,13 @@ def reward_heatmaps(
             linecolor="white",
             annot_kws={"fontsize": 12},
         )
-        name = reward.name.replace("_", " ")
-        ax.set_title(f"{name}\n(ξ = {reward.xi:g})" if _reward_uses_xi(reward) else f"{name}\n", fontsize=11)
+        name = pretty_name(reward.name)
+        ax.set_title(f"{name}\n(ξ = {reward.xi:g})" if accepts_xi(reward.fn) else f"{name}\n", fontsize=11)
         ax.xaxis.tick_top()
         ax.tick_params(length=0)
+        ax.tick_params(axis="x", labelsize=10)
         ax.set_xlabel("")
-        if i % (ncols or min(len(chosen), 4)):
+        if i % ncols:
             ax.set_yticklabels([])
         else:
             ax.set_yticklabels(ax.get_yticklabels(), rotation=0)
@@ -495,7 +514,7 @@ def discounted_values_plot(
     or alternate D, C, D, C. "Average per round" is (1 − γ) × the discounted sum, so the lines
     are on the payoff scale. A dashed line marks the γ above which cooperating is best.
     """
-    from .solutions import cooperation_threshold, tft_discounted_values
+    from .tabular import cooperation_threshold, tft_discounted_values
 
     game = get_game(game)
     gammas = np.linspace(0.0, 0.99, 199) if gammas is None else np.asarray(gammas, dtype=float)
@@ -521,11 +540,8 @@ def discounted_values_plot(
 
 # --------------------------------------------------------------------- display tables
 def _strategy_text(sigma: np.ndarray, actions: tuple[str, str]) -> str:
-    if np.isclose(sigma[0], 1.0):
-        return actions[0]
-    if np.isclose(sigma[1], 1.0):
-        return actions[1]
-    return f"{actions[0]} w.p. {sigma[0]:.2g}"
+    """A pure strategy's action name."""
+    return actions[0] if sigma[0] >= sigma[1] else actions[1]
 
 
 def game_facts(game: MatrixGame | str) -> dict:
@@ -540,8 +556,13 @@ def game_facts(game: MatrixGame | str) -> dict:
         pay_m = float(s_m @ game.row_matrix @ s_o)
         pay_o = float(s_m @ game.col_matrix @ s_o)
         pure = all(np.isclose(s.max(), 1.0) for s in (s_m, s_o))
-        where = f"({_strategy_text(s_m, game.actions)}, {_strategy_text(s_o, game.actions)})"
-        equilibria.append(f"{'' if pure else 'mixed '}{where} → {_fmt(round(pay_m, 3))}, {_fmt(round(pay_o, 3))}")
+        a = game.actions[0]
+        where = (
+            f"({_strategy_text(s_m, game.actions)}, {_strategy_text(s_o, game.actions)})"
+            if pure
+            else f"mixed: P(M plays {a}) = {s_m[0]:.2g}, P(O plays {a}) = {s_o[0]:.2g}"
+        )
+        equilibria.append(f"{where} → {_fmt(round(pay_m, 3))}, {_fmt(round(pay_o, 3))}")
     cells = lambda pairs: ", ".join(f"({a}, {b})" for a, b in pairs) or "none"  # noqa: E731
     return {
         "game": game.name,

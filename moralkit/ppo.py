@@ -107,7 +107,8 @@ class PPOConfig:
     * Value head: ``value_head_dropout`` (TRL's default 0.1).
     * Compute: ``autocast_dtype`` (``None`` or ``"bf16"``: bf16 autocast for the model's forward
       passes; log-probabilities, values and losses stay float32), ``deduplicate`` (score identical
-      rows once — exact, leave it on), ``seed`` (LoRA and value-head initialisation, minibatch
+      rows once) and ``share_prefix`` (run the prompts' common first tokens once) — both exact,
+      leave them on; ``seed`` (LoRA and value-head initialisation, minibatch
       shuffling and dropout all derive from it).
     """
 
@@ -148,6 +149,7 @@ class PPOConfig:
     # compute
     autocast_dtype: str | None = None
     deduplicate: bool = True
+    share_prefix: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -538,7 +540,8 @@ class ScoredAnswers:
     tokens; ``values`` — the value head at the position that predicts that token (``None`` when not
     asked for); ``mask`` — 1.0 on real answer tokens; ``entropy`` — entropy of the model's
     next-token distribution at that position (``None`` when not asked for); ``n_unique`` — how many
-    distinct (prompt, answer) rows were actually run through the model. Padding entries are 0.
+    distinct (prompt, answer) rows were actually run through the model; ``prefix_len`` — how many
+    leading tokens all of them shared and were run only once. Padding entries are 0.
     """
 
     logprobs: torch.Tensor
@@ -546,6 +549,7 @@ class ScoredAnswers:
     mask: torch.Tensor
     entropy: torch.Tensor | None
     n_unique: int
+    prefix_len: int = 0
 
 
 def _autocast(device: torch.device, autocast_dtype: str | None) -> contextlib.AbstractContextManager:
@@ -563,6 +567,22 @@ def _output_head(model: nn.Module) -> nn.Module:
     return head
 
 
+def _common_prefix_length(sequences: Sequence[tuple[int, ...]]) -> int:
+    """Length of the longest token prefix shared by all ``sequences``."""
+    first = sequences[0]
+    length = min(len(seq) for seq in sequences)
+    for seq in sequences[1:]:
+        i = 0
+        while i < length and seq[i] == first[i]:
+            i += 1
+        length = i
+    return length
+
+
+#: Shared prefixes shorter than this are not worth a separate forward pass.
+MIN_SHARED_PREFIX = 8
+
+
 def score_answers(
     model: nn.Module,
     value_head: ValueHead | None,
@@ -574,8 +594,9 @@ def score_answers(
     pad_token_id: int = 0,
     autocast_dtype: str | None = None,
     deduplicate: bool = True,
+    share_prefix: bool = True,
 ) -> ScoredAnswers:
-    """Teacher-forced scoring of a batch of (prompt, answer) rows in ONE forward pass.
+    """Teacher-forced scoring of a batch of (prompt, answer) rows in one batched forward pass.
 
     How: the distinct rows are concatenated (prompt + answer) and **left-padded**, with position ids
     counted from each row's first real token, so every answer ends at the last column; the model
@@ -584,11 +605,18 @@ def score_answers(
     as they enter the LM head). The position that predicts answer token j gives its log-probability,
     entropy and value — exactly TRL's alignment (value at position t is paired with token t+1).
 
-    ``deduplicate``: identical rows (same prompt and same answer — common when the game state
-    repeats) are computed once and their results copied to every occurrence. This is exact: the
-    copy's backward pass sums the gradients, i.e. a unique row counts as many times as it occurs
-    (only dropout masks differ: copies share one mask).
+    Two exact savings (both on by default):
 
+    * ``deduplicate``: identical rows (same prompt and same answer — common when the game state
+      repeats) are computed once and their results copied to every occurrence. The copy's backward
+      pass sums the gradients, i.e. a unique row counts as many times as it occurs.
+    * ``share_prefix``: all game prompts start with the same tokens (chat template, rules, payoff
+      table). That shared prefix is run once (batch of 1), its attention keys/values are copied to
+      every row, and only the rows' remaining tokens are run in the batch (pads then sit between
+      prefix and suffix, masked out). Gradients flow back through the copied keys/values into the
+      prefix computation, so this is exact too; it cuts most of the tokens of a batch.
+
+    Only dropout differs from scoring each row separately: copies share one dropout mask.
     Gradients flow if the caller has them enabled; use ``torch.no_grad()`` for rollout/reference
     passes. Every prompt and every answer must have at least one token. The caller chooses which
     adapter is active (``model.set_adapter``) or disables it (``with model.disable_adapter():``)
@@ -622,17 +650,27 @@ def score_answers(
 
     device = _output_head(model).weight.device
     n_unique = len(unique_rows)
+    sequences = [prompt + answer for prompt, answer in unique_rows]
     answer_lengths = torch.tensor([len(a) for _, a in unique_rows], device=device)
     width = int(answer_lengths.max())  # L: widest answer
-    total = max(len(p) + len(a) for p, a in unique_rows)  # T: longest prompt + answer
 
+    # the shared prefix; it stops before every row's last prompt token, so that all positions
+    # predicting answer tokens are in the batched part
+    prefix_len = 0
+    if share_prefix and n_unique > 1:
+        prefix_len = min(_common_prefix_length(sequences), min(len(p) for p, _ in unique_rows) - 1)
+        if prefix_len < MIN_SHARED_PREFIX:
+            prefix_len = 0
+
+    suffixes = [seq[prefix_len:] for seq in sequences]
+    total = max(len(suffix) for suffix in suffixes)  # T: longest suffix
     input_ids = torch.full((n_unique, total), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((n_unique, total), dtype=torch.long)
-    for u, (prompt, answer) in enumerate(unique_rows):
-        sequence = prompt + answer
-        input_ids[u, total - len(sequence) :] = torch.tensor(sequence, dtype=torch.long)
-        attention_mask[u, total - len(sequence) :] = 1
-    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    suffix_mask = torch.zeros((n_unique, total), dtype=torch.long)
+    for u, suffix in enumerate(suffixes):
+        input_ids[u, total - len(suffix) :] = torch.tensor(suffix, dtype=torch.long)
+        suffix_mask[u, total - len(suffix) :] = 1
+    position_ids = (prefix_len + suffix_mask.cumsum(-1) - 1).clamp(min=0)
+    attention_mask = torch.cat([torch.ones((n_unique, prefix_len), dtype=torch.long), suffix_mask], dim=1)
     input_ids, attention_mask, position_ids = input_ids.to(device), attention_mask.to(device), position_ids.to(device)
 
     # capture the final hidden states where they enter the LM head (already cut to the kept positions)
@@ -641,21 +679,27 @@ def score_answers(
     def keep_hidden(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
         captured["hidden"] = inputs[0]
 
-    hook = _output_head(model).register_forward_pre_hook(keep_hidden) if with_values else None
-    try:
-        with _autocast(device, autocast_dtype):
+    with _autocast(device, autocast_dtype):
+        cache = None
+        if prefix_len > 0:
+            prefix = torch.tensor([sequences[0][:prefix_len]], dtype=torch.long, device=device)
+            cache = model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
+            cache.batch_repeat_interleave(n_unique)  # the prefix's keys/values, once per row
+        hook = _output_head(model).register_forward_pre_hook(keep_hidden) if with_values else None
+        try:
             out = model(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
+                past_key_values=cache,
+                use_cache=cache is not None,
                 logits_to_keep=width + 1,
-                use_cache=False,
             )
-    finally:
-        if hook is not None:
-            hook.remove()
+        finally:
+            if hook is not None:
+                hook.remove()
 
-    # column c of the window predicts the token at position total - width + c
+    # column c of the window predicts the token at column total - width + c of input_ids
     logits = out.logits[:, :-1, :].float()  # [U, L, V]
     targets = input_ids[:, total - width :]  # [U, L]
     log_softmax = torch.log_softmax(logits, dim=-1)
@@ -687,6 +731,7 @@ def score_answers(
         mask=mask[index],
         entropy=None if entropy is None else entropy[index],
         n_unique=n_unique,
+        prefix_len=prefix_len,
     )
 
 
@@ -868,6 +913,7 @@ class PPOTrainer:
                 pad_token_id=self.pad_token_id,
                 autocast_dtype=self.config.autocast_dtype,
                 deduplicate=self.config.deduplicate,
+                share_prefix=self.config.share_prefix,
             )
 
     # -- the PPO update ----------------------------------------------------------------------
@@ -906,7 +952,8 @@ class PPOTrainer:
         ``ppo/policy/clipfrac``, ``ppo/policy/approxkl``, ``ppo/policy/policykl``,
         ``ppo/policy/ratio_mean``, ``ppo/val/clipfrac`` (means over minibatches),
         ``ppo/val/mean``, ``ppo/returns/mean``, ``ppo/minibatches``, ``ppo/skipped_minibatches``;
-        ``batch/rows``, ``batch/unique_rows``, ``batch/answer_tokens``; ``time/ppo/forward``,
+        ``batch/rows``, ``batch/unique_rows``, ``batch/shared_prefix`` (tokens run once),
+        ``batch/answer_tokens``; ``time/ppo/forward``,
         ``time/ppo/optimize``, ``time/ppo/total`` (seconds); ``step`` (updates done, this one included).
         """
         cfg = self.config
@@ -1025,6 +1072,7 @@ class PPOTrainer:
             "ppo/skipped_minibatches": float(skipped),
             "batch/rows": float(n_rows),
             "batch/unique_rows": float(old.n_unique),
+            "batch/shared_prefix": float(old.prefix_len),
             "batch/answer_tokens": mask.sum().item(),
             "time/ppo/forward": time_forward,
             "time/ppo/optimize": time_optimize,

@@ -38,6 +38,7 @@ __all__ = [
     "R_ILLEGAL",
     "Reward",
     "RewardError",
+    "accepts_xi",
     "REWARDS",
     "make_reward",
     "register_reward",
@@ -63,7 +64,8 @@ class RewardError(ValueError):
     """An unknown reward name or an unusable reward function."""
 
 
-def _accepts_xi(fn: Callable) -> bool:
+def accepts_xi(fn: Callable) -> bool:
+    """Whether a reward function takes the norm-violation penalty as keyword ``xi``."""
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -105,7 +107,7 @@ class Reward:
         safe_my = np.where(my_legal, my, C)
         safe_opp = np.where(opp_legal, opp, C)
         safe_prev = np.where(prev >= 0, prev, C)
-        kwargs = {"xi": self.xi} if _accepts_xi(self.fn) else {}
+        kwargs = {"xi": self.xi} if accepts_xi(self.fn) else {}
         value = np.asarray(self.fn(game, safe_my, safe_opp, safe_prev, **kwargs), dtype=float)
         value = np.broadcast_to(value, my.shape)
         out = np.where(my_legal, np.where(opp_legal, value, 0.0), self.r_illegal)
@@ -347,7 +349,7 @@ def weighted_sum(weights: Mapping[str | Reward, float], name: str | None = None)
         raise RewardError("weighted_sum needs at least one reward.")
 
     def combined(game, my_move, opp_move, opp_prev_move):
-        return sum(w * r.fn(game, my_move, opp_move, opp_prev_move, **({"xi": r.xi} if _accepts_xi(r.fn) else {}))
+        return sum(w * r.fn(game, my_move, opp_move, opp_prev_move, **({"xi": r.xi} if accepts_xi(r.fn) else {}))
                    for r, w in parts)
 
     label = name or "+".join(f"{w:g}*{r.name}" for r, w in parts)
@@ -366,7 +368,7 @@ def normalised(reward: str | Reward | RewardFn, game: str | MatrixGame) -> Rewar
     span = hi - lo
 
     def norm(game_, my_move, opp_move, opp_prev_move):
-        raw = reward.fn(game_, my_move, opp_move, opp_prev_move, **({"xi": reward.xi} if _accepts_xi(reward.fn) else {}))
+        raw = reward.fn(game_, my_move, opp_move, opp_prev_move, **({"xi": reward.xi} if accepts_xi(reward.fn) else {}))
         return (np.asarray(raw, float) - lo) / span if span > 0 else np.zeros_like(np.asarray(raw, float))
 
     return Reward(f"normalised_{reward.name}", norm, r_illegal=-1.0, description=f"{reward.name} scaled to [0, 1] on {game.name}")

@@ -18,6 +18,7 @@ import inspect
 import numpy as np
 
 from .games import C, D, MatrixGame, get_game
+from .tabular import cooperation_threshold, tft_discounted_values  # noqa: F401  (exercise 2.3)
 
 __all__ = [
     "my_social_dilemma",
@@ -63,50 +64,6 @@ def inequity_averse_reward(game, my_move, opp_move, opp_prev_move):
     envy = np.maximum(theirs - mine, 0.0)
     guilt = np.maximum(mine - theirs, 0.0)
     return mine - 1.0 * envy - 0.5 * guilt
-
-
-def tft_discounted_values(game: MatrixGame | str, gamma) -> dict[str, np.ndarray]:
-    """Against Tit-for-Tat, the average payoff per round, ``(1 − γ) × Σ γ^t r_t``, of three plans.
-
-    Every plan starts in a state where Tit-for-Tat is about to cooperate (I cooperated last).
-    With the letters R (CC), S (CD), T (DC), P (DD) of my payoffs:
-
-    * always C: R, R, R, ... → R
-    * always D: T, P, P, ... → (1 − γ) T + γ P
-    * alternate D, C: T, S, T, S, ... → (T + γ S) / (1 + γ)
-
-    ``gamma`` may be a number or an array; values come back in the same shape.
-    """
-    L = get_game(game).letters()
-    R, S, T, P = L["R"], L["S"], L["T"], L["P"]
-    g = np.asarray(gamma, dtype=float)
-    return {
-        "always C": np.full_like(g, R),
-        "always D": (1 - g) * T + g * P,
-        "alternate D, C": (T + g * S) / (1 + g),
-    }
-
-
-def cooperation_threshold(game: MatrixGame | str = "prisoners_dilemma") -> float:
-    """Exercise 2.3: the smallest γ for which cooperating forever is best against Tit-for-Tat.
-
-    Defecting forever loses to cooperating when R ≥ (1 − γ) T + γ P, i.e. γ ≥ (T − R) / (T − P);
-    alternating loses when R (1 + γ) ≥ T + γ S, i.e. γ ≥ (T − R) / (R − S). Both must hold.
-    In the paper's Prisoner's Dilemma (R=3, S=0, T=4, P=1) both give 1/3.
-
-    Needs T > R > P and R > S (a Prisoner's-Dilemma-like game); if T ≤ R cooperating never
-    loses and the threshold is 0.
-    """
-    L = get_game(game).letters()
-    R, S, T, P = L["R"], L["S"], L["T"], L["P"]
-    if T <= R:
-        return 0.0
-    if not (R > P and R > S):
-        raise ValueError(
-            f"Cooperating never beats defecting against Tit-for-Tat here (R={R:g}, S={S:g}, T={T:g}, P={P:g}): "
-            "the threshold needs R > P and R > S."
-        )
-    return float(max((T - R) / (T - P), (T - R) / (R - S)))
 
 
 def show(name: str) -> None:

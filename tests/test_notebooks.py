@@ -14,7 +14,9 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 @pytest.fixture(scope="module")
 def workbook_dir(tmp_path_factory):
-    return tmp_path_factory.mktemp("workbook")
+    folder = tmp_path_factory.mktemp("workbook")
+    (folder / "notebooks").mkdir()
+    return folder
 
 
 @pytest.mark.slow

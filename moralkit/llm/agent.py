@@ -21,7 +21,8 @@ array([-1,  0])
 
 Speed: all prompts of a batch share a long token prefix (system text, rules, payoff table). It is
 run through the model once and its key/value cache is reused by every row (``share_prefix=True``,
-exact up to float rounding); rows are left-padded and decoded with the KV cache.
+exact up to float rounding). Identical prompts are read once (a batch of one game has at most 16
+distinct prompts: 4 states x 4 label orders). Rows are left-padded and decoded with the KV cache.
 """
 
 from __future__ import annotations
@@ -189,7 +190,8 @@ def forward_batch(
     device = model_device(model)
     n_rows = len(seqs)
     prefix = common_prefix_length(seqs) if share_prefix and n_rows > 1 else 0
-    prefix = min(prefix, min(len(s) for s in seqs) - 1)  # every row keeps >= 1 token of its own
+    # every row keeps the tokens whose logits are asked for out of the shared part
+    prefix = min(prefix, min(len(s) for s in seqs) - max(1, logits_to_keep))
     cache = None
     if prefix >= _MIN_SHARED_PREFIX:
         head = torch.as_tensor([list(seqs[0][:prefix])], dtype=torch.long, device=device)
@@ -368,18 +370,31 @@ class LLMPlayer:
         return self.tokenizer.decode(text_ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     def _pick(self, logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Sample (or, at temperature 0, take the argmax of) the next token of every row."""
-        logits = logits.float().cpu()
+        """Sample the next token of every row from the full vocabulary (argmax at temperature 0).
+
+        Inverse-CDF sampling in float64 on the CPU: one uniform number per row, exact, and
+        independent of the device the model runs on.
+        """
+        logits = logits.detach().to("cpu", torch.float64)
         if self.temperature == 0:
             return logits.argmax(-1)
-        probs = torch.softmax(logits / self.temperature, dim=-1)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        cdf = torch.softmax(logits / self.temperature, dim=-1).cumsum(-1)
+        u = torch.rand((len(cdf), 1), generator=generator, dtype=torch.float64) * cdf[:, -1:]
+        return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp(max=cdf.shape[1] - 1)
 
     def _sample(self, prompt_ids: list[list[int]], generator: torch.Generator) -> list[list[int]]:
         """Sample up to ``max_new_tokens`` tokens per row, stopping a row at a stop token."""
+        # identical prompts (a batch has at most 16 distinct ones per game) are read once
+        unique = list(dict.fromkeys(map(tuple, prompt_ids)))
         logits, cache, mask, position = forward_batch(
-            self.model, prompt_ids, pad_id=self.pad_id, use_cache=True, share_prefix=self.share_prefix
+            self.model, unique, pad_id=self.pad_id, use_cache=True, share_prefix=self.share_prefix
         )
+        if len(unique) < len(prompt_ids):
+            where = {ids: i for i, ids in enumerate(unique)}
+            index = torch.tensor([where[tuple(ids)] for ids in prompt_ids], device=mask.device)
+            logits, mask, position = logits[index], mask[index], position[index]
+            if self.max_new_tokens > 1:
+                cache.batch_select_indices(index)
         n_rows, device = len(prompt_ids), mask.device
         stop = torch.tensor(self.stop_ids, dtype=torch.long)
         out: list[list[int]] = [[] for _ in range(n_rows)]

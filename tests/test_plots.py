@@ -1,0 +1,128 @@
+"""Figures draw without error, return a Figure, and use the shared action-type colours."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.colors import to_hex  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from moralkit import plots  # noqa: E402
+from moralkit.env import ACTION_TYPES, IteratedGame, run_episodes  # noqa: E402
+from moralkit.games import MatrixGame  # noqa: E402
+from moralkit.tabular import outcome_metrics, train_q_learning  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture(scope="module")
+def tft_result():
+    return train_q_learning("prisoners_dilemma", "game", "tit_for_tat", iterations=300, n_runs=3, seed=0)
+
+
+@pytest.fixture(scope="module")
+def pair_result():
+    return train_q_learning(
+        "prisoners_dilemma", "utilitarian", "learner", opponent_reward="game", iterations=300, n_runs=3, seed=0
+    )
+
+
+def test_every_action_type_has_its_own_fixed_colour():
+    assert set(plots.ACTION_TYPE_COLOURS) == set(ACTION_TYPES)
+    assert len(set(plots.ACTION_TYPE_COLOURS.values())) == len(ACTION_TYPES)
+
+
+def test_action_type_area_stacks_shares_in_the_fixed_colours():
+    env = IteratedGame("prisoners_dilemma", "random", n_games=8, seed=0)
+    frame = run_episodes(env, lambda s, rng: rng.integers(-1, 2, len(s)), episodes=6)
+    fig = plots.action_type_area(frame, x="episode")
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    colours = [to_hex(c.get_facecolor()[0]) for c in ax.collections]
+    assert colours == [plots.ACTION_TYPE_COLOURS[t].lower() for t in ACTION_TYPES]
+    assert ax.get_ylim() == (0.0, 1.0)
+    # the top of the stack is 1 everywhere: shares add up
+    top = ax.collections[-1].get_paths()[0].vertices[:, 1].max()
+    assert top == pytest.approx(1.0)
+
+
+def test_action_type_area_draws_into_a_given_axes_and_explains_a_missing_column():
+    fig, ax = plt.subplots()
+    frame = pd.DataFrame({"step": [0, 0, 1, 1], "action_type": ["C|C", "D|C", "D|D", "illegal"]})
+    assert plots.action_type_area(frame, x="step", ax=ax, legend=False) is fig
+    with pytest.raises(KeyError, match="action_type"):
+        plots.action_type_area(frame.drop(columns="action_type"), x="step")
+
+
+def test_q_learning_dynamics_for_one_and_for_the_second_learner(tft_result, pair_result):
+    fig = plots.q_learning_dynamics(tft_result, window=50)
+    assert "γ = 0.9" in fig.axes[0].get_title()
+    fig = plots.q_learning_dynamics(pair_result, who="b")
+    assert "game vs learner (utilitarian)" in fig.axes[0].get_title()
+    with pytest.raises(ValueError, match="No learner"):
+        plots.q_learning_dynamics(tft_result, who="b")
+    grid = plots.dynamics_grid({"one": tft_result, "two": pair_result})
+    assert [ax.get_title() for ax in grid.axes[:2]] == ["one", "two"]
+
+
+def test_payoff_heatmaps_mark_nash_cells():
+    fig = plots.payoff_heatmaps()
+    assert len([ax for ax in fig.axes if ax.get_visible() and ax.axison]) == 6
+    pd_ax = fig.axes[0]
+    assert pd_ax.get_title() == "Prisoner's Dilemma"
+    texts = [t.get_text() for t in pd_ax.texts]
+    assert texts.count("Nash") == 1 and texts.count("★") == 3  # (D, D) is Nash; three Pareto cells
+    stag = plots.payoff_heatmap("stag_hunt")
+    assert [t.get_text() for t in stag.axes[0].texts].count("Nash") == 2
+
+
+def test_payoff_heatmap_accepts_a_custom_game_with_fractional_payoffs():
+    game = MatrixGame.from_cells("mine", (2.5, 2.5), (0, 3), (3, 0), (1, 1))
+    fig = plots.payoff_heatmap(game)
+    assert "2.5" in [t.get_text() for t in fig.axes[0].texts]
+
+
+def test_reward_heatmaps_show_xi_in_the_title():
+    fig = plots.reward_heatmaps(["game", "deontological"], "prisoners_dilemma", xi=5)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "ξ = 5" in titles[1] and "ξ" not in titles[0]
+    values = [t.get_text() for t in fig.axes[1].texts]
+    assert "-5" in values
+
+
+def test_policy_heatmap_and_outcome_metrics_plot(tft_result, pair_result):
+    table = pd.concat([tft_result.policy_table(), pair_result.policy_table()], axis=1)
+    fig = plots.policy_heatmap(table, title="policies")
+    assert fig.axes[0].get_title() == "policies"
+    plots.policy_heatmap(tft_result.policy_table().iloc[:, 0])  # a Series works too
+    metrics = outcome_metrics(pair_result.history, window=100)
+    fig = plots.outcome_metrics_plot({"ut vs game": metrics, "again": metrics})
+    assert len(fig.axes) == 3
+    assert isinstance(plots.outcome_metrics_plot(metrics), Figure)
+
+
+def test_discounted_values_plot_marks_the_threshold():
+    fig = plots.discounted_values_plot("prisoners_dilemma")
+    ax = fig.axes[0]
+    assert [l.get_label() for l in ax.get_lines()[:3]] == ["always C", "always D", "alternate D, C"]
+    assert ax.get_lines()[3].get_xdata()[0] == pytest.approx(1 / 3)
+
+
+def test_game_facts_table_lists_pure_and_mixed_equilibria():
+    table = plots.game_facts_table()
+    assert list(table.index) == list(plots.SIX_GAMES)
+    assert table.loc["prisoners_dilemma", "pure Nash"] == "(D, D)"
+    assert "mixed" in table.loc["stag_hunt", "all Nash (payoffs M, O)"]
+    assert table.loc["defective_coordination", "Pareto-optimal"] == "(D, D)"
+
+
+def test_pretty_name():
+    assert plots.pretty_name("game_deontological") == "game + deontological"
+    assert plots.pretty_name("virtue_equality") == "virtue equality"
