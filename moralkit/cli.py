@@ -4,6 +4,10 @@
     moralkit games                      # the catalogue with its game-theoretic facts
     moralkit rewards [--game NAME]      # every moral reward as a table
     moralkit q-learning --reward game --opponent tit_for_tat [--gamma 0.9]
+    moralkit train --reward deontological --opponent tit_for_tat [--episodes 60] [--out runs/deont]
+    moralkit evaluate runs/deont runs/game [--value-prompted utilitarian deontological]
+    moralkit grid --rewards game deontological utilitarian game_deontological [--profile cpu]
+    moralkit bench                      # rounds per second and peak memory of training
 
 Each verb is a function registered with :func:`command`.
 Heavy libraries are imported inside each verb, so ``moralkit --help`` is instant.
@@ -100,6 +104,121 @@ def _q_learning(ns) -> int:
     print(res.policy_table().round(2))
     print("\naction types, last 20% of iterations:")
     print(res.final_behaviour().round(3).to_string())
+    return 0
+
+
+def _train_config(ns):
+    from .experiments import condition_config
+    from .profiles import get_profile
+
+    prof = get_profile(ns.profile)
+    overrides = {k: v for k, v in {
+        "episodes": ns.episodes, "games_per_update": ns.games_per_update, "rounds": ns.rounds,
+        "preset": ns.preset, "model": ns.model, "game": ns.game, "checkpoint_every": ns.checkpoint_every,
+    }.items() if v is not None}
+    return condition_config(ns.reward, ns.opponent, ns.seed, prof, **overrides)
+
+
+@command("train", "fine-tune the LLM player with LoRA-PPO on a moral reward (resumable)")
+@arg("--reward", default="game", help="a reward name, or a schedule: 'game->deontological' or 'game:30,deontological:30'")
+@arg("--opponent", default="tit_for_tat", help="tit_for_tat, always_cooperate, always_defect, random, axelrod:<Name>, or learner")
+@arg("--game", default=None, help="training game (default prisoners_dilemma)")
+@arg("--episodes", type=int, default=None, help="PPO updates (default: the profile's)")
+@arg("--games-per-update", type=int, default=None, help="games played in parallel per update (paper: 1)")
+@arg("--rounds", type=int, default=None, help="rounds per game (paper: 5; 3 against a learner)")
+@arg("--preset", default=None, help="PPO preset: paper, cpu or smoke (default: the profile's)")
+@arg("--model", default=None, help="'embedded', a local folder or a hub id")
+@arg("--checkpoint-every", type=int, default=None)
+@arg("--profile", default=None, help="smoke, cpu, gpu or auto")
+@arg("--seed", type=int, default=0)
+@arg("--out", default=None, help="run folder (default runs/<reward>__<opponent>__seed<k>)")
+@arg("--no-resume", dest="resume", action="store_false", help="refuse to continue a run already in --out")
+def _train(ns) -> int:
+    from .experiments import run_folder
+    from .training import TrainingRun, training_summary
+
+    cfg = _train_config(ns)
+    folder = ns.out or run_folder("runs", cfg)
+    run = TrainingRun(cfg, folder, resume=ns.resume)
+    if run.finished:
+        print(f"[moralkit] {folder} holds a finished run; nothing to do.")
+    else:
+        run.train()
+    summary = training_summary(run.log)
+    print(f"\n[moralkit] {run}")
+    print(f"  adapter (peft format): {run.adapter_dir}")
+    print(f"  per-round log:         {run.folder / 'rounds.csv'}")
+    print(f"  per-update log:        {run.folder / 'updates.csv'}")
+    print("  last 20% of training:  " + ", ".join(f"{k}={v}" for k, v in summary.items()))
+    return 0
+
+
+@command("evaluate", "evaluate finished runs with the paper's protocol (paired with the base model)")
+@arg("runs", nargs="*", help="run folders (none: evaluate the untuned base model only)")
+@arg("--games", nargs="*", default=None, help="games (default: the five of the paper)")
+@arg("--labels", nargs="*", default=["test"], help="label sets (default: test = action3/action4)")
+@arg("--episodes", type=int, default=10, help="episodes of 5 rounds per game (paper: 10)")
+@arg("--value-prompted", nargs="*", default=[], help="also evaluate the base model told these values in words")
+@arg("--seed", type=int, default=100)
+@arg("--out", default="outputs/evaluation", help="folder for evaluation.csv and evaluation_rounds.csv")
+def _evaluate(ns) -> int:
+    import pandas as pd
+
+    from .evaluate import compare_with_paper
+    from .experiments import evaluate_runs, load_runs
+    from .workbook import atomic_write
+
+    ev = evaluate_runs(load_runs(ns.runs), value_prompted=ns.value_prompted, games=ns.games,
+                       label_sets=ns.labels, episodes=ns.episodes, seed=ns.seed)
+    table = compare_with_paper(ev.summary)
+    out = __import__("pathlib").Path(ns.out)
+    atomic_write(out / "evaluation_rounds.csv", lambda p: ev.rounds.to_csv(p, index=False))
+    atomic_write(out / "evaluation.csv", lambda p: table.to_csv(p, index=False))
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 3):
+        print(table)
+    print(f"[moralkit] tables in {out}/")
+    return 0
+
+
+@command("grid", "train and evaluate a grid of conditions (rewards x opponents x seeds); finished runs are skipped")
+@arg("--rewards", nargs="+", default=["game", "deontological", "utilitarian", "game_deontological"])
+@arg("--opponents", nargs="+", default=["tit_for_tat"])
+@arg("--seeds", nargs="+", type=int, default=None, help="default: the profile's seeds")
+@arg("--profile", default=None, help="smoke, cpu, gpu or auto")
+@arg("--episodes", type=int, default=None)
+@arg("--no-evaluate", dest="evaluate", action="store_false", help="train only; print the training table")
+@arg("--out", default="runs/grid")
+def _grid(ns) -> int:
+    import pandas as pd
+
+    from .experiments import run_grid
+
+    overrides = {"episodes": ns.episodes} if ns.episodes else {}
+    train_tab, summary = run_grid(ns.rewards, ns.opponents, ns.seeds, out=ns.out, profile=ns.profile,
+                                  evaluate=ns.evaluate, **overrides)
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 3):
+        print("\nBehaviour over the last 20% of training rounds:")
+        print(train_tab.to_string(index=False))
+        if summary is not None:
+            print("\nEvaluation (SPEC section 6) beside the paper's Figure 4:")
+            print(summary.to_string(index=False))
+    print(f"\n[moralkit] tables in {ns.out}/ (training.csv, evaluation.csv, evaluation_rounds.csv)")
+    return 0
+
+
+@command("bench", "measure training speed (rounds per second) and peak memory on the embedded model")
+@arg("--preset", default="cpu")
+@arg("--games-per-update", type=int, default=8)
+@arg("--rounds", type=int, default=5)
+@arg("--updates", type=int, default=3, help="timed updates (after one warm-up)")
+@arg("--model", default="embedded")
+def _bench(ns) -> int:
+    from .bench import benchmark_training
+
+    result = benchmark_training(preset=ns.preset, games_per_update=ns.games_per_update, rounds=ns.rounds,
+                                updates=ns.updates, model=ns.model)
+    for k, v in result.items():
+        print(f"{k:>28}: {v}")
     return 0
 
 

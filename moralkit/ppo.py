@@ -382,13 +382,15 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def masked_var(values: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
-    """Variance over the masked positions (Bessel-corrected by default, as TRL)."""
+    """Variance over the masked positions (Bessel-corrected by default, as TRL).
+
+    With a single masked position the (undefined) unbiased variance is replaced by the biased one,
+    0, so a one-token batch whitens to advantage 0 instead of failing (TRL raised an error).
+    """
     mean = masked_mean(values, mask)
     variance = masked_mean((values - mean) ** 2, mask)
-    if unbiased:
-        n = mask.sum()
-        if n < 2:
-            raise ValueError("masked_var needs at least two masked positions for an unbiased variance")
+    n = mask.sum()
+    if unbiased and n > 1:
         variance = variance * n / (n - 1)
     return variance
 
@@ -583,6 +585,24 @@ def _common_prefix_length(sequences: Sequence[tuple[int, ...]]) -> int:
 MIN_SHARED_PREFIX = 8
 
 
+def _prefix_cache_is_exact(model: nn.Module, longest_sequence: int) -> bool:
+    """Whether running a shared prefix through the key/value cache gives exactly the full-pass result.
+
+    Not with gradient checkpointing (transformers then refuses to build a cache in training), and
+    not when a sliding-window attention layer (Gemma-2) would drop cached prefix tokens that the
+    full pass still sees — only possible for sequences longer than the window (4096 for Gemma-2).
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    checkpointing = getattr(base, "is_activation_checkpointing", None)  # transformers >= 5
+    if checkpointing is None:
+        checkpointing = getattr(base, "is_gradient_checkpointing", False)
+    if checkpointing and base.training:
+        return False
+    config = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
+    window = getattr(config, "sliding_window", None)
+    return window is None or longest_sequence <= window
+
+
 def score_answers(
     model: nn.Module,
     value_head: ValueHead | None,
@@ -657,7 +677,7 @@ def score_answers(
     # the shared prefix; it stops before every row's last prompt token, so that all positions
     # predicting answer tokens are in the batched part
     prefix_len = 0
-    if share_prefix and n_unique > 1:
+    if share_prefix and n_unique > 1 and _prefix_cache_is_exact(model, max(len(seq) for seq in sequences)):
         prefix_len = min(_common_prefix_length(sequences), min(len(p) for p, _ in unique_rows) - 1)
         if prefix_len < MIN_SHARED_PREFIX:
             prefix_len = 0

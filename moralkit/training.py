@@ -409,6 +409,14 @@ class TrainingRun:
         path = self.folder / "updates.csv"
         return pd.read_csv(path) if path.exists() else pd.DataFrame()
 
+    def release(self) -> None:
+        """Drop the model and trainers (frees memory); logs and files stay readable."""
+        import gc
+
+        self.trainers, self.players = {}, {}
+        self._model = self._tokenizer = None
+        gc.collect()
+
     def player(self, which: str = "learner", labels: str | None = None):
         """An :class:`~moralkit.llm.agent.LLMPlayer` with this run's (current) adapter active."""
         if not self.trainers:

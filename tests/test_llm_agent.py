@@ -16,6 +16,15 @@ from moralkit.llm.prompts import AB, TEST_LABELS, TRAIN_LABELS, LabelSet, chat_t
 PD = get_game("prisoners_dilemma")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny forward passes run far faster on one thread, above all on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def tokenizer():
     return embedded_tokenizer()
@@ -78,6 +87,28 @@ def test_forward_batch_matches_unpadded_forwards(model, player):
             for row, ids in zip(logits, prompts):
                 reference = model(input_ids=torch.tensor([ids])).logits[0, -2:]
                 assert torch.allclose(row, reference, atol=1e-4)
+
+
+def test_forward_batch_scores_sampled_answers_with_gradients(player, tokenizer):
+    """What PPO does: teacher-force prompt + answer rows, read the answer tokens' log-probs, backprop."""
+    decision = player.decide(PD, *states(6, seed=4), np.random.default_rng(4))
+    model = tiny_random_model(tokenizer, seed=0)
+    seqs = [p + a for p, a in zip(decision.prompt_ids, decision.answer_ids)]
+    k = max(len(a) for a in decision.answer_ids)
+    result = forward_batch(model, seqs, pad_id=player.pad_id, logits_to_keep=k + 1)
+    logp = torch.log_softmax(result.logits, dim=-1)
+    scores = []
+    for i, answer in enumerate(decision.answer_ids):
+        rows = logp[i, k - len(answer) : k]  # the logits that predict the answer tokens
+        scores.append(rows.gather(-1, torch.tensor(answer)[:, None]).sum())
+    torch.stack(scores).sum().backward()
+    assert model.get_input_embeddings().weight.grad is not None
+    for score, seq, answer in zip(scores, seqs, decision.answer_ids):
+        with torch.no_grad():
+            full = torch.log_softmax(model(input_ids=torch.tensor([seq])).logits[0], dim=-1)
+        n = len(seq) - len(answer)
+        expected = sum(float(full[n - 1 + j, t]) for j, t in enumerate(answer))
+        assert float(score) == pytest.approx(expected, abs=1e-3)
 
 
 # --------------------------------------------------------------------------- sampling
@@ -213,7 +244,7 @@ def test_label_probabilities_with_rng_and_averaged_orders(player):
     assert np.array_equal(probs, again)
     averaged = player.label_probabilities(PD, [0], [1], average_orders=True)
     by_order = [
-        player.message_label_probabilities([render_prompt(PD, 0, 1, TRAIN_LABELS, flips=(a, b))])[0]
+        player.label_probabilities_for([render_prompt(PD, 0, 1, TRAIN_LABELS, flips=(a, b))])[0]
         for a in (False, True)
         for b in (False, True)
     ]
@@ -239,9 +270,9 @@ def test_unrelated_messages_can_be_answered_and_scored(player):
     from moralkit.llm.prompts import unrelated_prompt
 
     messages = [unrelated_prompt(level, TRAIN_LABELS, np.random.default_rng(level)) for level in (1, 2, 3)]
-    decision = player.answer(messages, np.random.default_rng(0))
+    decision = player.sample_answers(messages, np.random.default_rng(0))
     assert decision.messages == messages and len(decision) == 3
-    assert np.allclose(player.message_label_probabilities(messages).sum(axis=1), 1.0)
+    assert np.allclose(player.label_probabilities_for(messages).sum(axis=1), 1.0)
 
 
 # --------------------------------------------------------------------------- peft and devices

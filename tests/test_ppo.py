@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 
 import pytest
 import torch
@@ -69,6 +68,14 @@ def random_batch(n: int, seed: int, max_answer: int = 3) -> tuple[list[list[int]
         answers.append(torch.randint(3, 64, (a_len,), generator=g).tolist())
     scores = torch.randn(n, generator=g).tolist()
     return prompts, answers, scores
+
+
+PREFIX = [1, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50]  # like the chat template + rules all prompts share
+
+
+def shared_prefix_batch(n: int, seed: int) -> tuple[list[list[int]], list[list[int]], list[float]]:
+    prompts, answers, scores = random_batch(n, seed)
+    return [PREFIX + p for p in prompts], answers, scores
 
 
 def no_dropout(config: PPOConfig) -> PPOConfig:
@@ -228,11 +235,13 @@ def test_value_head_shape_and_dtype():
 # --------------------------------------------------------------------------------------------
 
 
-def test_score_answers_matches_a_plain_forward_pass():
+@pytest.mark.parametrize("shared", [False, True])
+def test_score_answers_matches_a_plain_forward_pass(shared):
     model = tiny_model()
     head = ValueHead(32, dropout=0.0)
-    prompts, answers, _ = random_batch(6, seed=1)
+    prompts, answers, _ = (shared_prefix_batch if shared else random_batch)(6, seed=1)
     scored = score_answers(model, head, prompts, answers, with_entropy=True)
+    assert scored.prefix_len == (len(PREFIX) if shared else 0)
     assert scored.logprobs.shape == scored.values.shape == scored.mask.shape == (6, 3)
     with torch.no_grad():
         for i, (p, a) in enumerate(zip(prompts, answers)):
@@ -251,52 +260,87 @@ def test_score_answers_matches_a_plain_forward_pass():
         score_answers(model, head, [[5, 6]], [[]])
 
 
-def test_dedup_is_exact_for_scores_and_gradients():
-    prompts, answers, scores = random_batch(4, seed=2)
-    # repeat rows: 10 rows, 4 distinct
-    idx = [0, 1, 0, 2, 3, 3, 0, 1, 3, 2]
+def test_fast_paths_are_exact_for_scores_and_gradients():
+    """Dedup + shared prefix give the same log-probs, values and gradients as scoring every row."""
+    prompts, answers, _ = shared_prefix_batch(4, seed=2)
+    idx = [0, 1, 0, 2, 3, 3, 0, 1, 3, 2]  # 10 rows, 4 distinct
     prompts, answers = [prompts[i] for i in idx], [answers[i] for i in idx]
     cfg = no_dropout(PPOConfig.preset("smoke"))
-    trainers = {}
-    grads = {}
-    for dedup in (True, False):
-        t = PPOTrainer(tiny_model(), PAD, cfg.replace(deduplicate=dedup))
+    scored, grads = {}, {}
+    for fast in (True, False):
+        t = PPOTrainer(tiny_model(), PAD, cfg.replace(deduplicate=fast, share_prefix=fast))
         t.model.train()
-        torch.manual_seed(0)
-        # give the adapter non-zero weights so every gradient path is exercised
-        with torch.no_grad():
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():  # non-zero adapter weights, so that every gradient path is exercised
             for p in t.adapter_parameters:
-                p.normal_(0, 0.1)
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
         s = t.score(prompts, answers, with_values=True)
-        assert s.n_unique == (4 if dedup else 10)
+        assert (s.n_unique, s.prefix_len) == ((4, len(PREFIX)) if fast else (10, 0))
         adv = torch.linspace(-1, 1, len(idx)).unsqueeze(1).expand_as(s.mask)
         loss, _ = ppo_losses(
             s.logprobs, s.logprobs.detach() - 0.05, s.values, s.values.detach() + 0.1, adv,
             torch.ones_like(adv), s.mask, 0.2, 0.2, 0.1,
         )
         loss.backward()
-        grads[dedup] = [p.grad.clone() for p in t.trainable_parameters]
-        trainers[dedup] = s
-    torch.testing.assert_close(trainers[True].logprobs, trainers[False].logprobs, atol=1e-6, rtol=0)
-    torch.testing.assert_close(trainers[True].values, trainers[False].values, atol=1e-6, rtol=0)
-    for g_dedup, g_full in zip(grads[True], grads[False]):
-        torch.testing.assert_close(g_dedup, g_full, atol=1e-6, rtol=1e-5)
+        grads[fast] = [p.grad.clone() for p in t.trainable_parameters]
+        scored[fast] = s
+    torch.testing.assert_close(scored[True].logprobs, scored[False].logprobs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(scored[True].values, scored[False].values, atol=1e-5, rtol=0)
+    for g_fast, g_plain in zip(grads[True], grads[False]):
+        torch.testing.assert_close(g_fast, g_plain, atol=1e-5, rtol=1e-4)
 
 
-def test_dedup_gives_the_same_update_as_no_dedup():
-    prompts, answers, _ = random_batch(3, seed=3)
+def test_fast_paths_give_the_same_update():
+    prompts, answers, _ = shared_prefix_batch(3, seed=3)
     prompts, answers = prompts * 4, answers * 4  # 12 rows, 3 distinct
     scores = torch.randn(12, generator=torch.Generator().manual_seed(1)).tolist()  # copies differ in score
     cfg = no_dropout(PPOConfig.preset("smoke", batch_size=12, mini_batch_size=6, ppo_epochs=2, learning_rate=1e-2))
     weights = {}
-    for dedup in (True, False):
-        t = PPOTrainer(tiny_model(), PAD, cfg.replace(deduplicate=dedup))
+    for fast in (True, False):
+        t = PPOTrainer(tiny_model(), PAD, cfg.replace(deduplicate=fast, share_prefix=fast))
         for _ in range(2):
             stats = t.step(prompts, answers, scores)
-        assert stats["batch/unique_rows"] == (3 if dedup else 12)
-        weights[dedup] = adapter_snapshot(t) + [p.detach().clone() for p in t.value_head.parameters()]
+        assert stats["batch/unique_rows"] == (3 if fast else 12)
+        assert stats["batch/shared_prefix"] == (len(PREFIX) if fast else 0)
+        weights[fast] = adapter_snapshot(t) + [p.detach().clone() for p in t.value_head.parameters()]
     for a, b in zip(weights[True], weights[False]):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def other_architecture(kind: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    common = dict(
+        vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS,
+    )
+    if kind == "gemma2":  # sliding window shorter than the sequences: prefix sharing must switch off
+        config = transformers.Gemma2Config(
+            **common, num_key_value_heads=2, head_dim=8, sliding_window=16, attn_implementation="eager"
+        )
+        return transformers.Gemma2ForCausalLM(config).eval()
+    if kind == "qwen2":
+        return transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**common, num_key_value_heads=2)).eval()
+    if kind == "gpt2":  # absolute position embeddings: position ids must be right
+        config = transformers.GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=4, pad_token_id=PAD)
+        return transformers.GPT2LMHeadModel(config).eval()
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "gemma2", "gpt2"])
+def test_other_architectures_score_exactly(kind):
+    model = other_architecture(kind)
+    head = ValueHead(32, dropout=0.0)
+    prompts, answers, scores = shared_prefix_batch(5, seed=11)
+    fast = score_answers(model, head, prompts, answers)
+    assert fast.prefix_len == (0 if kind == "gemma2" else len(PREFIX))
+    for i, (p, a) in enumerate(zip(prompts, answers)):
+        alone = score_answers(model, head, [p], [a])
+        torch.testing.assert_close(fast.logprobs[i, : len(a)], alone.logprobs[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(fast.values[i, : len(a)], alone.values[0], atol=1e-5, rtol=0)
+    stats = PPOTrainer(model, PAD, PPOConfig.preset("smoke", lora_target_modules="all-linear")).step(
+        prompts, answers, scores
+    )
+    assert all(math.isfinite(v) for v in stats.values())
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,6 +366,12 @@ def test_step_runs_and_reports(capsys):
     # the empty answer was scored as [eos]
     s = t.score(prompts[2:3], [[]])
     torch.testing.assert_close(s.logprobs, t.score(prompts[2:3], [[EOS]]).logprobs)
+
+
+def test_step_with_a_single_one_token_row():
+    t = PPOTrainer(tiny_model(), PAD, PPOConfig.preset("smoke"))
+    stats = t.step([[5, 6, 7]], [[9]], [1.0])
+    assert all(math.isfinite(v) for v in stats.values())
 
 
 def test_step_leaves_global_rng_alone():
@@ -383,7 +433,7 @@ def test_two_adapters_share_one_base_model_and_train_independently():
 def test_save_load_resumes_bit_identically(tmp_path):
     # dropout on, 2 minibatches per epoch: shuffling and dropout RNG must be restored too
     cfg = PPOConfig.preset("smoke", ppo_epochs=2, learning_rate=1e-2)
-    batches = [random_batch(8, seed=20 + i) for i in range(4)]
+    batches = [shared_prefix_batch(8, seed=20 + i) for i in range(4)]
 
     straight = PPOTrainer(tiny_model(), PAD, cfg, adapter_name="learner")
     straight_stats = [straight.step(*b) for b in batches]

@@ -6,6 +6,7 @@
 
 from moralkit.llm.agent import (
     Decision,
+    ForwardResult,
     LLMPlayer,
     common_prefix_length,
     eval_mode,
@@ -103,6 +104,7 @@ __all__ = [
     "Decision",
     "LLMPlayer",
     "forward_batch",
+    "ForwardResult",
     "left_pad",
     "common_prefix_length",
     "label_token_ids",

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -49,6 +49,7 @@ __all__ = [
     "Decision",
     "LLMPlayer",
     "forward_batch",
+    "ForwardResult",
     "left_pad",
     "common_prefix_length",
     "label_token_ids",
@@ -63,7 +64,7 @@ _MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate forwa
 # --------------------------------------------------------------------------- results
 @dataclass
 class Decision:
-    """The answers of one :meth:`LLMPlayer.decide` (or :meth:`LLMPlayer.answer`) call, row-aligned.
+    """The answers of one :meth:`LLMPlayer.decide` (or :meth:`LLMPlayer.sample_answers`) call, row-aligned.
 
     Attributes
     ----------
@@ -160,6 +161,21 @@ def common_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
     return n
 
 
+class ForwardResult(NamedTuple):
+    """What :func:`forward_batch` returns (a tuple; fields by name)."""
+
+    logits: torch.Tensor
+    """``(B, logits_to_keep, V)``: logits at each row's last ``logits_to_keep`` tokens."""
+    cache: Any
+    """The key/value cache (``None`` unless ``use_cache``), to continue decoding."""
+    attention_mask: torch.Tensor
+    """``(B, T_total)`` mask covering the cache (shared prefix + left-padded rows)."""
+    last_position: torch.Tensor
+    """``(B,)`` position id of each row's last token."""
+    output: Any
+    """The model's raw output for the rows (e.g. ``hidden_states`` with ``output_hidden_states=True``)."""
+
+
 def forward_batch(
     model,
     seqs: Sequence[Sequence[int]],
@@ -168,24 +184,18 @@ def forward_batch(
     logits_to_keep: int = 1,
     use_cache: bool = False,
     share_prefix: bool = True,
-):
+    **model_kwargs,
+) -> ForwardResult:
     """One causal-LM forward over token sequences of different lengths.
 
-    Rows are left-padded so that every row *ends* at the last column; ``logits[:, -k:]`` are the
-    logits at each row's last ``k`` real tokens (``k = logits_to_keep``). With ``share_prefix``
-    the tokens shared by all rows are run once (batch 1) and their key/value cache is repeated
-    for every row -- exact, and much cheaper when the prompts share their rules and table.
-
-    Returns
-    -------
-    logits:
-        ``(B, logits_to_keep, V)``.
-    cache:
-        The key/value cache (``None`` unless ``use_cache``).
-    attention_mask:
-        ``(B, T_total)`` mask covering the cache, for continuing the decoding.
-    last_position:
-        ``(B,)`` position id of each row's last token.
+    Rows are left-padded so that every row *ends* at the last column: ``logits[:, -k:]`` are the
+    logits at each row's last ``k`` real tokens (``k = logits_to_keep``). To score an answer of
+    ``n`` tokens appended to its prompt, keep ``n + 1`` and read ``logits[i, -n-1:-1]``. With
+    ``share_prefix`` the tokens shared by all rows are run once (batch 1) and their key/value
+    cache is repeated for every row -- exact, and much cheaper when the prompts share their rules
+    and table. Differentiable (call it outside ``torch.no_grad`` to train through it).
+    ``model_kwargs`` go to the model call for the rows (e.g. ``output_hidden_states=True``;
+    hidden states then cover only the rows' own, non-shared tokens).
     """
     device = model_device(model)
     n_rows = len(seqs)
@@ -209,8 +219,9 @@ def forward_batch(
         past_key_values=cache,
         use_cache=use_cache or cache is not None,
         logits_to_keep=logits_to_keep,
+        **model_kwargs,
     )
-    return out.logits, (out.past_key_values if use_cache else None), mask, positions[:, -1]
+    return ForwardResult(out.logits, out.past_key_values if use_cache else None, mask, positions[:, -1], out)
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:
@@ -350,13 +361,16 @@ class LLMPlayer:
             Draws the label orders of every prompt, then the seed of the token sampler: the same
             seed gives the same prompts and the same answers.
         """
-        return self.answer(self.messages(game, my_prev, opp_prev, rng), rng)
+        return self.sample_answers(self.messages(game, my_prev, opp_prev, rng), rng)
 
-    def answer(self, messages: Sequence[str], rng: np.random.Generator) -> Decision:
+    def sample_answers(self, messages: Sequence[str], rng: np.random.Generator) -> Decision:
         """Sample one answer to each user message (any prompt, e.g. the unrelated prompts)."""
         messages = list(messages)
-        prompts = self.chat_texts(messages)
-        prompt_ids = self.encode(prompts)
+        unique = list(dict.fromkeys(messages))  # template and tokenizer run once per distinct message
+        texts = dict(zip(unique, self.chat_texts(unique)))
+        ids = dict(zip(unique, self.encode(list(texts.values()))))
+        prompts = [texts[m] for m in messages]
+        prompt_ids = [list(ids[m]) for m in messages]
         generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
         answer_ids: list[list[int]] = []
         with torch.no_grad(), eval_mode(self.model):
@@ -386,8 +400,8 @@ class LLMPlayer:
         """Sample up to ``max_new_tokens`` tokens per row, stopping a row at a stop token."""
         # identical prompts (a batch has at most 16 distinct ones per game) are read once
         unique = list(dict.fromkeys(map(tuple, prompt_ids)))
-        logits, cache, mask, position = forward_batch(
-            self.model, unique, pad_id=self.pad_id, use_cache=True, share_prefix=self.share_prefix
+        logits, cache, mask, position, _ = forward_batch(
+            self.model, unique, pad_id=self.pad_id, use_cache=self.max_new_tokens > 1, share_prefix=self.share_prefix
         )
         if len(unique) < len(prompt_ids):
             where = {ids: i for i, ids in enumerate(unique)}
@@ -443,18 +457,20 @@ class LLMPlayer:
         """
         my_prev, opp_prev = _as_moves(my_prev, "my_prev"), _as_moves(opp_prev, "opp_prev")
         if not average_orders:
-            return self.message_label_probabilities(self.messages(game, my_prev, opp_prev, rng))
+            return self.label_probabilities_for(self.messages(game, my_prev, opp_prev, rng))
         combos = [(a, b) for a in (False, True) for b in (False, True)]
         messages = [
             render_prompt(game, m, o, self.labels, rng, value_prompt=self.value_prompt, flips=f)
             for m, o in zip(my_prev, opp_prev)
             for f in combos
         ]
-        probs = self.message_label_probabilities(messages)
+        probs = self.label_probabilities_for(messages)
         return probs.reshape(len(my_prev), len(combos), 3).mean(axis=1)
 
-    def message_label_probabilities(self, messages: Sequence[str]) -> np.ndarray:
+    def label_probabilities_for(self, messages: Sequence[str]) -> np.ndarray:
         """:meth:`label_probabilities` for arbitrary user messages; identical messages scored once."""
+        if len(messages) == 0:
+            return np.zeros((0, 3))
         unique = list(dict.fromkeys(messages))
         prompt_ids = self.encode(self.chat_texts(unique))
         ids_c, ids_d = self.label_ids
@@ -471,27 +487,30 @@ class LLMPlayer:
             rows, row_of = [a, b], (0, 1)
         keep = max(len(r) for r in rows) + 1
         seqs = [p + r for p in prompt_ids for r in rows]
+        # only these columns of the log-softmax are needed: the label tokens and the stop tokens
+        columns = sorted(set(ids_c) | set(ids_d) | set(self.stop_ids))
+        col = {token: k for k, token in enumerate(columns)}
+        temperature = self.temperature if self.temperature > 0 else 1.0
         chunks = []
         with torch.no_grad(), eval_mode(self.model):
             for start in range(0, len(seqs), self.batch_size):
-                logits, *_ = forward_batch(
+                logits = forward_batch(
                     self.model, seqs[start : start + self.batch_size], pad_id=self.pad_id,
                     logits_to_keep=keep, share_prefix=self.share_prefix,
-                )
-                temperature = self.temperature if self.temperature > 0 else 1.0
-                chunks.append(torch.log_softmax(logits.float() / temperature, dim=-1).cpu())
-        logp = torch.cat(chunks).reshape(len(prompt_ids), len(rows), keep, -1)
-        stop = torch.tensor(self.stop_ids, dtype=torch.long)
+                ).logits
+                logp = torch.log_softmax(logits.float() / temperature, dim=-1)
+                chunks.append(logp[..., columns].double().cpu())
+        logp = torch.cat(chunks).reshape(len(prompt_ids), len(rows), keep, len(columns))
+        stop = [col[t] for t in self.stop_ids]
         out = np.zeros((len(unique), 3))
         for j, (ids, row) in enumerate(zip((ids_c, ids_d), row_of)):
-            context = len(rows[row])
-            first = keep - context - 1  # kept index of the logits that predict the label's 1st token
-            total = torch.zeros(len(prompt_ids))
+            first = keep - len(rows[row]) - 1  # kept index of the logits that predict the label's 1st token
+            total = torch.zeros(len(prompt_ids), dtype=torch.float64)
             for i, token in enumerate(ids):
-                total += logp[:, row, first + i, token]
+                total += logp[:, row, first + i, col[token]]
             if len(ids) < n:  # the answer must stop right after a short label
                 total += torch.logsumexp(logp[:, row, first + len(ids)][:, stop], dim=-1)
-            out[:, j] = total.exp().double().numpy()
+            out[:, j] = total.exp().numpy()
         out[:, 2] = np.clip(1.0 - out[:, 0] - out[:, 1], 0.0, 1.0)
         out /= out.sum(axis=1, keepdims=True)
         index = {m: i for i, m in enumerate(unique)}
