@@ -108,7 +108,7 @@ def test_forward_batch_scores_sampled_answers_with_gradients(player, tokenizer):
             full = torch.log_softmax(model(input_ids=torch.tensor([seq])).logits[0], dim=-1)
         n = len(seq) - len(answer)
         expected = sum(float(full[n - 1 + j, t]) for j, t in enumerate(answer))
-        assert float(score) == pytest.approx(expected, abs=1e-3)
+        assert score.item() == pytest.approx(expected, abs=1e-3)
 
 
 # --------------------------------------------------------------------------- sampling
@@ -244,7 +244,7 @@ def test_label_probabilities_with_rng_and_averaged_orders(player):
     assert np.array_equal(probs, again)
     averaged = player.label_probabilities(PD, [0], [1], average_orders=True)
     by_order = [
-        player.label_probabilities_for([render_prompt(PD, 0, 1, TRAIN_LABELS, flips=(a, b))])[0]
+        player.message_label_probabilities([render_prompt(PD, 0, 1, TRAIN_LABELS, flips=(a, b))])[0]
         for a in (False, True)
         for b in (False, True)
     ]
@@ -270,9 +270,9 @@ def test_unrelated_messages_can_be_answered_and_scored(player):
     from moralkit.llm.prompts import unrelated_prompt
 
     messages = [unrelated_prompt(level, TRAIN_LABELS, np.random.default_rng(level)) for level in (1, 2, 3)]
-    decision = player.sample_answers(messages, np.random.default_rng(0))
+    decision = player.answer(messages, np.random.default_rng(0))
     assert decision.messages == messages and len(decision) == 3
-    assert np.allclose(player.label_probabilities_for(messages).sum(axis=1), 1.0)
+    assert np.allclose(player.message_label_probabilities(messages).sum(axis=1), 1.0)
 
 
 # --------------------------------------------------------------------------- peft and devices
@@ -286,6 +286,29 @@ def test_works_with_a_peft_model(model, tokenizer):
     assert np.allclose(player.label_probabilities(PD, [0, 1], [1, 0]), reference, rtol=1e-5)  # LoRA starts at 0
     decision = player.decide(PD, [0, 1], [1, 0], np.random.default_rng(0))
     assert len(decision.answer_ids) == 2 and peft_model.training  # mode restored
+
+
+def test_player_uses_its_named_adapter(tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    def log_probs(player):  # compare in log space: the unbiased tiny model gives tiny label probabilities
+        return np.log(player.label_probabilities(PD, [0], [1])[:, :2])
+
+    lora = dict(r=4, target_modules=["q_proj", "v_proj"])
+    reference = log_probs(LLMPlayer(tiny_random_model(tokenizer, seed=0), tokenizer))
+    model = get_peft_model(tiny_random_model(tokenizer, seed=0), LoraConfig(**lora), adapter_name="zero")
+    model.add_adapter("trained", LoraConfig(**lora))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B.trained" in name:
+                param.normal_(std=0.5, generator=torch.Generator().manual_seed(0))
+    model.set_adapter("zero")
+    base, zero, trained = (LLMPlayer(model, tokenizer, adapter=x) for x in ("base", "zero", "trained"))
+    assert "adapter='trained'" in repr(trained) and trained.with_labels("test").adapter == "trained"
+    assert np.allclose(log_probs(base), reference, atol=1e-4)
+    assert np.allclose(log_probs(zero), reference, atol=1e-4)  # LoRA B starts at 0
+    assert not np.allclose(log_probs(trained), reference, atol=0.1)
+    assert model.active_adapter == "zero"  # restored after each call
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -64,7 +64,7 @@ _MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate forwa
 # --------------------------------------------------------------------------- results
 @dataclass
 class Decision:
-    """The answers of one :meth:`LLMPlayer.decide` (or :meth:`LLMPlayer.sample_answers`) call, row-aligned.
+    """The answers of one :meth:`LLMPlayer.decide` (or :meth:`LLMPlayer.answer`) call, row-aligned.
 
     Attributes
     ----------
@@ -134,6 +134,15 @@ def eval_mode(model) -> Iterator[None]:
         yield
     finally:
         model.train(was_training)
+
+
+def _using_adapter(model, adapter: str | None):
+    """:func:`moralkit.llm.adapters.using_adapter`, imported only when an adapter is named."""
+    if adapter is None:
+        return contextlib.nullcontext()
+    from moralkit.llm.adapters import using_adapter
+
+    return using_adapter(model, adapter)
 
 
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -268,6 +277,10 @@ class LLMPlayer:
         Optional system message (folded into the user turn for templates without a system role).
     share_prefix:
         Run the tokens shared by all prompts of a batch once (exact; faster).
+    adapter:
+        For a peft model holding several LoRA adapters: the adapter this player uses
+        (``"base"``: all adapters off, the untuned model; ``None``: whatever is active).
+        See :mod:`moralkit.llm.adapters`.
     """
 
     def __init__(
@@ -281,6 +294,7 @@ class LLMPlayer:
         batch_size: int = 64,
         system: str | None = None,
         share_prefix: bool = True,
+        adapter: str | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
@@ -294,6 +308,7 @@ class LLMPlayer:
         self.batch_size = int(batch_size)
         self.system = system
         self.share_prefix = share_prefix
+        self.adapter = adapter
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id: int = int(pad if pad is not None else 0)
         self.stop_ids: list[int] = stop_token_ids(model, tokenizer)
@@ -310,6 +325,7 @@ class LLMPlayer:
             batch_size=self.batch_size,
             system=self.system,
             share_prefix=self.share_prefix,
+            adapter=self.adapter,
         )
 
     @property
@@ -325,11 +341,18 @@ class LLMPlayer:
     def __repr__(self) -> str:
         name = getattr(getattr(self.model, "config", None), "name_or_path", "") or type(self.model).__name__
         extra = f", value_prompt={self.value_prompt!r}" if self.value_prompt else ""
+        extra += f", adapter={self.adapter!r}" if self.adapter is not None else ""
         return (
             f"LLMPlayer(model={name!r}, labels={self.labels.name!r} (C={self.labels.c!r}, D={self.labels.d!r}), "
             f"temperature={self.temperature:g}, max_new_tokens={self.max_new_tokens}, "
             f"batch_size={self.batch_size}{extra})"
         )
+
+    @contextlib.contextmanager
+    def _inference(self) -> Iterator[None]:
+        """No gradients, eval mode, and this player's adapter active, for the block."""
+        with torch.no_grad(), eval_mode(self.model), _using_adapter(self.model, self.adapter):
+            yield
 
     # ----------------------------------------------------------------- prompts
     def messages(
@@ -361,9 +384,9 @@ class LLMPlayer:
             Draws the label orders of every prompt, then the seed of the token sampler: the same
             seed gives the same prompts and the same answers.
         """
-        return self.sample_answers(self.messages(game, my_prev, opp_prev, rng), rng)
+        return self.answer(self.messages(game, my_prev, opp_prev, rng), rng)
 
-    def sample_answers(self, messages: Sequence[str], rng: np.random.Generator) -> Decision:
+    def answer(self, messages: Sequence[str], rng: np.random.Generator) -> Decision:
         """Sample one answer to each user message (any prompt, e.g. the unrelated prompts)."""
         messages = list(messages)
         unique = list(dict.fromkeys(messages))  # template and tokenizer run once per distinct message
@@ -373,7 +396,7 @@ class LLMPlayer:
         prompt_ids = [list(ids[m]) for m in messages]
         generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
         answer_ids: list[list[int]] = []
-        with torch.no_grad(), eval_mode(self.model):
+        with self._inference():
             for start in range(0, len(prompt_ids), self.batch_size):
                 answer_ids += self._sample(prompt_ids[start : start + self.batch_size], generator)
         answers = [self._decode(ids) for ids in answer_ids]
@@ -457,17 +480,17 @@ class LLMPlayer:
         """
         my_prev, opp_prev = _as_moves(my_prev, "my_prev"), _as_moves(opp_prev, "opp_prev")
         if not average_orders:
-            return self.label_probabilities_for(self.messages(game, my_prev, opp_prev, rng))
+            return self.message_label_probabilities(self.messages(game, my_prev, opp_prev, rng))
         combos = [(a, b) for a in (False, True) for b in (False, True)]
         messages = [
             render_prompt(game, m, o, self.labels, rng, value_prompt=self.value_prompt, flips=f)
             for m, o in zip(my_prev, opp_prev)
             for f in combos
         ]
-        probs = self.label_probabilities_for(messages)
+        probs = self.message_label_probabilities(messages)
         return probs.reshape(len(my_prev), len(combos), 3).mean(axis=1)
 
-    def label_probabilities_for(self, messages: Sequence[str]) -> np.ndarray:
+    def message_label_probabilities(self, messages: Sequence[str]) -> np.ndarray:
         """:meth:`label_probabilities` for arbitrary user messages; identical messages scored once."""
         if len(messages) == 0:
             return np.zeros((0, 3))
@@ -492,7 +515,7 @@ class LLMPlayer:
         col = {token: k for k, token in enumerate(columns)}
         temperature = self.temperature if self.temperature > 0 else 1.0
         chunks = []
-        with torch.no_grad(), eval_mode(self.model):
+        with self._inference():
             for start in range(0, len(seqs), self.batch_size):
                 logits = forward_batch(
                     self.model, seqs[start : start + self.batch_size], pad_id=self.pad_id,
