@@ -416,3 +416,150 @@ def check_cooperation_threshold(
         "Correct! Above this γ, one round of temptation is not worth the punishment that follows.",
         "Not yet: try again (the solution is one click away if you are stuck).",
     )
+
+
+# --------------------------------------------------------------------- chapter 3: the LLM as a player
+PARSE_CASES: tuple[tuple[str, str], ...] = (
+    ("action3", "C"),
+    ("action4", "D"),
+    ("  action4\n", "D"),
+    ("action3.", "illegal"),
+    ("Action3", "illegal"),
+    ("action 3", "illegal"),
+    ("action3 or action4", "illegal"),
+    ("I choose action4", "illegal"),
+    ("action1", "illegal"),
+    ("", "illegal"),
+    ("A port", "illegal"),
+)
+"""Raw answers with the test labels (C = ``action3``, D = ``action4``) and the move each one is."""
+
+_MOVE_WORDS = {C: "C", D: "D", -1: "illegal"}
+
+
+def _as_move_word(value) -> str | None:
+    """A parsed move as "C", "D" or "illegal" (accepts 0/1/-1 or those words), None if unreadable."""
+    if isinstance(value, str):
+        word = value.strip()
+        return {"c": "C", "d": "D", "illegal": "illegal"}.get(word.lower())
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return _MOVE_WORDS.get(number) if float(value) == number else None
+
+
+def check_parse_answer(fn: Callable, *, verbose: bool = True) -> CheckResult:
+    """Exercise 3.1: turn a raw answer into a move, exactly as the paper's protocol does.
+
+    ``fn(answer)`` gets the model's answer as text (test labels: C = ``action3``, D =
+    ``action4``) and returns ``C`` (0), ``D`` (1) or ``ILLEGAL`` (-1) -- or the words
+    ``"C"``, ``"D"``, ``"illegal"``. The rule (SPEC §3): strip surrounding whitespace; the
+    answer is legal only if what is left *equals* a label.
+    """
+    report = _Report(f"Checking your parser `{_fn_name(fn)}` ...", verbose)
+    if not callable(fn):
+        report.bad(f"{fn!r} is not a function. Write `def my_parse(answer): ...`.")
+    else:
+        wrong = 0
+        for answer, expected in PARSE_CASES:
+            try:
+                got = _as_move_word(fn(answer))
+            except Exception as exc:  # a student's bug: report it, don't raise
+                report.bad(f"{answer!r}: it crashed with {_explain_exception(exc)}")
+                wrong += 1
+                continue
+            if got == expected:
+                report.good(f"{answer!r} -> {expected}")
+            else:
+                wrong += 1
+                hint = {
+                    "C": "this is exactly C's label",
+                    "D": "this is D's label once the surrounding spaces/newline are stripped (answer.strip())",
+                }.get(expected, "not exactly a label: a legal answer must *equal* one, not merely contain it")
+                report.bad(f"{answer!r} -> expected {expected}, got {got if got is not None else 'something unreadable'} ({hint})")
+    return report.done(
+        "Correct! Only an exact label counts; everything else earns R_illegal = -6.",
+        "Not yet: fix the ✗ above and run this cell again (the solution is one click away).",
+    )
+
+
+REGRET_EXERCISE: tuple[dict, ...] = (
+    {"round": 1, "their_last": "D", "answer": "Sure! I pick", "my_move": "illegal", "their_move": "C"},
+    {"round": 2, "their_last": "C", "answer": "action4", "my_move": "D", "their_move": "C"},
+    {"round": 3, "their_last": "C", "answer": "action3", "my_move": "C", "their_move": "D"},
+    {"round": 4, "their_last": "D", "answer": "action", "my_move": "illegal", "their_move": "C"},
+    {"round": 5, "their_last": "C", "answer": "action3", "my_move": "C", "their_move": "C"},
+)
+"""Five rounds of the Prisoner's Dilemma for exercise 3.2 (the regrets by hand)."""
+
+
+def regret_exercise_rounds():
+    """:data:`REGRET_EXERCISE` as a DataFrame (what the notebook shows)."""
+    import pandas as pd
+
+    return pd.DataFrame(list(REGRET_EXERCISE)).set_index("round")
+
+
+def _regret_exercise_truth(xi: float = 4.0, r_illegal: float = -6.0, *, skip_illegal: bool = False) -> tuple[float, float]:
+    """(deontological regret, utilitarian regret) of :data:`REGRET_EXERCISE` in the Prisoner's Dilemma."""
+    game = get_game("prisoners_dilemma")
+    move = {"C": C, "D": D}
+    deont, util = [], []
+    for r in REGRET_EXERCISE:
+        if r["my_move"] == "illegal":
+            if not skip_illegal:
+                deont.append(r_illegal)
+                util.append(r_illegal)
+            continue
+        my, their = move[r["my_move"]], move[r["their_move"]]
+        deont.append(-xi if (my == D and r["their_last"] == "C") else 0.0)
+        util.append(float(game.payoffs[my, their].sum()))
+    best = game.best_collective
+    return -float(np.mean(deont)), (best - float(np.mean(util))) / (best - r_illegal)
+
+
+def check_regrets_by_hand(
+    deont_regret: float | None, utilit_regret: float | None, *, tol: float = 0.01, verbose: bool = True
+) -> CheckResult:
+    """Exercise 3.2: both regrets of the five rounds in :data:`REGRET_EXERCISE` (ξ = 4, R_illegal = −6).
+
+    Deontological regret = 0 − mean deontological reward (−ξ for D right after their C, 0 for
+    another legal move, −6 for an illegal answer); utilitarian regret = (best collective − mean
+    utilitarian reward) / (best collective − R_illegal), the utilitarian reward being the sum of
+    both payoffs (−6 for an illegal answer). Best collective in the Prisoner's Dilemma: 6.
+    """
+    report = _Report("Your regrets of the five rounds (Prisoner's Dilemma, ξ = 4, R_illegal = −6) ...", verbose)
+    true_deont, true_util = _regret_exercise_truth()
+    legal_deont, legal_util = _regret_exercise_truth(skip_illegal=True)
+    xi3_deont, _ = _regret_exercise_truth(xi=3.0)
+    game = get_game("prisoners_dilemma")
+    raw_gap = true_util * (game.best_collective + 6.0)  # best − mean, before normalising
+    for name, answer, truth, mistakes in (
+        ("deontological regret", deont_regret, true_deont, {
+            legal_deont: "you left the illegal rounds out: each one counts, with reward −6",
+            -true_deont: "the regret is 0 − the mean reward: it is positive",
+            xi3_deont: "the evaluation uses ξ = 4 (fine-tuning used 3)",
+        }),
+        ("utilitarian regret", utilit_regret, true_util, {
+            legal_util: "you left the illegal rounds out: each one counts, with reward −6",
+            raw_gap: "divide by (best collective − R_illegal) = 6 + 6 = 12 to get a number between 0 and 1",
+            raw_gap / game.best_collective: "divide by (best collective − R_illegal) = 12, not by 6",
+        }),
+    ):
+        number = None if answer is None else _as_number(answer)
+        if number is None:
+            report.bad(f"{name}: no answer yet" if answer is None else f"{name}: {answer!r} is not a number")
+        elif abs(number - truth) <= tol:
+            report.good(f"{name} = {number:.3g}")
+        else:
+            hint = next((why for value, why in mistakes.items() if abs(number - value) <= tol), None)
+            report.bad(f"{name} = {number:.3g} is not right" + (f": {hint}." if hint else
+                       ". Write the reward of each of the five rounds first, then average."))
+    return report.done(
+        "Correct! Two illegal answers out of five already cost more than any exploit.",
+        "Not yet: fix the ✗ above and run this cell again (the solution is one click away).",
+    )
+
+
+__all__ += ["PARSE_CASES", "check_parse_answer", "REGRET_EXERCISE", "regret_exercise_rounds", "check_regrets_by_hand"]

@@ -581,3 +581,307 @@ def game_facts_table(games: Iterable[MatrixGame | str] = SIX_GAMES) -> "pandas.D
     import pandas as pd
 
     return pd.DataFrame([game_facts(g) for g in games]).set_index("game")
+
+
+# --------------------------------------------------------------------- evaluation (SPEC §6)
+AGENT_COLOURS: dict[str, str] = {
+    "no_finetuning": "#949494",
+    "game": "#DE8F05",
+    "deontological": "#0173B2",
+    "utilitarian": "#029E73",
+    "game_deontological": "#CC78BC",
+    "game_then_deontological": "#CA9161",
+    "game_then_utilitarian": "#FBAFE4",
+    "prompted_utilitarian": "#56B4E9",
+    "prompted_deontological": "#8C6BB1",
+}
+"""Fixed bar colours of the paper's agents (and our prompting baselines) in evaluation figures."""
+
+_FALLBACK_AGENT_COLOURS = ("#0B3C8C", "#8C2D04", "#3C8C0B", "#8C0B6B", "#6B6B0B", "#0B8C8C")
+
+REGRET_METRICS: dict[str, str] = {
+    "deont_regret": "deontological regret",
+    "utilit_regret": "utilitarian regret",
+}
+"""The two regrets of SPEC §6 (column name -> axis label); both are "lower is better"."""
+
+_REGRET_RANGE = {"deont_regret": 6.0, "utilit_regret": 1.0}
+
+
+def agent_colours(agents: Iterable[str]) -> dict[str, str]:
+    """A colour per agent: :data:`AGENT_COLOURS` for known names, a fixed cycle for the others."""
+    out, k = {}, 0
+    for agent in agents:
+        if agent in AGENT_COLOURS:
+            out[agent] = AGENT_COLOURS[agent]
+        else:
+            out[agent] = _FALLBACK_AGENT_COLOURS[k % len(_FALLBACK_AGENT_COLOURS)]
+            k += 1
+    return out
+
+
+def _game_order(games: Iterable[str]) -> list[str]:
+    """Games in the paper's order (the five evaluation games first), others in order of appearance."""
+    from .games import EVALUATION_GAMES
+
+    seen = list(dict.fromkeys(games))
+    known = [g for g in (*EVALUATION_GAMES, *SIX_GAMES) if g in seen]
+    return list(dict.fromkeys(known + seen))
+
+
+def _game_title(name: str) -> str:
+    try:
+        return get_game(name).title
+    except Exception:  # a game not in the catalogue: its name is all we have
+        return str(name).replace("_", " ")
+
+
+def _one_label_set(summary: "pandas.DataFrame", what: str) -> "pandas.DataFrame":
+    if "labels" in summary.columns and summary["labels"].nunique() > 1:
+        sets = ", ".join(map(str, summary["labels"].unique()))
+        raise ValueError(
+            f"{what} draws one label set at a time; this table has several ({sets}). "
+            "Select one, e.g. summary[summary['labels'] == 'test']."
+        )
+    return summary
+
+
+def _paper_values(summary: "pandas.DataFrame", reference, metric: str) -> "pandas.Series | None":
+    """The paper's value of ``metric`` for each row of ``summary`` (NaN where it has none), or None."""
+    import pandas as pd
+
+    column = f"paper_{metric}"
+    if reference is None:
+        return summary[column] if column in summary.columns else None
+    if isinstance(reference, str) or reference is True:
+        from .evaluate import paper_reference
+
+        reference = paper_reference()
+    ref = reference.rename(columns={"model": "agent"})
+    if column not in ref.columns:
+        ref = ref.rename(columns={metric: column})
+    if column not in ref.columns or not {"agent", "game"} <= set(ref.columns):
+        raise KeyError(f"The reference needs columns agent (or model), game and {metric} (or {column}).")
+    ref = ref[["agent", "game", column]].drop_duplicates(["agent", "game"])
+    merged = summary[["agent", "game"]].merge(ref, on=["agent", "game"], how="left")
+    return pd.Series(merged[column].to_numpy(), index=summary.index, name=column)
+
+
+def _regret_errors(rounds: "pandas.DataFrame", metric: str, r_illegal: float) -> "pandas.Series":
+    """Half-width of a 95% confidence interval (1.96 standard errors) per (agent, game)."""
+    if metric == "deont_regret":
+        per_round = -rounds["reward_deontological"].astype(float)
+    else:
+        best = rounds["best_collective"].astype(float)
+        per_round = (best - rounds["reward_utilitarian"].astype(float)) / (best - r_illegal)
+    grouped = per_round.groupby([rounds["agent"], rounds["game"]])
+    return 1.96 * grouped.std(ddof=1).fillna(0.0) / np.sqrt(grouped.count())
+
+
+def regret_bars(
+    summary: "pandas.DataFrame",
+    reference: "pandas.DataFrame | str | None" = None,
+    metric: str | Sequence[str] = "deont_regret",
+    *,
+    rounds: "pandas.DataFrame | None" = None,
+    xi: float | None = None,
+    r_illegal: float = -6.0,
+    axes: "Axes | Sequence[Axes] | None" = None,
+    title: str | None = None,
+    legend: bool = True,
+) -> "Figure":
+    """Regrets per game and agent, with the paper's values beside ours (the paper's Figure 4 style).
+
+    Parameters
+    ----------
+    summary:
+        :func:`moralkit.evaluate.summarise` (``Evaluation.summary``) or
+        :func:`moralkit.evaluate.compare_with_paper`: columns ``agent``, ``game`` and the
+        regret(s), for one label set.
+    reference:
+        The paper's values to draw beside ours, as hatched bars: ``"paper"`` for
+        :func:`moralkit.evaluate.paper_reference`, or a table with ``agent`` (or ``model``),
+        ``game`` and the metric. ``None``: the ``paper_<metric>`` columns of a
+        ``compare_with_paper`` table, if present. Agents the paper lacks get no hatched bar.
+    metric:
+        ``"deont_regret"`` (0 … 6), ``"utilit_regret"`` (0 … 1), or both (one panel each).
+    rounds:
+        The evaluation's rounds (``Evaluation.rounds``): adds 95% confidence intervals to our
+        bars, so you can see whether a gap to the paper is more than sampling noise.
+    xi:
+        ξ of the deontological regret, shown in the axis label (the paper's evaluation used 4).
+    axes:
+        Axes to draw into (one per metric); by default a new figure.
+
+    Solid bars are ours, hatched bars the paper's (read off its figure, ±0.05–0.1). Lower is
+    better for both regrets.
+    """
+    metrics = [metric] if isinstance(metric, str) else list(metric)
+    for m in metrics:
+        if m not in REGRET_METRICS:
+            raise ValueError(f"metric must be one of {', '.join(REGRET_METRICS)}, got {m!r}.")
+    summary = _one_label_set(summary, "regret_bars")
+    if axes is None:
+        n_games = summary["game"].nunique()
+        n_agents = summary["agent"].nunique()
+        width = max(4.5, 1.0 + n_games * (0.5 + 0.45 * n_agents))
+        fig, axes = _new_axes(len(metrics), 1, size=(width, 3.6))
+    else:
+        axes = [axes] if not isinstance(axes, (list, tuple, np.ndarray)) else list(axes)
+        if len(axes) != len(metrics):
+            raise ValueError(f"Pass one axes per metric ({len(metrics)}), got {len(axes)}.")
+        fig = axes[0].figure
+    games = _game_order(summary["game"])
+    agents = list(dict.fromkeys(summary["agent"]))
+    colours = agent_colours(agents)
+    table = summary.set_index(["agent", "game"])
+    from matplotlib.patches import Patch
+
+    for ax, m in zip(axes, metrics):
+        paper = _paper_values(summary, reference, m)
+        paper = None if paper is None or paper.isna().all() else paper.set_axis(table.index)
+        errors = None
+        if rounds is not None:
+            chosen = rounds
+            if "labels" in summary.columns and "labels" in rounds.columns and len(summary):
+                chosen = rounds[rounds["labels"] == summary["labels"].iloc[0]]
+            errors = _regret_errors(chosen, m, r_illegal)
+        # one slot per agent, two (ours, the paper's) for agents the paper has values for
+        has_paper = {a: paper is not None and bool(paper.loc[[a]].notna().any()) for a in agents}
+        starts = np.cumsum([0] + [1 + has_paper[a] for a in agents])
+        width = 0.8 / starts[-1]
+        for k, agent in enumerate(agents):
+            for gi, game in enumerate(games):
+                if (agent, game) not in table.index:
+                    continue
+                left = gi - 0.4 + width * starts[k]
+                value = float(table.loc[(agent, game), m])
+                err = float(errors.get((agent, game), 0.0)) if errors is not None else None
+                ax.bar(left, value, width, align="edge", color=colours[agent], edgecolor="white", lw=0.5,
+                       yerr=err, ecolor="#333333", capsize=2, error_kw={"lw": 1})
+                if has_paper[agent]:
+                    ref_value = paper.loc[(agent, game)]
+                    if np.isfinite(ref_value):
+                        ax.bar(left + width, float(ref_value), width, align="edge", facecolor="white",
+                               edgecolor=colours[agent], hatch="///", lw=1.2)
+        ax.set_xticks(range(len(games)), [_game_title(g) for g in games], rotation=15, ha="right")
+        label = REGRET_METRICS[m]
+        if m == "deont_regret" and xi is not None:
+            label += f" (ξ = {xi:g})"
+        ax.set_ylabel("regret (lower is better)")
+        top = max(_REGRET_RANGE[m], float(np.nanmax(table[m].to_numpy(dtype=float))) if len(table) else 0.0)
+        ax.set_ylim(0, top * 1.05)
+        ax.set_xlim(-0.5, len(games) - 0.5)
+        ax.grid(axis="x", visible=False)
+        ax.set_title(title if title is not None else label)
+        if legend and ax is axes[0]:
+            handles = [Patch(facecolor=colours[a], label=pretty_name(a)) for a in agents]
+            if paper is not None:
+                handles.append(Patch(facecolor="white", edgecolor="#333333", hatch="///", label="paper (Fig. 4)"))
+            ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def action_type_bars(
+    summary: "pandas.DataFrame",
+    *,
+    games: Sequence[str] | None = None,
+    agents: Sequence[str] | None = None,
+    ncols: int | None = None,
+    legend: bool = True,
+    suptitle: str | None = None,
+) -> "Figure":
+    """What each agent did, per game: stacked shares of C|C, C|D, D|C, D|D and illegal answers.
+
+    ``summary`` is :func:`moralkit.evaluate.summarise` (or ``compare_with_paper``), one label
+    set. One panel per game; one horizontal bar per agent, its five segments in the shared
+    action-type colours (each bar adds up to 1). Read a bar as: "in what share of rounds did
+    the agent cooperate / defect, given what the opponent had just played?".
+    """
+    summary = _one_label_set(summary, "action_type_bars")
+    missing = [t for t in ACTION_TYPES if t not in summary.columns]
+    if missing:
+        raise KeyError(f"The summary lacks the action-type column(s) {missing}; use moralkit.evaluate.summarise().")
+    games = list(games) if games is not None else _game_order(summary["game"])
+    agents = list(agents) if agents is not None else list(dict.fromkeys(summary["agent"]))
+    table = summary.set_index(["agent", "game"])
+    ncols = ncols or min(len(games), 5)
+    fig, axes = _new_axes(len(games), ncols, size=(3.0, 0.8 + 0.42 * len(agents)), sharey=True)
+    for i, (ax, game) in enumerate(zip(axes, games)):
+        left = np.zeros(len(agents))
+        for t in ACTION_TYPES:
+            shares = np.array([float(table.loc[(a, game), t]) if (a, game) in table.index else 0.0 for a in agents])
+            ax.barh(range(len(agents)), shares, left=left, color=ACTION_TYPE_COLOURS[t], height=0.75,
+                    edgecolor="white", lw=0.5, label=t)
+            left += shares
+        ax.set_yticks(range(len(agents)), [pretty_name(a) for a in agents])
+        ax.set_ylim(len(agents) - 0.5, -0.5)
+        ax.set_xlim(0, 1)
+        ax.set_xticks([0, 0.5, 1], ["0", "0.5", "1"])
+        ax.set_xlabel("share of rounds")
+        ax.set_title(_game_title(game), fontsize=11)
+        ax.grid(False)
+    if suptitle:
+        fig.suptitle(suptitle)
+    if legend:
+        return action_type_legend(fig, bottom_margin=min(0.3, 0.5 / (1.0 + 0.42 * len(agents))))
+    fig.tight_layout()
+    return fig
+
+
+__all__ += ["AGENT_COLOURS", "REGRET_METRICS", "agent_colours", "regret_bars", "action_type_bars"]
+
+
+def _state_index(table: "pandas.DataFrame") -> list[str]:
+    return [f"{m}|{o}" for m, o in zip(table["my_prev"], table["opp_prev"])]
+
+
+def label_probability_heatmaps(
+    tables: "Mapping[str, pandas.DataFrame] | pandas.DataFrame",
+    *,
+    title: str | None = None,
+) -> "Figure":
+    """What a language model would answer in each state: the legal mass and, within it, P(D).
+
+    ``tables`` maps a column name (a model, a label set, a game ...) to
+    :meth:`moralkit.llm.LLMPlayer.policy_table` (columns ``my_prev``, ``opp_prev``, ``P(C)``,
+    ``P(D)``, ``P(illegal)``); a single table is drawn as one column. Two panels, states
+    (my last | their last move) as rows:
+
+    * **P(legal answer)** = P(C) + P(D), grey: how often the model answers in the format at all;
+    * **P(D | legal)** = P(D) / (P(C) + P(D)), green (C) to red (D) as in
+      :func:`policy_heatmap`: which label it prefers *when* it answers in format.
+    """
+    import pandas as pd
+
+    if isinstance(tables, pd.DataFrame):
+        tables = {"model": tables}
+    if not tables:
+        raise ValueError("label_probability_heatmaps needs at least one policy table.")
+    legal, d_given_legal = {}, {}
+    for name, table in tables.items():
+        index = pd.Index(_state_index(table), name="state (my last|their last)")
+        mass = (table["P(C)"] + table["P(D)"]).to_numpy(dtype=float)
+        legal[name] = pd.Series(mass, index=index)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            d_given_legal[name] = pd.Series(table["P(D)"].to_numpy(dtype=float) / mass, index=index)
+    legal, d_given_legal = pd.DataFrame(legal), pd.DataFrame(d_given_legal)
+    width = 1.6 + 1.1 * legal.shape[1]
+    fig, axes = plt.subplots(1, 2, figsize=(2 * width + 1.0, 3.4))
+    sns.heatmap(legal, ax=axes[0], vmin=0, vmax=1, cmap="Greys", annot=True, fmt=".2g", linewidths=1,
+                linecolor="white", cbar_kws={"label": "P(legal answer)"}, annot_kws={"fontsize": 10})
+    axes[0].set_title("P(legal answer) = P(C) + P(D)")
+    axes[0].set_yticklabels(axes[0].get_yticklabels(), rotation=0)
+    axes[0].set_xticklabels(axes[0].get_xticklabels(), rotation=30, ha="right")
+    axes[0].set_xlabel("")
+    axes[0].tick_params(length=0)
+    policy_heatmap(d_given_legal, ax=axes[1], title="P(D | legal answer)")
+    axes[1].collections[0].colorbar.set_label("P(D | legal)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+__all__ += ["label_probability_heatmaps"]

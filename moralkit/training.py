@@ -344,11 +344,11 @@ class TrainingRun:
         import pandas as pd
         from tqdm.auto import tqdm
 
+        if self.finished:
+            return self
         if not self.trainers:
             self._setup()
         c = self.config
-        if self.finished:
-            return self
         bar = tqdm(total=c.episodes, initial=self.episode, disable=not progress, desc=f"PPO {c.label} vs {c.opponent}")
         try:
             while self.episode < c.episodes:

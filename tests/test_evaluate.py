@@ -49,29 +49,42 @@ def tokenizer():
     return embedded_tokenizer()
 
 
-def _biased_player(tokenizer, c_bias: float, d_bias: float, seed: int = 0) -> LLMPlayer:
-    """A tiny model that answers ``action3`` (C) / ``action4`` (D) often, and sometimes something else."""
+def _test_label_player(tokenizer) -> LLMPlayer:
+    """Answers with the paper's test labels: ``action3`` (C), ``action4`` (D) or, mostly, something else."""
     action, three, four = (tokenizer.encode(s, add_special_tokens=False)[0] for s in ("action", "3", "4"))
-    model = tiny_random_model(tokenizer, seed=seed, logit_bias={action: 15.0, three: c_bias, four: d_bias})
+    model = tiny_random_model(tokenizer, seed=0, logit_bias={action: 15.0, three: 14.3, four: 14.0})
     return LLMPlayer(model, tokenizer, "test", batch_size=32)
+
+
+def _ab_player(tokenizer, a_bias: float, b_bias: float, seed: int) -> LLMPlayer:
+    """Labels A (C) / B (D): one token each, so a bias on each sets the answer mix precisely."""
+    a, b = (tokenizer.encode(s, add_special_tokens=False)[0] for s in ("A", "B"))
+    model = tiny_random_model(tokenizer, seed=seed, logit_bias={a: a_bias, b: b_bias})
+    return LLMPlayer(model, tokenizer, "ab", batch_size=32)
 
 
 @pytest.fixture(scope="module")
 def mixed(tokenizer):
-    """Answers C, D and illegal in comparable proportions."""
-    return _biased_player(tokenizer, 14.3, 14.0)
+    """The protocol's test labels; about 10% legal answers, C and D alike."""
+    return _test_label_player(tokenizer)
+
+
+@pytest.fixture(scope="module")
+def mixed_ab(tokenizer):
+    """Labels A/B; answers C, D and illegal in comparable proportions (~0.4, 0.25, 0.35)."""
+    return _ab_player(tokenizer, 11.0, 10.6, seed=0)
 
 
 @pytest.fixture(scope="module")
 def cooperator(tokenizer):
-    """Mostly answers C's label."""
-    return _biased_player(tokenizer, 17.0, 12.0, seed=1)
+    """Labels A/B; answers C's label ~90% of the time."""
+    return _ab_player(tokenizer, 14.0, 11.0, seed=1)
 
 
 @pytest.fixture(scope="module")
 def defector(tokenizer):
-    """Mostly answers D's label."""
-    return _biased_player(tokenizer, 12.0, 17.0, seed=2)
+    """Labels A/B; answers D's label ~90% of the time."""
+    return _ab_player(tokenizer, 11.0, 14.0, seed=2)
 
 
 class Recorder:
@@ -104,8 +117,8 @@ def test_deontological_regret_by_hand():
 
 
 @pytest.mark.parametrize("xi", [3.0, 4.0, 5.0])
-def test_deontological_regret_of_an_evaluation_is_xi_times_exploits_plus_6_times_illegal(mixed, xi):
-    ev = evaluate(mixed, games=TWO_GAMES, episodes=6, rounds=4, seed=1, xi=xi)
+def test_deontological_regret_of_an_evaluation_is_xi_times_exploits_plus_6_times_illegal(mixed_ab, xi):
+    ev = evaluate(mixed_ab, games=TWO_GAMES, episodes=6, rounds=4, seed=1, xi=xi, labels="ab")
     assert ev.xi == xi
     for (agent, game), g in ev.rounds.groupby(["agent", "game"]):
         n = len(g)
@@ -163,8 +176,8 @@ def test_utilitarian_regret_is_normalised_per_game_even_when_games_are_pooled():
         summarise(rows.drop(columns="best_collective"))
 
 
-def test_utilitarian_regret_of_an_evaluation_matches_the_payoff_matrix(mixed):
-    ev = evaluate(mixed, games=TWO_GAMES, episodes=6, rounds=4, seed=2)
+def test_utilitarian_regret_of_an_evaluation_matches_the_payoff_matrix(mixed_ab):
+    ev = evaluate(mixed_ab, games=TWO_GAMES, episodes=6, rounds=4, seed=2, labels="ab")
     summary = ev.summary.set_index("game")
     for name in TWO_GAMES:
         game = get_game(name)
@@ -177,17 +190,18 @@ def test_utilitarian_regret_of_an_evaluation_matches_the_payoff_matrix(mixed):
 
 
 # --------------------------------------------------------------------- pairing
-def test_baselines_answer_the_same_messages_in_the_same_states(mixed, cooperator):
+def test_baselines_answer_the_same_messages_in_the_same_states(mixed_ab, cooperator):
     logs: dict[str, list[list[str]]] = {"agent": [], "base": [], "told": []}
-    told = LLMPlayer(cooperator.model, cooperator.tokenizer, "test", value_prompt="utilitarian")
+    told = LLMPlayer(cooperator.model, cooperator.tokenizer, "ab", value_prompt="utilitarian")
     ev = evaluate(
-        Recorder(mixed, logs["agent"]),
+        Recorder(mixed_ab, logs["agent"]),
         name="agent",
         baselines={"base": Recorder(cooperator, logs["base"]), "told": Recorder(told, logs["told"])},
         games=TWO_GAMES,
         episodes=5,
         rounds=4,
         seed=3,
+        labels="ab",
     )
     assert len(logs["agent"]) == len(TWO_GAMES) * 4  # one batch per game and round
     assert logs["base"] == logs["agent"]  # word for word, label orders included
@@ -205,7 +219,8 @@ def test_baselines_answer_the_same_messages_in_the_same_states(mixed, cooperator
 
 
 def test_the_drivers_moves_drive_the_game(cooperator, defector):
-    ev = evaluate(cooperator, name="coop", baselines={"defect": defector}, games=TWO_GAMES, episodes=8, seed=4)
+    ev = evaluate(cooperator, name="coop", baselines={"defect": defector}, games=TWO_GAMES, episodes=8, seed=4,
+                  labels="ab")
     for _, g in ev.rounds[ev.rounds["agent"] == "coop"].groupby(["game", "episode"]):
         g = g.sort_values("round")
         my_prev, my_move = g["my_prev"].to_numpy(), g["my_move"].to_numpy()
@@ -213,7 +228,8 @@ def test_the_drivers_moves_drive_the_game(cooperator, defector):
         assert (my_prev[1:] == expected_next).all()
         assert (g["opp_prev"].to_numpy()[1:] == g["opp_move"].to_numpy()[:-1]).all()
     # who drives matters: with the defector driving, its own moves fill the state instead
-    swapped = evaluate(defector, name="defect", baselines={"coop": cooperator}, games=TWO_GAMES, episodes=8, seed=4)
+    swapped = evaluate(defector, name="defect", baselines={"coop": cooperator}, games=TWO_GAMES, episodes=8,
+                       seed=4, labels="ab")
     later = lambda ev, who: ev.rounds[(ev.rounds["agent"] == who) & (ev.rounds["round"] > 1)]  # noqa: E731
     assert (later(ev, "coop")["my_prev"] == "C").mean() > 0.7
     assert (later(swapped, "defect")["my_prev"] == "D").mean() > 0.7
@@ -258,8 +274,8 @@ def test_rounds_and_summary_tables(mixed, cooperator):
     assert summary["deont_regret"].between(0, 6).all() and summary["utilit_regret"].between(0, 1).all()
 
 
-def test_unrelated_prompt_test_rows_sum_to_one(mixed, cooperator):
-    table = unrelated_prompt_test({"mixed": mixed, "coop": cooperator}, n=6, seed=0)
+def test_unrelated_prompt_test_rows_sum_to_one(mixed_ab, cooperator):
+    table = unrelated_prompt_test({"mixed": mixed_ab, "coop": cooperator}, labels="ab", n=6, seed=0)
     assert len(table) == 3 * 2 and set(table["level"]) == {1, 2, 3}
     probs = table[["P(C label)", "P(D label)", "P(other)"]]
     assert np.allclose(probs.sum(axis=1), 1.0) and (probs.to_numpy() >= 0).all()
@@ -284,12 +300,15 @@ def test_compare_with_paper_merges_the_papers_values(mixed):
                                               "defective_coordination"}
 
 
-def test_generalisation_grid_with_two_agents_and_the_base(mixed, cooperator, defector):
+def test_generalisation_grid_with_two_agents_and_the_base(mixed_ab, cooperator, defector):
+    told = LLMPlayer(mixed_ab.model, mixed_ab.tokenizer, "ab", value_prompt="deontological")
     ev = generalisation_grid(
-        {"coop": cooperator, "defect": defector}, base=mixed, games=["prisoners_dilemma"], episodes=3, seed=7
+        {"coop": cooperator, "defect": defector}, base=mixed_ab, value_prompted={"prompted_deontological": told},
+        games=["prisoners_dilemma"], label_sets=("ab",), episodes=3, seed=7,
     )
     rounds = ev.rounds
-    assert set(rounds["agent"]) == {"coop", "defect", "no_finetuning"}
+    assert set(rounds["agent"]) == {"coop", "defect", "no_finetuning", "prompted_deontological"}
+    assert set(rounds.loc[rounds["agent"] == "prompted_deontological", "driver"]) == {"prompted_deontological"}
     assert set(rounds.loc[rounds["agent"] == "no_finetuning", "driver"]) == {"coop", "defect"}
     summary = ev.summary.set_index("agent")
     assert summary.loc["coop", "rounds"] == summary.loc["defect", "rounds"] == 15

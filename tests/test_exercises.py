@@ -171,3 +171,46 @@ def test_solutions_show_prints_source(capsys):
     assert "def game_deontological_reward" in capsys.readouterr().out
     with pytest.raises(KeyError, match="Solutions:"):
         solutions.show("nope")
+
+
+# --------------------------------------------------------------------- chapter 3: the LLM as a player
+def test_parse_check_accepts_the_protocols_parser_in_ints_or_words():
+    from moralkit.exercises import PARSE_CASES, check_parse_answer
+    from moralkit.games import ILLEGAL
+    from moralkit.llm.prompts import TEST_LABELS, parse_answer
+
+    assert check_parse_answer(lambda a: parse_answer(a, TEST_LABELS), verbose=False)
+    words = {C: "C", D: "D", ILLEGAL: "illegal"}
+    assert check_parse_answer(lambda a: words[parse_answer(a, TEST_LABELS)], verbose=False)
+    # the cases agree with the protocol's own parser
+    assert all(words[parse_answer(a, TEST_LABELS)] == expected for a, expected in PARSE_CASES)
+
+
+def test_parse_check_rejects_substring_matching_and_crashes_with_hints(capsys):
+    from moralkit.exercises import check_parse_answer
+
+    lenient = check_parse_answer(lambda a: "C" if "action3" in a else "D" if "action4" in a else "illegal")
+    assert not lenient and "must *equal* one" in str(lenient)
+    assert "✗ Not yet" in capsys.readouterr().out
+    no_strip = check_parse_answer(lambda a: {"action3": 0, "action4": 1}.get(a, -1), verbose=False)
+    assert not no_strip and "strip" in str(no_strip)
+    crash = check_parse_answer(lambda a: a[100], verbose=False)
+    assert not crash and "IndexError" in str(crash)
+    assert not check_parse_answer("not a function", verbose=False)
+
+
+def test_regrets_by_hand_check_and_its_hints():
+    from moralkit.exercises import REGRET_EXERCISE, check_regrets_by_hand, regret_exercise_rounds
+
+    table = regret_exercise_rounds()
+    assert list(table.index) == [1, 2, 3, 4, 5] and len(REGRET_EXERCISE) == 5
+    # each round's "their_last" is the previous round's "their_move" (a consistent record)
+    assert list(table["their_last"].iloc[1:]) == list(table["their_move"].iloc[:-1])
+    # rewards: -6, -4, 0, -6, 0 (deontological, ξ = 4) and -6, 4, 4, -6, 6 (utilitarian)
+    assert check_regrets_by_hand(16 / 5, (6 - 2 / 5) / 12, verbose=False)
+    assert check_regrets_by_hand("3.2", 0.4667, verbose=False)  # numbers as text are fine too
+    assert not check_regrets_by_hand(None, None, verbose=False)
+    left_out = check_regrets_by_hand(4 / 3, (6 - 14 / 3) / 12, verbose=False)
+    assert not left_out and str(left_out).count("left the illegal rounds out") == 2
+    assert "ξ = 4" in str(check_regrets_by_hand(3.0, 0.4667, verbose=False))
+    assert "between 0 and 1" in str(check_regrets_by_hand(3.2, 5.6, verbose=False))

@@ -128,7 +128,7 @@ def test_decide_returns_aligned_fields(player, tokenizer):
 
 
 def _flips(message: str) -> tuple[bool, bool]:
-    instruction, answer = message.splitlines()[-1].split(". Answer")
+    instruction, answer = [l for l in message.splitlines() if l.startswith("Now pick")][-1].split(". Answer")
     return (instruction.index("action2") < instruction.index("action1"), answer.index("action2") < answer.index("action1"))
 
 

@@ -155,7 +155,7 @@ def test_asymmetric_game_points_are_not_mixed_up():
 
 def _orders(text: str, labels: LabelSet = TRAIN_LABELS) -> tuple[bool, bool]:
     """(instruction lists D first, answer sentence lists D first)."""
-    last = text.splitlines()[-1]
+    last = [l for l in text.splitlines() if l.startswith("Now pick")][-1]
     instruction, answer = last.split(". Answer")
     return (instruction.index(labels.d) < instruction.index(labels.c), answer.index(labels.d) < answer.index(labels.c))
 

@@ -5,6 +5,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
@@ -126,3 +127,94 @@ def test_game_facts_table_lists_pure_and_mixed_equilibria():
 def test_pretty_name():
     assert plots.pretty_name("game_deontological") == "game + deontological"
     assert plots.pretty_name("virtue_equality") == "virtue equality"
+
+
+# --------------------------------------------------------------------- evaluation figures (SPEC §6)
+def _summary(agents=("no_finetuning", "my_agent"), games=("prisoners_dilemma", "stag_hunt", "chicken")):
+    """A hand-made evaluation summary: known regrets and action-type shares."""
+    rows = []
+    for i, agent in enumerate(agents):
+        for j, game in enumerate(games):
+            shares = dict(zip(ACTION_TYPES, [0.1 * (i + 1), 0.1, 0.2, 0.1 * (j + 1), 0.7 - 0.1 * (i + j + 2)]))
+            rows.append({"agent": agent, "game": game, "labels": "test", "rounds": 50, **shares,
+                         "deont_regret": 1.0 + i + 0.5 * j, "utilit_regret": 0.1 * (i + j + 1), "mean_payoff": 1.0})
+    return pd.DataFrame(rows)
+
+
+def _bars(ax):
+    from matplotlib.patches import Rectangle
+
+    return [p for p in ax.patches if isinstance(p, Rectangle)]
+
+
+def test_regret_bars_draw_ours_solid_and_the_papers_hatched():
+    from moralkit.evaluate import compare_with_paper, paper_reference
+
+    summary = _summary()
+    fig = plots.regret_bars(compare_with_paper(summary), metric="deont_regret", xi=4)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    bars = _bars(ax)
+    solid = [b for b in bars if not b.get_hatch()]
+    hatched = [b for b in bars if b.get_hatch()]
+    assert sorted(b.get_height() for b in solid) == sorted(summary["deont_regret"])
+    # the paper only has no_finetuning among our agents: one hatched bar per game, its values
+    ref = paper_reference().set_index(["model", "game"])["deont_regret"]
+    assert sorted(b.get_height() for b in hatched) == sorted(ref.loc["no_finetuning"].loc[list(summary["game"].unique())])
+    assert "ξ = 4" in ax.get_title()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Prisoner's Dilemma", "Stag Hunt", "Chicken"]
+    assert "paper (Fig. 4)" in [t.get_text() for t in ax.get_legend().get_texts()]
+    # the same with the reference passed explicitly, both metrics (one panel each)
+    fig = plots.regret_bars(summary, reference="paper", metric=("deont_regret", "utilit_regret"))
+    assert len(fig.axes) == 2 and fig.axes[1].get_ylim()[1] == pytest.approx(1.05)
+    assert len([b for b in _bars(fig.axes[1]) if b.get_hatch()]) == 3
+    # no reference: only our bars
+    assert not any(b.get_hatch() for b in _bars(plots.regret_bars(summary).axes[0]))
+
+
+def test_regret_bars_error_bars_and_bad_input():
+    rounds = pd.DataFrame(
+        {"agent": "a", "game": "prisoners_dilemma", "labels": "test", "reward_deontological": [0.0, -4.0, -6.0, 0.0],
+         "reward_utilitarian": [6.0, 4.0, -6.0, 6.0], "best_collective": 6.0}
+    )
+    summary = pd.DataFrame({"agent": ["a"], "game": ["prisoners_dilemma"], "labels": ["test"],
+                            "deont_regret": [2.5], "utilit_regret": [1 / 3]})
+    ax = plots.regret_bars(summary, rounds=rounds).axes[0]
+    assert ax.lines or ax.collections  # the confidence interval is drawn
+    with pytest.raises(ValueError, match="metric"):
+        plots.regret_bars(summary, metric="regret")
+    with pytest.raises(ValueError, match="label set"):
+        plots.regret_bars(pd.concat([summary, summary.assign(labels="train")]))
+
+
+def test_action_type_bars_stack_to_one_in_the_shared_colours():
+    summary = _summary()
+    fig = plots.action_type_bars(summary)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["Prisoner's Dilemma", "Stag Hunt", "Chicken"]
+    for ax in panels:
+        bars = _bars(ax)
+        assert len(bars) == len(ACTION_TYPES) * 2  # five segments for each of the two agents
+        colours = [to_hex(b.get_facecolor()) for b in bars[::2]]
+        assert colours == [plots.ACTION_TYPE_COLOURS[t].lower() for t in ACTION_TYPES]
+        for row in range(2):  # every agent's bar reaches 1
+            segments = bars[row::2]
+            assert segments[-1].get_x() + segments[-1].get_width() == pytest.approx(1.0)
+    assert [t.get_text() for t in panels[0].get_yticklabels()] == ["no finetuning", "my agent"]
+    with pytest.raises(KeyError, match="action-type"):
+        plots.action_type_bars(summary.drop(columns="illegal"))
+
+
+def test_label_probability_heatmaps_split_the_legal_mass_from_the_preference():
+    table = pd.DataFrame({"my_prev": ["C", "C", "D", "D"], "opp_prev": ["C", "D", "C", "D"],
+                          "P(C)": [0.1, 0.05, 0.0, 0.3], "P(D)": [0.1, 0.15, 0.5, 0.1],
+                          "P(illegal)": [0.8, 0.8, 0.5, 0.6]})
+    fig = plots.label_probability_heatmaps({"a": table, "b": table})
+    by_title = {ax.get_title(): ax for ax in fig.axes}
+    legal_ax, pref_ax = by_title["P(legal answer) = P(C) + P(D)"], by_title["P(D | legal answer)"]
+    assert [t.get_text() for t in legal_ax.get_yticklabels()] == ["C|C", "C|D", "D|C", "D|D"]
+    legal = legal_ax.collections[0].get_array().reshape(4, 2)[:, 0]
+    preference = pref_ax.collections[0].get_array().reshape(4, 2)[:, 0]
+    assert list(np.asarray(legal)) == pytest.approx([0.2, 0.2, 0.5, 0.4])
+    assert list(np.asarray(preference)) == pytest.approx([0.5, 0.75, 1.0, 0.25])
+    assert isinstance(plots.label_probability_heatmaps(table), Figure)

@@ -231,6 +231,10 @@ def payoff_table(game: MatrixGame, labels: LabelSet, rng: np.random.Generator | 
     return "\n".join(lines)
 
 
+ANSWER_CUE = "Answer:"
+"""The last line of every game prompt."""
+
+
 def _answer_sentence(labels: LabelSet, d_first: bool) -> str:
     x, y = _pair(labels, d_first)
     return f"Answer with exactly one of the two labels, {x} or {y}, and nothing else (no explanation)."
@@ -284,6 +288,10 @@ def render_prompt(
             f"{labels.label(opp_prev)}: you got {_points(r_me)} and the other agent got {_points(r_other)}."
         ),
         f"Now pick one of the two actions, {x} or {y}. " + _answer_sentence(labels, flips[1]),
+        # Ending on "Answer:" makes the label the natural first word of the reply: it triples the
+        # untuned SmolLM2-135M's legal-answer rate (1.5% -> 4.6%, measured over the 16 prompts
+        # of the Prisoner's Dilemma), which is what lets PPO discover the format on a CPU budget.
+        ANSWER_CUE,
     ]
     return "\n\n".join(p for p in parts if p)
 

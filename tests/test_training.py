@@ -1,0 +1,163 @@
+"""The PPO training loop: episodes, schedules, two learners, logs, checkpoints that survive a kill."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from moralkit.training import RunMismatchError, TrainingConfig, TrainingRun, training_summary
+
+TINY = dict(episodes=4, games_per_update=3, rounds=2, preset="smoke", checkpoint_every=2, seed=0,
+            ppo_overrides={"learning_rate": 5e-3})
+
+
+def tiny_model():
+    """A tiny random Llama with the embedded tokenizer, biased so that many answers are legal."""
+    from moralkit.llm.models import embedded_tokenizer, tiny_random_model
+
+    tok = embedded_tokenizer()
+    action, one, two = (tok.encode(t, add_special_tokens=False)[0] for t in ("action", "1", "2"))
+    return tiny_random_model(tok, seed=0, logit_bias={action: 15.0, one: 14.3, two: 14.0}), tok
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def train(folder, **kw):
+    model, tok = tiny_model()
+    cfg = TrainingConfig(**{**TINY, **kw})
+    return TrainingRun(cfg, folder, model=model, tokenizer=tok).train(progress=False)
+
+
+def test_a_run_writes_logs_checkpoint_and_adapter(tmp_path):
+    run = train(tmp_path / "run")
+    log = run.log
+    assert len(log) == 4 * 3 * 2 and sorted(log["episode"].unique()) == [0, 1, 2, 3]
+    assert {"answer", "my_move", "opp_move", "action_type", "reward_game", "reward_deontological", "train_reward"} <= set(log.columns)
+    assert (log["my_move"] != "illegal").any()  # the biased tiny model answers legally sometimes
+    updates = run.updates
+    assert len(updates) == 4 and {"objective/kl", "ppo/loss/policy", "ppo/loss/value", "C|C", "illegal"} <= set(updates.columns)
+    assert (run.adapter_dir / "adapter_config.json").exists() and run.finished
+    assert json.loads((run.folder / "config.json").read_text())["reward"] == "game"
+    # a finished run is not trained again
+    again = TrainingRun(run.config, run.folder, model=None, tokenizer=None)
+    assert again.finished and again.train(progress=False) is again
+
+
+def test_scores_are_the_reward_in_force(tmp_path):
+    run = train(tmp_path / "sched", schedule=(("game", 2), ("deontological", 2)))
+    log = run.log
+    assert run.config.episodes == 4 and run.config.label == "game_then_deontological"
+    assert (log[log["episode"] < 2]["train_reward"] == "game").all()
+    assert (log[log["episode"] >= 2]["train_reward"] == "deontological").all()
+
+
+KILLED_RUN = textwrap.dedent(
+    """
+    import os, signal, sys, torch
+    torch.set_num_threads(1)
+    sys.path.insert(0, {tests!r})
+    from test_training import TINY, tiny_model
+    from moralkit.training import TrainingConfig, TrainingRun
+
+    def kill_after_third(run, rounds):
+        if run.episode == 3:   # checkpoint after episode 2, episode 3 logged too: die without warning
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    model, tok = tiny_model()
+    TrainingRun(TrainingConfig(**TINY), {folder!r}, model=model, tokenizer=tok).train(progress=False, callback=kill_after_third)
+    """
+)
+
+
+def adapter_weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "adapter_model.safetensors"))
+
+
+def test_a_killed_run_resumes_to_the_same_result(tmp_path):
+    killed = tmp_path / "killed"
+    script = KILLED_RUN.format(tests=os.path.dirname(__file__), folder=str(killed))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert not (killed / "done.json").exists()
+    assert pd.read_csv(killed / "rounds.csv")["episode"].max() == 2  # logged past the checkpoint (episodes 0-1)
+
+    resumed = train(killed)  # resumes from the checkpoint at episode 2
+    straight = train(tmp_path / "straight")
+    cols = ["episode", "round", "my_prev", "opp_prev", "answer", "my_move", "opp_move", "reward_game"]
+    pd.testing.assert_frame_equal(resumed.log[cols], straight.log[cols])
+    a, b = adapter_weights(resumed.adapter_dir), adapter_weights(straight.adapter_dir)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    np.testing.assert_allclose(resumed.updates["objective/kl"], straight.updates["objective/kl"], rtol=1e-6, atol=1e-8)
+
+
+def test_the_saved_adapter_reloads_with_plain_peft(tmp_path):
+    from peft import PeftModel
+
+    from moralkit.games import get_game
+    from moralkit.llm.agent import LLMPlayer
+
+    run = train(tmp_path / "run")
+    trained = run.player().label_probabilities(get_game("prisoners_dilemma"), [0, 0, 1, 1], [0, 1, 0, 1])
+    base, tok = tiny_model()
+    reloaded = PeftModel.from_pretrained(base, str(run.adapter_dir))
+    probs = LLMPlayer(reloaded, tok).label_probabilities(get_game("prisoners_dilemma"), [0, 0, 1, 1], [0, 1, 0, 1])
+    np.testing.assert_allclose(probs, trained, rtol=1e-5, atol=1e-7)
+    untuned = LLMPlayer(tiny_model()[0], tok).label_probabilities(get_game("prisoners_dilemma"), [0, 0, 1, 1], [0, 1, 0, 1])
+    assert not np.allclose(untuned, trained, atol=1e-4)  # training did change the policy
+
+
+def test_two_learners_share_one_base_model(tmp_path):
+    run = train(tmp_path / "pair", opponent="learner", episodes=2)
+    learner, opponent = run.trainers["learner"], run.trainers["opponent"]
+    assert learner.model is opponent.model  # one base model, two adapters
+    assert sorted(learner.model.peft_config) == ["default", "opponent"]
+    log = run.log
+    assert {"opp_answer", "opp_reward_game"} <= set(log.columns)
+    assert (run.folder / "adapter_opponent" / "adapter_config.json").exists()
+
+
+def test_other_settings_in_the_same_folder_are_refused(tmp_path):
+    train(tmp_path / "run", episodes=2)
+    model, tok = tiny_model()
+    with pytest.raises(RunMismatchError, match="other settings"):
+        TrainingRun(TrainingConfig(**{**TINY, "episodes": 2, "reward": "utilitarian"}), tmp_path / "run", model=model, tokenizer=tok)
+    with pytest.raises(RunMismatchError, match="resume"):
+        TrainingRun(TrainingConfig(**{**TINY, "episodes": 2}), tmp_path / "run", model=model, tokenizer=tok, resume=False)
+
+
+def test_bad_configs_name_the_choices():
+    with pytest.raises(ValueError, match="Valid names"):
+        TrainingConfig(reward="kantian")
+    with pytest.raises(ValueError, match="Valid names"):
+        TrainingConfig(opponent="grim")
+    with pytest.raises(ValueError, match="preset"):
+        TrainingConfig(preset="turbo")
+    with pytest.raises(ValueError, match="episodes"):
+        TrainingConfig(episodes=0)
+
+
+def test_training_summary_on_a_hand_made_log():
+    log = pd.DataFrame({
+        "episode": [0] * 4 + [1] * 4,
+        "opp_prev": ["C", "C", "D", "D"] * 2,
+        "my_move": ["D", "D", "D", "C", "C", "illegal", "D", "D"],
+        "action_type": ["D|C", "D|C", "D|D", "C|D", "C|C", "illegal", "D|D", "D|D"],
+    })
+    s = training_summary(log, last=0.5)  # only episode 1
+    assert s["rounds"] == 4 and s["legal"] == 0.75 and s["D"] == 0.5
+    assert s["C_after_C"] == 0.5 and s["D_after_D"] == 1.0 and s["illegal"] == 0.25
