@@ -563,3 +563,255 @@ def check_regrets_by_hand(
 
 
 __all__ += ["PARSE_CASES", "check_parse_answer", "REGRET_EXERCISE", "regret_exercise_rounds", "check_regrets_by_hand"]
+
+
+# --------------------------------------------------------------------- chapter 4: fine-tuning with a reward of your own
+_STATES: tuple[tuple[str, str], ...] = (("C", "C"), ("C", "D"), ("D", "C"), ("D", "D"))
+"""The four memory-1 states (my last move, their last move), in the order of ``policy_table``."""
+
+_EITHER = "either"
+
+
+def _opponent_move_probabilities(opponent: str, my_prev: int) -> dict[int, float]:
+    """What a fixed opponent plays now, given M's last (legal) move: {move: probability}."""
+    from .opponents import get_opponent
+
+    name = get_opponent(opponent).name if isinstance(opponent, str) else getattr(opponent, "name", str(opponent))
+    if name == "tit_for_tat":
+        return {my_prev: 1.0}
+    if name == "always_cooperate":
+        return {C: 1.0}
+    if name == "always_defect":
+        return {D: 1.0}
+    if name == "random":
+        return {C: 0.5, D: 0.5}
+    raise ValueError(
+        f"Predictions need an opponent whose move follows from the state: tit_for_tat, always_cooperate, "
+        f"always_defect or random; got {opponent!r}."
+    )
+
+
+def predicted_responses(
+    reward,
+    game: MatrixGame | str = "prisoners_dilemma",
+    opponent: str = "tit_for_tat",
+    *,
+    xi: float | None = None,
+    tol: float = 1e-9,
+):
+    """What a reward teaches a *myopic* learner (SPEC §5): its best move in each state.
+
+    Fine-tuning treats every round as a one-step problem, so PPO pushes the player towards the
+    move with the higher reward *this round*. Against Tit-for-Tat the opponent's move now is my
+    last move (which the state shows), so the reward of each move in each state is known.
+
+    ``reward`` is a reward name, a :class:`~moralkit.rewards.Reward` or your own function.
+    Returns one row per state (``my_prev``, ``opp_prev``) with the reward of C, of D (expected
+    rewards against a Random opponent) and ``predicted``: ``"C"``, ``"D"`` or ``"either"``
+    (equal rewards: the reward does not care).
+
+    >>> predicted_responses("deontological")["predicted"].tolist()
+    ['C', 'either', 'C', 'either']
+    """
+    import pandas as pd
+
+    from .rewards import get_reward
+
+    r = get_reward(reward, xi=xi)
+    g = get_game(game)
+    rows = []
+    for my_prev, opp_prev in _STATES:
+        mp, op = (C if my_prev == "C" else D), (C if opp_prev == "C" else D)
+        moves = _opponent_move_probabilities(opponent, mp)
+        value = {
+            m: sum(p * float(r(g, m, o, op)) for o, p in moves.items())
+            for m in (C, D)
+        }
+        if abs(value[C] - value[D]) <= tol:
+            best = _EITHER
+        else:
+            best = "C" if value[C] > value[D] else "D"
+        rows.append({"my_prev": my_prev, "opp_prev": opp_prev, "reward of C": value[C], "reward of D": value[D],
+                     "predicted": best})
+    return pd.DataFrame(rows)
+
+
+def _expected_moves(expected, game, opponent: str = "tit_for_tat", xi: float | None = None) -> dict[tuple[str, str], str]:
+    """Normalise ``expected`` of :func:`check_training_moved` to {(my_prev, opp_prev): "C"/"D"/"either"}."""
+    import pandas as pd
+
+    if expected is None:
+        raise ValueError("pass expected=... (a reward, or the move you expect per state) when you pass a log.")
+    if isinstance(expected, pd.DataFrame):
+        return {(str(a), str(b)): str(p) for a, b, p in zip(expected["my_prev"], expected["opp_prev"], expected["predicted"])}
+    if isinstance(expected, dict):
+        out = {}
+        for key, move in expected.items():
+            move = _EITHER if move is None else str(move).strip()
+            move = {"c": "C", "d": "D"}.get(move.lower(), _EITHER if move.lower() in ("either", "any", "") else move)
+            if move not in ("C", "D", _EITHER):
+                raise ValueError(f"Expected moves are 'C', 'D' or None (either), got {move!r} for {key!r}.")
+            if isinstance(key, tuple):
+                states = [(str(key[0]).upper(), str(key[1]).upper())]
+            elif "|" in str(key):
+                a, b = str(key).split("|")
+                states = [(a.strip().upper(), b.strip().upper())]
+            else:  # only their last move: the same in both of my last moves
+                states = [(mine, str(key).strip().upper()) for mine in ("C", "D")]
+            for state in states:
+                if state not in _STATES:
+                    raise ValueError(f"Unknown state {key!r}: use 'C|D' (my last | their last), ('C', 'D') or 'C'/'D'.")
+                out[state] = move
+        return out
+    table = predicted_responses(expected, game, opponent, xi=xi)
+    return {(a, b): p for a, b, p in zip(table["my_prev"], table["opp_prev"], table["predicted"])}
+
+
+def _probabilities_by_state(frame) -> dict[tuple[str, str], dict[str, float]]:
+    """{state: {"C": p, "D": p, "illegal": p, "n": rounds}} from a policy table or from played rounds."""
+    out = {}
+    if "P(C)" in frame.columns:
+        for _, row in frame.iterrows():
+            out[(str(row["my_prev"]), str(row["opp_prev"]))] = {
+                "C": float(row["P(C)"]), "D": float(row["P(D)"]), "illegal": float(row["P(illegal)"]), "n": math.inf}
+        return out
+    for state in _STATES:
+        rows = frame[(frame["my_prev"] == state[0]) & (frame["opp_prev"] == state[1])]["my_move"]
+        n = len(rows)
+        out[state] = {k: (float((rows == k).mean()) if n else math.nan) for k in ("C", "D", "illegal")} | {"n": n}
+    return out
+
+
+def check_training_moved(
+    run,
+    expected=None,
+    *,
+    before=None,
+    after=None,
+    game: MatrixGame | str = "prisoners_dilemma",
+    part: float = 0.2,
+    verbose: bool = True,
+) -> CheckResult:
+    """Exercise 4.1: did fine-tuning move the player the way its reward predicts?
+
+    Parameters
+    ----------
+    run:
+        A :class:`~moralkit.training.TrainingRun` (or its ``log``).
+    expected:
+        What you expect, per state (my last move, their last move): a reward (name or your own
+        function: its myopic best responses from :func:`predicted_responses` against the run's
+        opponent), a table from :func:`predicted_responses`, or a dict such as
+        ``{"C": "C", "D": "D"}`` (keys = their last move) or ``{"C|C": "C", "D|D": None}``
+        (None = either move). Default: the reward the run was trained with.
+    before, after:
+        :meth:`~moralkit.llm.LLMPlayer.policy_table` of the untuned and of the fine-tuned
+        player: the check then compares exact label probabilities. Without them it compares
+        the answers played in the first and in the last ``part`` of the training episodes.
+
+    The check looks at two things, in the order fine-tuning learns them: **format** (more
+    probability on the two labels than before) and **values** (in each state where your reward
+    prefers one move, a larger share of that move among the legal answers than before).
+    It prints a verdict and returns a :class:`CheckResult`; it never raises for a run that
+    simply did not learn (yet).
+    """
+    import pandas as pd
+
+    config = getattr(run, "config", None)
+    log = run if isinstance(run, pd.DataFrame) else None
+    if log is None and (before is None or after is None):
+        log = run.log
+    report = _Report("Did fine-tuning move the player the way the reward predicts?", verbose)
+    try:
+        if expected is None and config is not None:
+            expected = config.phases[-1][0]  # the reward it was (last) trained with
+        wanted = _expected_moves(expected, game, config.opponent if config is not None else "tit_for_tat",
+                                 config.xi if config is not None else None)
+    except (ValueError, TypeError) as exc:
+        report.bad(f"could not read `expected`: {exc}")
+        return report.done("", "Not yet: fix `expected` and run this cell again.")
+
+    if before is not None and after is not None:
+        source = "exact label probabilities, untuned → fine-tuned"
+        old, new = _probabilities_by_state(before), _probabilities_by_state(after)
+    else:
+        if log is None or len(log) == 0:
+            report.bad("this run has no training rounds yet: train it first (run.train()).")
+            return report.done("", "Not yet: train the run, then run this check again.")
+        if config is not None and len(config.phases) > 1 and "train_reward" in log.columns:
+            log = log[log["episode"] >= config.episodes - config.phases[-1][1]]  # the last phase only
+        episodes = np.sort(log["episode"].unique())
+        k = max(1, math.ceil(len(episodes) * part))
+        if len(episodes) < 2:
+            report.bad("only one training episode: nothing to compare. Train for more episodes.")
+            return report.done("", "Not yet: train for more episodes, then run this check again.")
+        k = min(k, len(episodes) // 2)
+        source = f"answers played in the first {k} vs the last {k} of {len(episodes)} episodes"
+        old = _probabilities_by_state(log[log["episode"].isin(episodes[:k])])
+        new = _probabilities_by_state(log[log["episode"].isin(episodes[-k:])])
+    report.lines.append(f"  (comparing {source})")
+
+    def legal(p):
+        return p["C"] + p["D"]
+
+    # 1. format
+    old_legal = np.nanmean([legal(old[s]) for s in _STATES])
+    new_legal = np.nanmean([legal(new[s]) for s in _STATES])
+    text = f"format: answers in the label format {old_legal:.1%} → {new_legal:.1%}"
+    if new_legal > old_legal or new_legal >= 0.9:
+        report.good(text)
+    else:
+        report.bad(text + " — the player has not learned the format yet: train for more episodes "
+                   "(the format comes first, the values after it).")
+
+    # 2. values, state by state
+    moved = 0
+    predicted = [s for s in _STATES if wanted.get(s, _EITHER) != _EITHER]
+    for state in _STATES:
+        move = wanted.get(state, _EITHER)
+        where = f"after I played {state[0]}, they {state[1]}"
+        if move == _EITHER:
+            report.lines.append(f"  · {where}: the reward does not prefer either move — no prediction to check")
+            continue
+        share = lambda p: p[move] / legal(p) if legal(p) > 0 else math.nan  # noqa: E731
+        a, b = share(old[state]), share(new[state])
+        text = f"{where}: predicted {move}; share of {move} among legal answers {a:.2f} → {b:.2f}"
+        if math.isnan(b):
+            report.bad(text + " — no legal answers here yet: train for more episodes.")
+        elif (not math.isnan(a) and b > a) or b >= 0.9:
+            report.good(text)
+            moved += 1
+        else:
+            report.bad(text + " — not (yet) towards the prediction.")
+    if not predicted:
+        report.lines.append("  (the reward prefers no move in any state: nothing to check but the format)")
+    return report.done(
+        f"Yes: the player learned the format and moved towards the predicted move in {moved} of "
+        f"{len(predicted)} state(s)." if predicted else "The player learned the format.",
+        f"Not (yet) what the reward predicts (moved in {moved} of {len(predicted)} state(s)). Train for more "
+        "episodes (the `cpu` or `gpu` profile; the `smoke` profile is far too short to learn anything), or "
+        "check with predicted_responses(...) that your reward prefers what you think.",
+    )
+
+
+def prediction_agreement(log, expected, *, game: MatrixGame | str = "prisoners_dilemma", opponent: str = "tit_for_tat",
+                         last: float = 0.2, xi: float | None = None) -> float:
+    """Share of the legal answers in the last ``last`` of training that play the predicted move.
+
+    ``expected`` as in :func:`check_training_moved` (a reward, its :func:`predicted_responses`
+    or a dict); in states where the reward prefers neither move, both moves agree. NaN if the
+    tail of training has no legal answer.
+    """
+    wanted = _expected_moves(expected, game, opponent, xi)
+    if len(log) == 0:
+        return math.nan
+    episodes = log["episode"].max() + 1
+    tail = log[(log["episode"] >= math.floor(episodes * (1 - last))) & (log["my_move"] != "illegal")]
+    if len(tail) == 0:
+        return math.nan
+    predicted = [wanted.get((a, b), _EITHER) for a, b in zip(tail["my_prev"], tail["opp_prev"])]
+    agree = [p == _EITHER or p == m for p, m in zip(predicted, tail["my_move"])]
+    return float(np.mean(agree))
+
+
+__all__ += ["predicted_responses", "check_training_moved", "prediction_agreement"]

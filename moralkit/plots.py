@@ -16,6 +16,7 @@ colours for defecting (red = exploiting, orange = retaliating), grey for an ille
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -724,7 +725,7 @@ def regret_bars(
     if axes is None:
         n_games = summary["game"].nunique()
         n_agents = summary["agent"].nunique()
-        width = max(4.5, 1.0 + n_games * (0.5 + 0.45 * n_agents))
+        width = max(6.5, 2.5 + n_games * (0.6 + 0.4 * n_agents))
         fig, axes = _new_axes(len(metrics), 1, size=(width, 3.6))
     else:
         axes = [axes] if not isinstance(axes, (list, tuple, np.ndarray)) else list(axes)
@@ -764,7 +765,7 @@ def regret_bars(
                     if np.isfinite(ref_value):
                         ax.bar(left + width, float(ref_value), width, align="edge", facecolor="white",
                                edgecolor=colours[agent], hatch="///", lw=1.2)
-        ax.set_xticks(range(len(games)), [_game_title(g) for g in games], rotation=15, ha="right")
+        ax.set_xticks(range(len(games)), [textwrap.fill(_game_title(g), 13) for g in games])
         label = REGRET_METRICS[m]
         if m == "deont_regret" and xi is not None:
             label += f" (ξ = {xi:g})"
@@ -807,7 +808,8 @@ def action_type_bars(
     agents = list(agents) if agents is not None else list(dict.fromkeys(summary["agent"]))
     table = summary.set_index(["agent", "game"])
     ncols = ncols or min(len(games), 5)
-    fig, axes = _new_axes(len(games), ncols, size=(3.0, 0.8 + 0.42 * len(agents)), sharey=True)
+    height = 1.8 + 0.4 * len(agents)
+    fig, axes = _new_axes(len(games), ncols, size=(max(3.0, 8.0 / ncols), height), sharey=True)
     for i, (ax, game) in enumerate(zip(axes, games)):
         left = np.zeros(len(agents))
         for t in ACTION_TYPES:
@@ -825,7 +827,8 @@ def action_type_bars(
     if suptitle:
         fig.suptitle(suptitle)
     if legend:
-        return action_type_legend(fig, bottom_margin=min(0.3, 0.5 / (1.0 + 0.42 * len(agents))))
+        rows = math.ceil(len(games) / ncols)
+        return action_type_legend(fig, bottom_margin=min(0.3, 0.45 / (height * rows)))
     fig.tight_layout()
     return fig
 
@@ -885,3 +888,365 @@ def label_probability_heatmaps(
 
 
 __all__ += ["label_probability_heatmaps"]
+
+
+# --------------------------------------------------------------------- LLM fine-tuning (chapter 4)
+def _log_and_config(run_or_log) -> "tuple[pandas.DataFrame, object | None]":
+    """(rounds table, training config or None) of a :class:`~moralkit.training.TrainingRun` or a log."""
+    import pandas as pd
+
+    if isinstance(run_or_log, pd.DataFrame):
+        return run_or_log, None
+    if hasattr(run_or_log, "log") and hasattr(run_or_log, "config"):
+        return run_or_log.log, run_or_log.config
+    raise TypeError(
+        f"Expected a TrainingRun or its log (a DataFrame with 'episode' and 'action_type'), got {type(run_or_log).__name__}."
+    )
+
+
+def _run_title(config) -> str:
+    return f"{pretty_name(config.label.replace('_then_', ' → '))} vs {pretty_name(config.opponent)}"
+
+
+def _mark_reward_switches(ax: "Axes", log: "pandas.DataFrame") -> None:
+    """A dashed line (and the new reward's name) where the training reward changes (unlearning)."""
+    if "train_reward" not in log.columns or log["train_reward"].nunique() < 2:
+        return
+    per_episode = log.groupby("episode")["train_reward"].first().sort_index()
+    changed = per_episode[per_episode.ne(per_episode.shift()) & per_episode.shift().notna()]
+    for episode, reward in changed.items():
+        x = float(episode) - 0.5
+        ax.axvline(x, color="black", lw=1.2, ls="--")
+        ax.text(x, 0.98, f" → {pretty_name(reward)}", ha="left", va="top", fontsize=9, color="black")
+
+
+def training_dynamics(
+    run_or_log,
+    ax: "Axes | None" = None,
+    window: int = 1,
+    *,
+    title: str | None = None,
+    legend: bool = True,
+) -> "Figure":
+    """How an LLM's behaviour changes during PPO fine-tuning (the paper's Figure 2 style).
+
+    ``run_or_log`` is a :class:`~moralkit.training.TrainingRun` or its ``log`` (one row per
+    training round, with ``episode`` and ``action_type``). Each band is the share of rounds in
+    which the player answered C or D given the opponent's previous move (C|C, C|D, D|C, D|D) or
+    answered out of format (grey); ``window`` episodes are pooled per point. Where the training
+    reward changes (unlearning), a dashed line marks the switch.
+    """
+    log, config = _log_and_config(run_or_log)
+    if len(log) == 0:
+        raise ValueError("This run has no training rounds yet: train it first (run.train()).")
+    if title is None and config is not None:
+        title = _run_title(config)
+    fig = action_type_area(log, x="episode", ax=ax, window=window, title=title, legend=legend,
+                           xlabel="episode (PPO update)" if window == 1 else f"episode (PPO update, bins of {window})")
+    ax = ax or fig.axes[0]
+    _mark_reward_switches(ax, log)
+    if log["episode"].nunique() == 1:  # one episode: stackplot draws nothing visible
+        ax.set_xlim(float(log["episode"].min()) - 0.5, float(log["episode"].max()) + 0.5)
+    return fig
+
+
+def training_grid(
+    runs,
+    window: int = 1,
+    *,
+    ncols: int | None = None,
+    suptitle: str | None = None,
+) -> "Figure":
+    """:func:`training_dynamics` of several runs side by side, one panel per run, one shared legend.
+
+    ``runs`` is a sequence of :class:`~moralkit.training.TrainingRun` (titled by their reward)
+    or a mapping from a panel title to a run or its log.
+    """
+    if isinstance(runs, Mapping):
+        items = list(runs.items())
+    else:
+        items = []
+        for run in runs:
+            _, config = _log_and_config(run)
+            items.append((pretty_name(config.label.replace("_then_", " → ")) if config is not None else "", run))
+    if not items:
+        raise ValueError("training_grid needs at least one run.")
+    ncols = ncols or min(len(items), 4)
+    fig, axes = _new_axes(len(items), ncols, size=(3.6, 3.0), sharey=True)
+    for i, (ax, (label, run)) in enumerate(zip(axes, items)):
+        training_dynamics(run, ax=ax, window=window, title=label, legend=False)
+        if i % ncols:
+            ax.set_ylabel("")
+    if suptitle:
+        fig.suptitle(suptitle)
+    return action_type_legend(fig, bottom_margin=0.16 if len(axes) <= ncols else 0.08)
+
+
+class LiveTrainingPlot:
+    """A live training plot: pass it as ``TrainingRun.train(callback=...)``.
+
+    Every ``every`` episodes it redraws the action-type shares so far (:func:`training_dynamics`)
+    and, with ``kl=True``, the KL divergence to the base model per update. In a notebook the
+    picture is replaced in place (one output that updates, no flicker); headless (papermill, CI,
+    a script, or ``live=False``) nothing is shown and nothing is redrawn until you ask::
+
+        live = plots.LiveTrainingPlot(every=2)
+        run.train(callback=live)
+        live.save(wb, "training_game")      # the final picture, also headless
+
+    One object follows one run at a time; :meth:`draw` (re)draws it from any run's log, e.g. a
+    finished run that ``train()`` skipped.
+    """
+
+    def __init__(self, every: int = 1, *, window: int = 1, kl: bool = True, live: bool | None = None,
+                 title: str | None = None, dpi: int = 90):
+        from matplotlib.figure import Figure
+
+        self.every = max(1, int(every))
+        self.window = window
+        self.kl = kl
+        self.live = _can_show_live() if live is None else bool(live)
+        self.title = title
+        self.dpi = dpi
+        self.run = None
+        self._handle = None
+        # a Figure outside pyplot: the notebook never shows it by itself, only through our handle
+        self.figure = Figure(figsize=(10.5, 3.4) if kl else (7.5, 3.4))
+        if kl:
+            self.figure.subplots(1, 2, gridspec_kw={"width_ratios": [2.4, 1]})
+        else:
+            self.figure.subplots()
+
+    def __call__(self, run, rounds=None) -> None:
+        self.run = run
+        if self.live and run.episode % self.every == 0:
+            self.draw()
+            self.show()
+
+    def draw(self, run=None) -> "Figure":
+        """Redraw the figure from ``run`` (default: the run seen last) and return it."""
+        run = run if run is not None else self.run
+        if run is None:
+            raise ValueError("No run to draw yet: pass one, or use this object as train(callback=...).")
+        self.run = run
+        log = run.log
+        axes = self.figure.axes
+        for ax in axes:
+            ax.clear()
+        if len(log) == 0:
+            axes[0].text(0.5, 0.5, "no training rounds yet", ha="center", va="center", transform=axes[0].transAxes)
+        else:
+            training_dynamics(log, ax=axes[0], window=self.window, title=self.title or _run_title(run.config))
+        if self.kl:
+            ax = axes[1]
+            updates = run.updates
+            if len(updates) and "objective/kl" in updates.columns:
+                ax.plot(updates["episode"], updates["objective/kl"], color="#333333", marker="o" if len(updates) < 30 else None, ms=3)
+            ax.set_xlabel("episode (PPO update)")
+            ax.set_ylabel("KL to the base model (nats)")
+            ax.set_title("distance from the base model")
+        self.figure.tight_layout()
+        return self.figure
+
+    def show(self) -> None:
+        """Show (or update in place) the current picture in the notebook; nothing headless."""
+        if not self.live:
+            return
+        from IPython.display import Image, display
+
+        image = Image(data=_png_bytes(self.figure, self.dpi), format="png")
+        if self._handle is None:
+            self._handle = display(image, display_id=True)
+        else:
+            self._handle.update(image)
+
+    def finish(self, run=None) -> "Figure":
+        """Draw the final state (also when the last episode was not a multiple of ``every``)."""
+        self.draw(run)
+        self.show()
+        return self.figure
+
+    def save(self, wb, name: str) -> "Path":
+        """Draw the final state and save it with ``wb.save_figure`` (works headless too)."""
+        self.draw()
+        return wb.save_figure(self.figure, name)
+
+    def _repr_png_(self) -> bytes:
+        return _png_bytes(self.figure, self.dpi)
+
+
+def _png_bytes(fig: "Figure", dpi: int) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def _can_show_live() -> bool:
+    """Whether a live plot can be seen: a notebook kernel that is not headless and not on Agg."""
+    import os
+
+    from .workbook import _headless
+
+    if _headless() or os.environ.get("MPLBACKEND", "").lower() == "agg":
+        return False
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover
+        return False
+    shell = get_ipython()
+    return shell is not None and hasattr(shell, "kernel")
+
+
+def _outcome_colours() -> dict[str, np.ndarray]:
+    from matplotlib.colors import to_rgb
+
+    return {
+        "P(C)": np.array(to_rgb(ACTION_TYPE_COLOURS["C|C"])),
+        "P(D)": np.array(to_rgb(ACTION_TYPE_COLOURS["D|C"])),
+        "P(illegal)": np.array(to_rgb(ACTION_TYPE_COLOURS["illegal"])),
+    }
+
+
+def _policy_panel(table: "pandas.DataFrame", ax: "Axes", title: str | None) -> None:
+    """One 2×2 panel: rows = my last move, columns = their last move; colour = mix of the outcomes."""
+    colours = _outcome_colours()
+    image = np.ones((2, 2, 3))
+    index = {"C": 0, "D": 1}
+    for _, row in table.iterrows():
+        i, j = index[str(row["my_prev"])], index[str(row["opp_prev"])]
+        probs = {k: float(row[k]) for k in colours}
+        total = sum(probs.values()) or 1.0
+        rgb = sum(colours[k] * p / total for k, p in probs.items())
+        image[i, j] = rgb
+        luminance = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+        ink = "black" if luminance > 0.5 else "white"
+        ax.text(j, i - 0.12, f"P(C) {probs['P(C)']:.2f}", ha="center", va="center", fontsize=12, fontweight="bold", color=ink)
+        ax.text(j, i + 0.17, f"P(D) {probs['P(D)']:.2f}\nillegal {probs['P(illegal)']:.2f}", ha="center", va="center",
+                fontsize=9, color=ink, linespacing=1.2)
+    ax.imshow(image, vmin=0, vmax=1)
+    ax.set_xticks([0, 1], ["C", "D"])
+    ax.set_yticks([0, 1], ["C", "D"])
+    ax.set_xlabel("their last move")
+    ax.set_ylabel("my last move")
+    ax.xaxis.set_label_position("top")
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    ax.grid(False)
+    for x in (0.5,):
+        ax.axhline(x, color="white", lw=2)
+        ax.axvline(x, color="white", lw=2)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if title:
+        ax.set_title(title, pad=8)
+
+
+def policy_before_after(
+    before: "pandas.DataFrame",
+    after: "pandas.DataFrame | Mapping[str, pandas.DataFrame]",
+    *,
+    titles: tuple[str, str] = ("before fine-tuning", "after fine-tuning"),
+    suptitle: str | None = None,
+    ncols: int | None = None,
+) -> "Figure":
+    """What a language model would answer in each state, before and after fine-tuning, side by side.
+
+    ``before`` and ``after`` are :meth:`moralkit.llm.LLMPlayer.policy_table` tables (columns
+    ``my_prev``, ``opp_prev``, ``P(C)``, ``P(D)``, ``P(illegal)``); ``after`` may also map titles
+    to several tables (e.g. one per reward), drawn after ``before`` in one row.
+
+    Each panel has the four memory-1 states: rows = my last move, columns = their last move.
+    A cell shows P(C) (bold) with P(D) and P(illegal) below it, and its colour mixes the three
+    outcome colours in proportion to their probabilities: green = C, red = D, grey = an illegal
+    answer. An untuned model is grey everywhere; a cooperating model turns green, a defecting one red.
+    """
+    import pandas as pd
+    from matplotlib.patches import Patch
+
+    tables = {titles[0]: before}
+    if isinstance(after, pd.DataFrame):
+        tables[titles[1]] = after
+    else:
+        tables.update(dict(after))
+    for name, table in tables.items():
+        missing = {"my_prev", "opp_prev", "P(C)", "P(D)", "P(illegal)"} - set(table.columns)
+        if missing:
+            raise KeyError(f"The table {name!r} lacks the column(s) {sorted(missing)}; use LLMPlayer.policy_table(game).")
+    n = len(tables)
+    ncols = ncols or min(n, 5)
+    fig, axes = _new_axes(n, ncols, size=(3.1, 3.2))
+    for i, (ax, (name, table)) in enumerate(zip(axes, tables.items())):
+        _policy_panel(table, ax, name)
+        if i % ncols:
+            ax.set_ylabel("")
+    if suptitle:
+        fig.suptitle(suptitle)
+    colours = _outcome_colours()
+    handles = [Patch(color=colours["P(C)"]), Patch(color=colours["P(D)"]), Patch(color=colours["P(illegal)"])]
+    labels = ["C (first label)", "D (second label)", "illegal answer"]
+    nrows = math.ceil(n / ncols)
+    fig.tight_layout(rect=(0, 0.12 / nrows, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=3, frameon=False, bbox_to_anchor=(0.5, 0.0),
+               title="cell colour = these colours mixed by their probabilities")
+    return fig
+
+
+PPO_CURVES: dict[str, str] = {
+    "objective/kl": "KL to the base model (nats)",
+    "objective/kl_coef": "KL coefficient β",
+    "ppo/loss/policy": "policy loss (clipped)",
+    "ppo/loss/value": "value loss",
+    "objective/entropy": "entropy of the answer tokens (nats)",
+    "ppo/policy/clipfrac": "share of clipped tokens",
+    "score/raw_mean": "mean moral reward of the batch",
+    "ppo/val/mean": "value-head estimate",
+}
+"""Columns of ``TrainingRun.updates`` that :func:`ppo_curves` knows a label for."""
+
+
+def ppo_curves(
+    runs,
+    metrics: Sequence[str] = ("objective/kl", "ppo/loss/policy", "ppo/loss/value", "objective/entropy"),
+    *,
+    ncols: int | None = None,
+    window: int = 1,
+) -> "Figure":
+    """PPO's own statistics per update (``TrainingRun.updates``): one panel per metric, one line per run.
+
+    ``runs`` is a sequence of :class:`~moralkit.training.TrainingRun` (labelled by their reward) or
+    a mapping from a label to a run or its ``updates`` table. ``window`` > 1 smooths each line with
+    a running mean over that many updates. See :data:`PPO_CURVES` for what the metrics mean.
+    """
+    import pandas as pd
+    from matplotlib.lines import Line2D
+
+    if isinstance(runs, Mapping):
+        items = list(runs.items())
+    else:
+        items = [(run.config.label, run) for run in runs]
+    if not items:
+        raise ValueError("ppo_curves needs at least one run.")
+    tables = {label: (run if isinstance(run, pd.DataFrame) else run.updates) for label, run in items}
+    colours = agent_colours(tables)
+    ncols = ncols or min(len(metrics), 4)
+    fig, axes = _new_axes(len(metrics), ncols, size=(3.4, 2.8))
+    for ax, metric in zip(axes, metrics):
+        for label, table in tables.items():
+            if metric not in table.columns or len(table) == 0:
+                continue
+            y = table[metric].astype(float)
+            if window > 1:
+                y = y.rolling(window, min_periods=1).mean()
+            ax.plot(table["episode"], y, color=colours[label], lw=1.6, marker="o" if len(table) < 30 else None, ms=3)
+        ax.set_title(PPO_CURVES.get(metric, metric), fontsize=10.5)
+        ax.set_xlabel("episode (PPO update)")
+    handles = [Line2D([], [], color=colours[label], lw=2) for label in tables]
+    fig.tight_layout(rect=(0, 0.1 / math.ceil(len(metrics) / ncols), 1, 1))
+    fig.legend(handles, [pretty_name(label) for label in tables], loc="lower center", ncol=min(len(tables), 6),
+               frameon=False, bbox_to_anchor=(0.5, 0.0))
+    return fig
+
+
+__all__ += ["training_dynamics", "training_grid", "LiveTrainingPlot", "policy_before_after", "ppo_curves", "PPO_CURVES"]

@@ -214,3 +214,95 @@ def test_regrets_by_hand_check_and_its_hints():
     assert not left_out and str(left_out).count("left the illegal rounds out") == 2
     assert "ξ = 4" in str(check_regrets_by_hand(3.0, 0.4667, verbose=False))
     assert "between 0 and 1" in str(check_regrets_by_hand(3.2, 5.6, verbose=False))
+
+
+# --------------------------------------------------------------------- chapter 4: did training move the way the reward predicts?
+def _policy(p_c, p_d):
+    import pandas as pd
+
+    p_c, p_d = np.asarray(p_c, float), np.asarray(p_d, float)
+    return pd.DataFrame({"my_prev": list("CCDD"), "opp_prev": list("CDCD"), "P(C)": p_c, "P(D)": p_d,
+                         "P(illegal)": 1 - p_c - p_d})
+
+
+def _training_log(episodes=10, per_state=10, seed=0, final_d=0.9):
+    """A synthetic training log: illegal answers vanish, then D takes over in every state."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for e in range(episodes):
+        p_illegal = max(0.0, 0.9 - 0.3 * e)
+        p_d = final_d * e / (episodes - 1)
+        for my_prev, opp_prev in [("C", "C"), ("C", "D"), ("D", "C"), ("D", "D")]:
+            for _ in range(per_state):
+                u = rng.random()
+                move = "illegal" if u < p_illegal else ("D" if rng.random() < p_d else "C")
+                rows.append({"episode": e, "my_prev": my_prev, "opp_prev": opp_prev, "my_move": move,
+                             "action_type": "illegal" if move == "illegal" else f"{move}|{opp_prev}"})
+    return pd.DataFrame(rows)
+
+
+def test_predicted_responses_are_the_myopic_best_responses_of_spec_5():
+    from moralkit.exercises import predicted_responses
+
+    def predicted(reward, **kw):
+        return predicted_responses(reward, **kw)["predicted"].tolist()
+
+    # states in order (my last, their last): CC, CD, DC, DD; vs Tit-for-Tat their move now = my last
+    assert predicted("game") == ["D"] * 4
+    assert predicted("utilitarian") == ["C"] * 4
+    assert predicted("deontological") == ["C", "either", "C", "either"]
+    assert predicted("game_deontological") == ["C", "D", "C", "D"]
+    assert predicted(reciprocity) == ["C", "D", "C", "D"]  # your own function works too
+    assert predicted("utilitarian", opponent="always_defect") == ["C"] * 4
+    table = predicted_responses("game", opponent="random")
+    assert table["reward of C"].tolist() == [1.5] * 4 and table["reward of D"].tolist() == [2.5] * 4
+    with pytest.raises(ValueError, match="opponent"):
+        predicted_responses("game", opponent="axelrod:Grudger")
+
+
+def test_check_training_moved_with_exact_probabilities_before_and_after():
+    from moralkit.exercises import check_training_moved
+
+    before = _policy([0.03] * 4, [0.02] * 4)
+    reciprocal = _policy([0.8, 0.1, 0.7, 0.2], [0.1, 0.8, 0.2, 0.7])
+    ok = check_training_moved(None, reciprocity, before=before, after=reciprocal, verbose=False)
+    assert ok and "4 of 4" in str(ok) and "60.0% → 90.0%" not in str(ok)
+    assert "5.0% → 90.0%" in str(ok)
+    # the same tables with another expectation: the C-states did not move towards D
+    wrong = check_training_moved(None, "game", before=before, after=reciprocal, verbose=False)
+    assert not wrong and "2 of 4" in str(wrong) and "✗" in str(wrong)
+    # a dict of expectations (keys = their last move) and "either" states
+    assert check_training_moved(None, {"C": "C", "D": "D"}, before=before, after=reciprocal, verbose=False)
+    deont = check_training_moved(None, "deontological", before=before, after=reciprocal, verbose=False)
+    assert deont and "does not prefer either move" in str(deont)
+    # no format learned: fails with the hint that the format comes first
+    stuck = check_training_moved(None, "game", before=before, after=_policy([0.02] * 4, [0.02] * 4), verbose=False)
+    assert not stuck and "format" in str(stuck)
+
+
+def test_check_training_moved_on_a_training_log_and_a_run(capsys):
+    from types import SimpleNamespace
+
+    from moralkit.exercises import check_training_moved, prediction_agreement
+    from moralkit.training import TrainingConfig
+
+    log = _training_log()
+    assert check_training_moved(log, "game", verbose=False)
+    assert not check_training_moved(log, "utilitarian", verbose=False)
+    # a run: the expectation defaults to the reward it was trained with, and the verdict is printed
+    run = SimpleNamespace(config=TrainingConfig(reward="game", episodes=10), log=log)
+    assert check_training_moved(run)
+    assert "Yes: the player learned the format" in capsys.readouterr().out
+    # broken input is reported, never raised
+    assert not check_training_moved(log.iloc[:0], "game", verbose=False)
+    assert not check_training_moved(log[log["episode"] == 0], "game", verbose=False)
+    assert "could not read" in str(check_training_moved(log, {"C|X": "C"}, verbose=False))
+    assert "pass expected" in str(check_training_moved(log, verbose=False))
+    # agreement with the prediction at the end of training
+    assert prediction_agreement(log, "game") > 0.75
+    assert prediction_agreement(log, "utilitarian") < 0.25
+    assert prediction_agreement(log, "deontological") > prediction_agreement(log, "utilitarian")
+    all_illegal = log.assign(my_move="illegal", action_type="illegal")
+    assert np.isnan(prediction_agreement(all_illegal, "game"))

@@ -162,7 +162,7 @@ def test_regret_bars_draw_ours_solid_and_the_papers_hatched():
     ref = paper_reference().set_index(["model", "game"])["deont_regret"]
     assert sorted(b.get_height() for b in hatched) == sorted(ref.loc["no_finetuning"].loc[list(summary["game"].unique())])
     assert "ξ = 4" in ax.get_title()
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["Prisoner's Dilemma", "Stag Hunt", "Chicken"]
+    assert [t.get_text().replace("\n", " ") for t in ax.get_xticklabels()] == ["Prisoner's Dilemma", "Stag Hunt", "Chicken"]
     assert "paper (Fig. 4)" in [t.get_text() for t in ax.get_legend().get_texts()]
     # the same with the reference passed explicitly, both metrics (one panel each)
     fig = plots.regret_bars(summary, reference="paper", metric=("deont_regret", "utilit_regret"))
@@ -218,3 +218,142 @@ def test_label_probability_heatmaps_split_the_legal_mass_from_the_preference():
     assert list(np.asarray(legal)) == pytest.approx([0.2, 0.2, 0.5, 0.4])
     assert list(np.asarray(preference)) == pytest.approx([0.5, 0.75, 1.0, 0.25])
     assert isinstance(plots.label_probability_heatmaps(table), Figure)
+
+
+# --------------------------------------------------------------------- LLM fine-tuning (chapter 4)
+def _training_log(episodes=6, rounds=20, seed=0, switch_at=None):
+    """A synthetic PPO training log: illegal answers vanish, then D takes over."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for e in range(episodes):
+        p_illegal, p_d = max(0.0, 0.9 - 0.3 * e), e / episodes
+        for _ in range(rounds):
+            opp_prev = "C" if rng.random() < 0.5 else "D"
+            move = "illegal" if rng.random() < p_illegal else ("D" if rng.random() < p_d else "C")
+            rows.append({"episode": e, "train_reward": "game" if switch_at is None or e < switch_at else "deontological",
+                         "my_prev": "C", "opp_prev": opp_prev, "my_move": move,
+                         "action_type": "illegal" if move == "illegal" else f"{move}|{opp_prev}"})
+    return pd.DataFrame(rows)
+
+
+def _fake_run(reward="game", **kwargs):
+    from types import SimpleNamespace
+
+    from moralkit.training import TrainingConfig
+
+    log = _training_log(**kwargs)
+    updates = pd.DataFrame({"episode": sorted(log["episode"].unique())})
+    updates["objective/kl"] = np.linspace(0, 3, len(updates))
+    updates["ppo/loss/policy"] = np.linspace(0.1, -0.1, len(updates))
+    return SimpleNamespace(config=TrainingConfig(reward=reward, episodes=len(updates)), log=log, updates=updates,
+                           episode=len(updates))
+
+
+def _policy_table(p_c, p_d):
+    p_c, p_d = np.asarray(p_c, float), np.asarray(p_d, float)
+    return pd.DataFrame({"my_prev": list("CCDD"), "opp_prev": list("CDCD"), "P(C)": p_c, "P(D)": p_d,
+                         "P(illegal)": 1 - p_c - p_d})
+
+
+def test_training_dynamics_stacks_shares_per_episode_and_marks_a_reward_switch():
+    run = _fake_run()
+    fig = plots.training_dynamics(run)
+    ax = fig.axes[0]
+    assert [to_hex(c.get_facecolor()[0]) for c in ax.collections] == [plots.ACTION_TYPE_COLOURS[t].lower() for t in ACTION_TYPES]
+    assert ax.get_title() == "game vs tit for tat"
+    assert ax.get_ylim() == (0.0, 1.0)
+    top = ax.collections[-1].get_paths()[0].vertices[:, 1].max()
+    assert top == pytest.approx(1.0)
+    # a log works too; an unlearning log gets a dashed line where the reward changes
+    fig, ax = plt.subplots()
+    assert plots.training_dynamics(_training_log(switch_at=3), ax=ax, legend=False) is fig
+    assert [line.get_xdata()[0] for line in ax.get_lines()] == [2.5]
+    assert any("deontological" in t.get_text() for t in ax.texts)
+    with pytest.raises(ValueError, match="train it first"):
+        plots.training_dynamics(_training_log().iloc[:0])
+
+
+def test_training_grid_one_panel_per_run_and_one_legend():
+    runs = [_fake_run(r, seed=i) for i, r in enumerate(["game", "deontological", "utilitarian", "game_deontological"])]
+    fig = plots.training_grid(runs)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["game", "deontological", "utilitarian", "game + deontological"]
+    assert all(ax.get_legend() is None for ax in fig.axes)
+    assert len(fig.legends) == 1 and len(fig.legends[0].get_texts()) == len(ACTION_TYPES)
+    fig = plots.training_grid({"mine": _training_log()})
+    assert [ax.get_title() for ax in fig.axes] == ["mine"]
+    with pytest.raises(ValueError):
+        plots.training_grid([])
+
+
+def test_live_training_plot_is_silent_headless_and_saves(tmp_path, monkeypatch):
+    import moralkit.workbook
+
+    wb = moralkit.workbook.setup("test_live", profile="smoke", output_dir=tmp_path, style=False)
+    run = _fake_run()
+    live = plots.LiveTrainingPlot(every=2, live=False)
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda *a, **k: shown.append(a))
+    for _ in range(3):
+        live(run, None)
+    assert shown == []  # headless: nothing displayed
+    path = live.save(wb, "live")
+    assert path.exists() and path.suffix == ".png"
+    left, right = live.figure.axes[:2]
+    assert left.get_title() == "game vs tit for tat" and len(left.collections) == len(ACTION_TYPES)
+    assert list(right.get_lines()[0].get_ydata()) == pytest.approx(list(run.updates["objective/kl"]))
+    assert not plots.LiveTrainingPlot().live  # under pytest (no notebook kernel) it is never live
+
+
+def test_live_training_plot_updates_one_display_in_place(monkeypatch):
+    calls = []
+
+    class Handle:
+        def update(self, obj):
+            calls.append(("update", obj))
+
+    def fake_display(obj, display_id=False):
+        calls.append(("display", obj, display_id))
+        return Handle()
+
+    monkeypatch.setattr("IPython.display.display", fake_display)
+    run = _fake_run()
+    live = plots.LiveTrainingPlot(every=2, live=True, kl=False)
+    for episode in range(1, 6):
+        run.episode = episode
+        live(run, None)
+    live.finish()
+    kinds = [c[0] for c in calls]
+    assert kinds == ["display", "update", "update"]  # episodes 2 and 4, then the final picture
+    assert calls[0][2] is True
+    assert calls[-1][1].data[:4] == b"\x89PNG"
+
+
+def test_policy_before_after_colours_cells_by_the_mix_of_outcomes():
+    from matplotlib.colors import to_rgb
+
+    before = _policy_table([0.0] * 4, [0.0] * 4)  # all illegal: grey
+    after = _policy_table([1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0])  # reciprocity: green, red
+    fig = plots.policy_before_after(before, after)
+    panels = [ax for ax in fig.axes if ax.get_images()]
+    assert [ax.get_title() for ax in panels] == ["before fine-tuning", "after fine-tuning"]
+    grey, green, red = (np.array(to_rgb(plots.ACTION_TYPE_COLOURS[t])) for t in ("illegal", "C|C", "D|C"))
+    img0, img1 = (ax.get_images()[0].get_array() for ax in panels)
+    assert np.allclose(img0, grey)
+    assert np.allclose(img1[0, 0], green) and np.allclose(img1[0, 1], red)  # rows: my last, columns: their last
+    assert np.allclose(img1[1, 0], green) and np.allclose(img1[1, 1], red)
+    texts = [t.get_text() for t in panels[1].texts]
+    assert "P(C) 1.00" in texts and any("illegal 0.00" in t for t in texts)
+    # several "after" tables: one panel each, after the "before" panel
+    fig = plots.policy_before_after(before, {"game": after, "utilitarian": after})
+    assert [ax.get_title() for ax in fig.axes if ax.get_images()] == ["before fine-tuning", "game", "utilitarian"]
+    with pytest.raises(KeyError, match="policy_table"):
+        plots.policy_before_after(before.drop(columns="P(illegal)"), after)
+
+
+def test_ppo_curves_one_panel_per_metric_one_line_per_run():
+    runs = {"game": _fake_run("game"), "utilitarian": _fake_run("utilitarian").updates}
+    fig = plots.ppo_curves(runs, metrics=("objective/kl", "ppo/loss/policy", "not/a/column"))
+    assert [ax.get_title() for ax in fig.axes] == [plots.PPO_CURVES["objective/kl"], plots.PPO_CURVES["ppo/loss/policy"], "not/a/column"]
+    assert len(fig.axes[0].get_lines()) == 2 and len(fig.axes[2].get_lines()) == 0
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["game", "utilitarian"]
