@@ -690,6 +690,7 @@ def check_training_moved(
     after=None,
     game: MatrixGame | str = "prisoners_dilemma",
     part: float = 0.2,
+    min_change: float = 0.02,
     verbose: bool = True,
 ) -> CheckResult:
     """Exercise 4.1: did fine-tuning move the player the way its reward predicts?
@@ -708,6 +709,9 @@ def check_training_moved(
         :meth:`~moralkit.llm.LLMPlayer.policy_table` of the untuned and of the fine-tuned
         player: the check then compares exact label probabilities. Without them it compares
         the answers played in the first and in the last ``part`` of the training episodes.
+    min_change:
+        How much a probability (or share) must grow to count as a move (default 0.02); a share
+        that is already 0.9 or more counts as there.
 
     The check looks at two things, in the order fine-tuning learns them: **format** (more
     probability on the two labels than before) and **values** (in each state where your reward
@@ -758,7 +762,7 @@ def check_training_moved(
     old_legal = np.nanmean([legal(old[s]) for s in _STATES])
     new_legal = np.nanmean([legal(new[s]) for s in _STATES])
     text = f"format: answers in the label format {old_legal:.1%} → {new_legal:.1%}"
-    if new_legal > old_legal or new_legal >= 0.9:
+    if new_legal - old_legal >= min_change or new_legal >= 0.9:
         report.good(text)
     else:
         report.bad(text + " — the player has not learned the format yet: train for more episodes "
@@ -778,7 +782,7 @@ def check_training_moved(
         text = f"{where}: predicted {move}; share of {move} among legal answers {a:.2f} → {b:.2f}"
         if math.isnan(b):
             report.bad(text + " — no legal answers here yet: train for more episodes.")
-        elif (not math.isnan(a) and b > a) or b >= 0.9:
+        elif (not math.isnan(a) and b - a >= min_change) or b >= 0.9:
             report.good(text)
             moved += 1
         else:

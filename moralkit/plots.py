@@ -891,6 +891,9 @@ __all__ += ["label_probability_heatmaps"]
 
 
 # --------------------------------------------------------------------- LLM fine-tuning (chapter 4)
+from matplotlib.ticker import MaxNLocator  # noqa: E402  (integer episode ticks)
+
+
 def _log_and_config(run_or_log) -> "tuple[pandas.DataFrame, object | None]":
     """(rounds table, training config or None) of a :class:`~moralkit.training.TrainingRun` or a log."""
     import pandas as pd
@@ -944,6 +947,7 @@ def training_dynamics(
     fig = action_type_area(log, x="episode", ax=ax, window=window, title=title, legend=legend,
                            xlabel="episode (PPO update)" if window == 1 else f"episode (PPO update, bins of {window})")
     ax = ax or fig.axes[0]
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _mark_reward_switches(ax, log)
     if log["episode"].nunique() == 1:  # one episode: stackplot draws nothing visible
         ax.set_xlim(float(log["episode"].min()) - 0.5, float(log["episode"].max()) + 0.5)
@@ -1043,6 +1047,7 @@ class LiveTrainingPlot:
             if len(updates) and "objective/kl" in updates.columns:
                 ax.plot(updates["episode"], updates["objective/kl"], color="#333333", marker="o" if len(updates) < 30 else None, ms=3)
             ax.set_xlabel("episode (PPO update)")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel("KL to the base model (nats)")
             ax.set_title("distance from the base model")
         self.figure.tight_layout()
@@ -1122,7 +1127,7 @@ def _policy_panel(table: "pandas.DataFrame", ax: "Axes", title: str | None) -> N
         image[i, j] = rgb
         luminance = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
         ink = "black" if luminance > 0.5 else "white"
-        ax.text(j, i - 0.12, f"P(C) {probs['P(C)']:.2f}", ha="center", va="center", fontsize=12, fontweight="bold", color=ink)
+        ax.text(j, i - 0.12, f"P(C) {probs['P(C)']:.2f}", ha="center", va="center", fontsize=11, fontweight="bold", color=ink)
         ax.text(j, i + 0.17, f"P(D) {probs['P(D)']:.2f}\nillegal {probs['P(illegal)']:.2f}", ha="center", va="center",
                 fontsize=9, color=ink, linespacing=1.2)
     ax.imshow(image, vmin=0, vmax=1)
@@ -1176,7 +1181,7 @@ def policy_before_after(
             raise KeyError(f"The table {name!r} lacks the column(s) {sorted(missing)}; use LLMPlayer.policy_table(game).")
     n = len(tables)
     ncols = ncols or min(n, 5)
-    fig, axes = _new_axes(n, ncols, size=(3.1, 3.2))
+    fig, axes = _new_axes(n, ncols, size=(3.0, 3.9 if n > 2 else 3.6))
     for i, (ax, (name, table)) in enumerate(zip(axes, tables.items())):
         _policy_panel(table, ax, name)
         if i % ncols:
@@ -1241,6 +1246,7 @@ def ppo_curves(
                 y = y.rolling(window, min_periods=1).mean()
             ax.plot(table["episode"], y, color=colours[label], lw=1.6, marker="o" if len(table) < 30 else None, ms=3)
         ax.set_title(PPO_CURVES.get(metric, metric), fontsize=10.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("episode (PPO update)")
     handles = [Line2D([], [], color=colours[label], lw=2) for label in tables]
     fig.tight_layout(rect=(0, 0.1 / math.ceil(len(metrics) / ncols), 1, 1))

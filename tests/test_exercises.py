@@ -280,6 +280,11 @@ def test_check_training_moved_with_exact_probabilities_before_and_after():
     # no format learned: fails with the hint that the format comes first
     stuck = check_training_moved(None, "game", before=before, after=_policy([0.02] * 4, [0.02] * 4), verbose=False)
     assert not stuck and "format" in str(stuck)
+    # a tiny change (one smoke update) is not a move
+    tiny = check_training_moved(None, "game", before=before, after=_policy([0.03] * 4, [0.021] * 4), verbose=False)
+    assert not tiny and "0 of 4" in str(tiny)
+    assert check_training_moved(None, "game", before=before, after=_policy([0.03] * 4, [0.021] * 4),
+                                min_change=0.0001, verbose=False)
 
 
 def test_check_training_moved_on_a_training_log_and_a_run(capsys):
