@@ -224,6 +224,7 @@ def _bench(ns) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moralkit", description="Moral alignment of LLM agents with intrinsic rewards: the workbook's command line.")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: $MORALKIT_THREADS or torch's choice)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (add_args, _, help_text) in COMMANDS.items():
         add_args(sub.add_parser(name, help=help_text, description=help_text))
@@ -237,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
+        if ns.threads is not None or ns.command in ("train", "evaluate", "grid", "bench"):
+            from .profiles import configure_threads
+
+            configure_threads(ns.threads)
         return COMMANDS[ns.command][1](ns) or 0
     except (ValueError, OSError, RuntimeError) as exc:
         print(f"moralkit {ns.command}: error: {exc}", file=sys.stderr)

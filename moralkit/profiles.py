@@ -17,9 +17,10 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, replace
 
-__all__ = ["Profile", "PROFILES", "get_profile", "ENV_VAR"]
+__all__ = ["Profile", "PROFILES", "get_profile", "ENV_VAR", "THREADS_VAR", "configure_threads"]
 
 ENV_VAR = "MORALKIT_PROFILE"
+THREADS_VAR = "MORALKIT_THREADS"
 
 
 @dataclass(frozen=True)
@@ -118,3 +119,24 @@ def get_profile(name: str | Profile | None = "auto") -> Profile:
         source = f"${ENV_VAR}" if override else "profile"
         raise ValueError(f"Unknown {source} {key!r}. Valid profiles: {', '.join(PROFILES)}, auto.")
     return PROFILES[key]
+
+
+def configure_threads(threads: int | None = None) -> int | None:
+    """Set torch's CPU threads from ``threads`` or ``$MORALKIT_THREADS`` (unset: torch's default).
+
+    On a small shared machine (CI, a laptop running other jobs) one thread can be many times
+    faster than two fighting over the same cores. Returns the number set, or None.
+    """
+    value = threads if threads is not None else os.environ.get(THREADS_VAR, "").strip()
+    if value in (None, ""):
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(f"${THREADS_VAR} must be a whole number of threads, got {value!r}.") from None
+    if n < 1:
+        raise ValueError(f"The number of threads must be at least 1, got {n}.")
+    import torch
+
+    torch.set_num_threads(n)
+    return n

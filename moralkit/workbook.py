@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from .profiles import Profile, get_profile
+from .profiles import Profile, configure_threads, get_profile
 
 __all__ = ["Workbook", "setup", "run_workbook", "notebook_paths", "NOTEBOOKS_DIR", "OutputError", "atomic_write"]
 
@@ -118,6 +118,7 @@ def _headless() -> bool:
 def setup(name: str, profile: str | Profile | None = "auto", output_dir: str | Path = "outputs", *, style: bool = True) -> Workbook:
     """Prepare a notebook run: resolve the profile, create output folders, set the plot style."""
     prof = get_profile(profile)
+    configure_threads()
     out = Path(os.environ.get("MORALKIT_OUTPUT_DIR", output_dir)).expanduser().resolve()
     wb = Workbook(name, prof, out)
     for d in (wb.figures_dir, wb.tables_dir):

@@ -26,6 +26,7 @@ def test_notebook_runs_headless_in_smoke_profile(path, workbook_dir, monkeypatch
 
     monkeypatch.setenv("MORALKIT_PROFILE", "smoke")
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("MORALKIT_THREADS", "1")  # tiny smoke batches: one thread is faster, and CI cores are few
     pm.execute_notebook(
         str(path),
         str(workbook_dir / "notebooks" / path.name),
