@@ -983,7 +983,7 @@ def training_grid(
             ax.set_ylabel("")
     if suptitle:
         fig.suptitle(suptitle)
-    return action_type_legend(fig, bottom_margin=0.16 if len(axes) <= ncols else 0.08)
+    return action_type_legend(fig, bottom_margin=0.14 if len(axes) <= ncols else 0.08)
 
 
 class LiveTrainingPlot:
@@ -1015,7 +1015,7 @@ class LiveTrainingPlot:
         self.run = None
         self._handle = None
         # a Figure outside pyplot: the notebook never shows it by itself, only through our handle
-        self.figure = Figure(figsize=(10.5, 3.4) if kl else (7.5, 3.4))
+        self.figure = Figure(figsize=(10.5, 3.9) if kl else (7.5, 3.9))
         if kl:
             self.figure.subplots(1, 2, gridspec_kw={"width_ratios": [2.4, 1]})
         else:
@@ -1040,7 +1040,8 @@ class LiveTrainingPlot:
         if len(log) == 0:
             axes[0].text(0.5, 0.5, "no training rounds yet", ha="center", va="center", transform=axes[0].transAxes)
         else:
-            training_dynamics(log, ax=axes[0], window=self.window, title=self.title or _run_title(run.config))
+            training_dynamics(log, ax=axes[0], window=self.window, title=self.title or _run_title(run.config),
+                              legend=False)
         if self.kl:
             ax = axes[1]
             updates = run.updates
@@ -1050,8 +1051,8 @@ class LiveTrainingPlot:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel("KL to the base model (nats)")
             ax.set_title("distance from the base model")
-        self.figure.tight_layout()
-        return self.figure
+        self.figure.legends.clear()
+        return action_type_legend(self.figure, bottom_margin=0.13)
 
     def show(self) -> None:
         """Show (or update in place) the current picture in the notebook; nothing headless."""
@@ -1065,11 +1066,14 @@ class LiveTrainingPlot:
         else:
             self._handle.update(image)
 
-    def finish(self, run=None) -> "Figure":
-        """Draw the final state (also when the last episode was not a multiple of ``every``)."""
+    def finish(self, run=None) -> None:
+        """Draw and show the final state (also when the last episode was not a multiple of ``every``).
+
+        Returns nothing, so that a notebook cell ending with it does not show the picture twice;
+        the figure is ``live.figure``.
+        """
         self.draw(run)
         self.show()
-        return self.figure
 
     def save(self, wb, name: str) -> "Path":
         """Draw the final state and save it with ``wb.save_figure`` (works headless too)."""
