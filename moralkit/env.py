@@ -18,7 +18,7 @@ round per game, with moves, payoffs, action type and every reward of interest.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
 import numpy as np

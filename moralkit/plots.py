@@ -1185,7 +1185,7 @@ def policy_before_after(
             raise KeyError(f"The table {name!r} lacks the column(s) {sorted(missing)}; use LLMPlayer.policy_table(game).")
     n = len(tables)
     ncols = ncols or min(n, 5)
-    fig, axes = _new_axes(n, ncols, size=(3.0, 3.9 if n > 2 else 3.6))
+    fig, axes = _new_axes(n, ncols, size=(3.0, 3.9) if n > 2 else (3.5, 4.1))
     for i, (ax, (name, table)) in enumerate(zip(axes, tables.items())):
         _policy_panel(table, ax, name)
         if i % ncols:
@@ -1196,7 +1196,8 @@ def policy_before_after(
     handles = [Patch(color=colours["P(C)"]), Patch(color=colours["P(D)"]), Patch(color=colours["P(illegal)"])]
     labels = ["C (first label)", "D (second label)", "illegal answer"]
     nrows = math.ceil(n / ncols)
-    fig.tight_layout(rect=(0, 0.12 / nrows, 1, 1))
+    top = 1 - 0.45 / fig.get_figheight() if suptitle else 1
+    fig.tight_layout(rect=(0, 0.12 / nrows, 1, top))
     fig.legend(handles, labels, loc="lower center", ncol=3, frameon=False, bbox_to_anchor=(0.5, 0.0),
                title="cell colour = these colours mixed by their probabilities")
     return fig

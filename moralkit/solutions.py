@@ -17,7 +17,7 @@ import inspect
 
 import numpy as np
 
-from .games import C, D, MatrixGame, get_game
+from .games import C, D, MatrixGame
 from .tabular import cooperation_threshold, tft_discounted_values  # noqa: F401  (exercise 2.3)
 
 __all__ = [

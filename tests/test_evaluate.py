@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from moralkit.env import ACTION_TYPES
 from moralkit.evaluate import (
@@ -26,27 +25,13 @@ from moralkit.evaluate import (
 )
 from moralkit.games import C, D, ILLEGAL, get_game
 from moralkit.llm.agent import LLMPlayer
-from moralkit.llm.models import embedded_tokenizer, tiny_random_model
+from moralkit.llm.models import tiny_random_model
 from moralkit.llm.prompts import VALUE_PROMPTS
 from moralkit.rewards import R_ILLEGAL
 
 PD = get_game("prisoners_dilemma")
 TWO_GAMES = ("prisoners_dilemma", "stag_hunt")
 MOVE = {"C": C, "D": D, "illegal": ILLEGAL}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny forward passes run far faster on one thread, above all on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return embedded_tokenizer()
 
 
 def _test_label_player(tokenizer) -> LLMPlayer:

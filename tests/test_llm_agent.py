@@ -10,24 +10,10 @@ import torch
 
 from moralkit.games import C, D, ILLEGAL, get_game
 from moralkit.llm.agent import Decision, LLMPlayer, common_prefix_length, forward_batch, left_pad
-from moralkit.llm.models import embedded_tokenizer, load_model, tiny_random_model
+from moralkit.llm.models import load_model, tiny_random_model
 from moralkit.llm.prompts import AB, TEST_LABELS, TRAIN_LABELS, LabelSet, chat_text, parse_answer, render_prompt
 
 PD = get_game("prisoners_dilemma")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny forward passes run far faster on one thread, above all on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return embedded_tokenizer()
 
 
 @pytest.fixture(scope="module")

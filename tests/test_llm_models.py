@@ -27,20 +27,6 @@ from moralkit.llm.models import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny forward passes run far faster on one thread, above all on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return embedded_tokenizer()
-
-
 # --------------------------------------------------------------------------- places and defaults
 def test_cache_dir_precedence(monkeypatch, tmp_path):
     monkeypatch.setenv("MORALKIT_CACHE", str(tmp_path / "env"))

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from moralkit.games import C, D, EVALUATION_GAMES, ILLEGAL, MatrixGame, get_game
-from moralkit.llm.models import embedded_tokenizer
 from moralkit.llm.prompts import (
     AB,
     D_FIRST,
@@ -213,9 +212,6 @@ def test_unrelated_prompt_levels():
 
 
 # --------------------------------------------------------------------------- chat template
-@pytest.fixture(scope="module")
-def tokenizer():
-    return embedded_tokenizer()
 
 
 def test_chat_text_with_and_without_system(tokenizer):

@@ -33,15 +33,6 @@ peft = pytest.importorskip("peft")
 PAD, BOS, EOS = 0, 1, 2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread (and the CI box is shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_model(seed: int = 0, initializer_range: float = 0.02) -> torch.nn.Module:
     torch.manual_seed(seed)
     config = transformers.LlamaConfig(

@@ -27,14 +27,6 @@ def tiny_model():
     return tiny_random_model(tok, seed=0, logit_bias={action: 15.0, one: 14.3, two: 14.0}), tok
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def train(folder, **kw):
     model, tok = tiny_model()
     cfg = TrainingConfig(**{**TINY, **kw})
