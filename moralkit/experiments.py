@@ -202,3 +202,197 @@ def run_grid(
         atomic_write(out / "evaluation.csv", lambda p: summary.to_csv(p, index=False))
     return train_tab, summary
 
+
+
+# --------------------------------------------------------------------- unlearning (chapter 5)
+def reward_switches(log) -> list[int]:
+    """Episodes at which the training reward changes: the first episode of each later phase.
+
+    ``log`` is a training log (:attr:`TrainingRun.log`) with ``episode`` and ``train_reward``;
+    a run with one reward has none (``[]``).
+    """
+    if len(log) == 0 or "train_reward" not in log.columns:
+        return []
+    per_episode = log.groupby("episode")["train_reward"].first().sort_index()
+    changed = per_episode.ne(per_episode.shift()) & per_episode.shift().notna()
+    return [int(e) for e in per_episode.index[changed]]
+
+
+def _switch_windows(log, switch_episode: int | None, last: float) -> dict[str, tuple[int, int]]:
+    """``{"before switch": (first, last), "end": (first, last)}`` episode ranges (inclusive)."""
+    import math
+
+    if not 0 < last <= 1:
+        raise ValueError(f"last must be a fraction in (0, 1], got {last}.")
+    if len(log) == 0:
+        raise ValueError("The log is empty: train the run first.")
+    n = int(log["episode"].max()) + 1
+    if switch_episode is None:
+        switches = reward_switches(log)
+        if not switches:
+            raise ValueError("This log has no reward switch; pass switch_episode (or train a schedule such as "
+                             "'game->deontological').")
+        switch_episode = switches[0]
+    switch = int(switch_episode)
+    if not 0 < switch < n:
+        raise ValueError(f"switch_episode must lie inside the run (1 … {n - 1}), got {switch}.")
+    start_before = min(math.floor(switch * (1 - last)), switch - 1)
+    start_end = max(min(math.floor(n * (1 - last)), n - 1), switch)
+    return {"before switch": (start_before, switch - 1), "end": (start_end, n - 1)}
+
+
+def phase_shares(log, switch_episode: int | None = None, last: float = 0.2):
+    """The unlearning metric: behaviour just before the reward switch and at the end of training.
+
+    Two windows of the training log, each the last ``last`` fraction of a stretch of episodes
+    (at least one episode): **before switch** = the last ``last`` of the episodes before
+    ``switch_episode`` (default: the run's first reward switch); **end** = the last ``last`` of
+    all episodes (as :func:`~moralkit.training.training_summary`; never before the switch).
+
+    Returns one row per window: ``window``, ``first_episode``, ``last_episode``, ``rounds``, the
+    five action-type shares (``C|C`` … ``illegal``, adding up to 1), ``legal``, and the
+    conditional shares ``C_after_C`` and ``D_after_C`` (C or D right after the opponent's C,
+    among all answers in that state, illegal ones included; NaN when the state never occurred).
+    """
+    import pandas as pd
+
+    from .env import ACTION_TYPES
+
+    rows = []
+    for window, (first, last_ep) in _switch_windows(log, switch_episode, last).items():
+        part = log[(log["episode"] >= first) & (log["episode"] <= last_ep)]
+        shares = part["action_type"].value_counts(normalize=True).reindex(list(ACTION_TYPES), fill_value=0.0)
+        after_c = part[part["opp_prev"] == "C"]
+        rows.append({
+            "window": window,
+            "first_episode": first,
+            "last_episode": last_ep,
+            "rounds": int(len(part)),
+            **{t: float(shares[t]) for t in ACTION_TYPES},
+            "legal": float((part["my_move"] != "illegal").mean()) if len(part) else float("nan"),
+            "C_after_C": float((after_c["my_move"] == "C").mean()) if len(after_c) else float("nan"),
+            "D_after_C": float((after_c["my_move"] == "D").mean()) if len(after_c) else float("nan"),
+        })
+    return pd.DataFrame(rows)
+
+
+def state_policy(log, first_episode: int = 0, last_episode: int | None = None):
+    """What the player actually answered in each memory-1 state, from a training log.
+
+    The sampled counterpart of :meth:`~moralkit.llm.agent.LLMPlayer.policy_table`, over the
+    episodes ``first_episode … last_episode`` (inclusive; default: to the end). Same columns
+    (``my_prev``, ``opp_prev``, ``P(C)``, ``P(D)``, ``P(illegal)``: shares of the answers given
+    in that state) plus ``rounds``; a state that never occurred has ``rounds`` 0 and NaN shares.
+    Useful where no checkpoint is left, e.g. "at the reward switch" of an unlearning run.
+    """
+    import pandas as pd
+
+    part = log[log["episode"] >= first_episode]
+    if last_episode is not None:
+        part = part[part["episode"] <= last_episode]
+    rows = []
+    for my_prev in ("C", "D"):
+        for opp_prev in ("C", "D"):
+            moves = part.loc[(part["my_prev"] == my_prev) & (part["opp_prev"] == opp_prev), "my_move"]
+            n = len(moves)
+            share = (lambda m: float((moves == m).mean())) if n else (lambda m: float("nan"))
+            rows.append({"my_prev": my_prev, "opp_prev": opp_prev, "P(C)": share("C"), "P(D)": share("D"),
+                         "P(illegal)": share("illegal"), "rounds": n})
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------- two learners (chapter 5)
+def opponent_log(log):
+    """A two-learner training log seen from the second learner (O), with O as the row player.
+
+    Swaps every M/O column pair (previous moves, moves, payoffs, rewards ``reward_*`` ↔
+    ``opp_reward_*``, answers) and recomputes ``action_type`` as O's move given M's previous
+    move, so every function that reads a training log (``training_summary``, the plots) works
+    for the second learner too.
+    """
+    from .env import action_types
+    from .games import C, D, ILLEGAL
+
+    if "opp_answer" not in log.columns and not any(c.startswith("opp_reward_") for c in log.columns):
+        raise ValueError("This is not a two-learner log (no opp_answer / opp_reward_* columns); "
+                         "train with opponent='learner'.")
+    pairs = [("my_prev", "opp_prev"), ("my_move", "opp_move"), ("my_payoff", "opp_payoff"), ("answer", "opp_answer")]
+    pairs += [(c, "opp_" + c) for c in log.columns if c.startswith("reward_") and "opp_" + c in log.columns]
+    mapping = {}
+    for a, b in pairs:
+        if a in log.columns and b in log.columns:
+            mapping[a], mapping[b] = b, a
+    out = log.rename(columns=mapping)[list(log.columns)].copy()
+    code = {"C": C, "D": D, "illegal": ILLEGAL}
+    out["action_type"] = action_types(out["my_move"].map(code).to_numpy(), out["opp_prev"].map(code).to_numpy())
+    return out
+
+
+# --------------------------------------------------------------------- generalisation (chapter 6)
+def agent_players(runs: Sequence[TrainingRun], *, model=None, tokenizer=None, labels: str = "test",
+                  base_name: str = "no_finetuning"):
+    """One base model, every run's adapter on it: ``(peft_model, tokenizer, players)``.
+
+    ``players`` maps ``base_name`` (the untuned model: all adapters off) and each run's label
+    (``game``, ``game_then_deontological`` …; ``_seed<k>`` appended when a label repeats) to an
+    :class:`~moralkit.llm.agent.LLMPlayer`. The adapters get the names :func:`evaluate_runs` uses,
+    so passing the returned model to ``evaluate_runs(runs, model=..., tokenizer=...)`` loads nothing twice.
+    """
+    from .llm.adapters import BASE, attach_adapters
+    from .llm.agent import LLMPlayer
+    from .llm.models import load_model
+
+    if model is None:
+        model, tokenizer = load_model(runs[0].config.model if runs else "embedded")
+    elif tokenizer is None:
+        raise ValueError("Pass the tokenizer together with the model.")
+    names = {f"run{i}": run.adapter_dir for i, run in enumerate(runs)}
+    peft_model = attach_adapters(model, names) if names else model
+    players = {base_name: LLMPlayer(peft_model, tokenizer, labels, adapter=BASE if names else None)}
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[run.config.label] = counts.get(run.config.label, 0) + 1
+    for adapter, run in zip(names, runs):
+        key = run.config.label if counts[run.config.label] == 1 else f"{run.config.label}_seed{run.config.seed}"
+        if key in players:
+            raise ValueError(f"Two runs would both be called {key!r}; pass runs that differ in reward or seed.")
+        players[key] = LLMPlayer(peft_model, tokenizer, labels, adapter=adapter)
+    return peft_model, tokenizer, players
+
+
+def agent_kind(agent: str) -> str:
+    """``"untuned"``, ``"prompted"`` or ``"fine-tuned"`` for an agent name of an evaluation."""
+    if agent == "no_finetuning":
+        return "untuned"
+    if str(agent).startswith("prompted_"):
+        return "prompted"
+    return "fine-tuned"
+
+
+def generalisation_table(evaluation, reference=None):
+    """The generalisation table: one row per agent × game × label set (tidy).
+
+    Columns: ``agent``, ``kind`` (:func:`agent_kind`), ``game``, ``labels``, ``rounds``, the two
+    regrets with the paper's values beside them (``paper_*``; NaN where the paper has none, e.g.
+    for other label sets than ``test``), the five action-type shares, ``mean_payoff`` (the agent's
+    own mean payoff, an illegal answer counting as R_illegal) and ``C_among_legal`` (the share of
+    the first action among legal answers: 1 for an agent that always picks the first action, which
+    is the bad one in the Defective Coordination game).
+    """
+    from .env import ACTION_TYPES
+    from .evaluate import compare_with_paper
+
+    summary = evaluation.summary
+    compared = compare_with_paper(summary, reference)
+    keys = ["agent", "game", "labels"]
+    out = compared.merge(summary[keys + ["rounds", "mean_payoff"]], on=keys, how="left")
+    legal = 1.0 - out["illegal"]
+    out["C_among_legal"] = ((out["C|C"] + out["C|D"]) / legal).where(legal > 0)
+    out.insert(1, "kind", out["agent"].map(agent_kind))
+    columns = ["agent", "kind", "game", "labels", "rounds", "deont_regret", "paper_deont_regret", "utilit_regret",
+               "paper_utilit_regret", *ACTION_TYPES, "mean_payoff", "C_among_legal"]
+    return out[columns]
+
+
+__all__ += ["training_table", "reward_switches", "phase_shares", "state_policy", "opponent_log", "agent_players",
+            "agent_kind", "generalisation_table"]

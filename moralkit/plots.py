@@ -30,6 +30,8 @@ from .games import C, D, MatrixGame, get_game
 from .rewards import accepts_xi
 
 if TYPE_CHECKING:  # pragma: no cover
+    import pathlib
+
     import pandas
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -1075,7 +1077,7 @@ class LiveTrainingPlot:
         self.draw(run)
         self.show()
 
-    def save(self, wb, name: str) -> "Path":
+    def save(self, wb, name: str) -> "pathlib.Path":
         """Draw the final state and save it with ``wb.save_figure`` (works headless too)."""
         self.draw()
         return wb.save_figure(self.figure, name)

@@ -1,0 +1,220 @@
+"""Helpers of moralkit.experiments for chapters 5-6: the unlearning metric, the second learner's view,
+several agents on one base model, and the generalisation table."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from moralkit.env import ACTION_TYPES
+from moralkit.evaluate import Evaluation
+from moralkit.experiments import (
+    agent_kind,
+    agent_players,
+    evaluate_runs,
+    generalisation_table,
+    opponent_log,
+    phase_shares,
+    reward_switches,
+    state_policy,
+)
+from moralkit.training import TrainingConfig
+
+
+def hand_log(types_per_episode, rewards=None):
+    """A training log: one list of action types per episode (opp_prev and my_move follow from them)."""
+    rows = []
+    for episode, types in enumerate(types_per_episode):
+        for t in types:
+            my, prev = ("illegal", "C") if t == "illegal" else t.split("|")
+            rows.append({"episode": episode, "train_reward": (rewards or {}).get(episode, "game"),
+                         "my_prev": "D", "opp_prev": prev, "my_move": my, "action_type": t})
+    return pd.DataFrame(rows)
+
+
+def unlearning_log():
+    """10 episodes: Game for 5 (all exploiting/retaliating), then Deontological (cooperation returns)."""
+    episodes = [["D|C", "D|D"]] * 5 + [["C|C", "D|D"]] * 3 + [["C|C", "C|C"], ["C|C", "illegal"]]
+    return hand_log(episodes, rewards={e: "deontological" for e in range(5, 10)})
+
+
+def test_reward_switches():
+    log = unlearning_log()
+    assert reward_switches(log) == [5]
+    assert reward_switches(hand_log([["C|C"]] * 3)) == []
+    three = hand_log([["C|C"]] * 6, rewards={2: "deontological", 3: "deontological", 4: "utilitarian", 5: "utilitarian"})
+    assert reward_switches(three) == [2, 4]
+    assert reward_switches(pd.DataFrame()) == []
+
+
+def test_phase_shares_compares_the_end_with_just_before_the_switch():
+    table = phase_shares(unlearning_log(), last=0.2).set_index("window")
+    assert list(table.index) == ["before switch", "end"]
+    before, end = table.loc["before switch"], table.loc["end"]
+    assert (before["first_episode"], before["last_episode"]) == (4, 4)  # last 20% of episodes 0-4
+    assert (end["first_episode"], end["last_episode"]) == (8, 9)  # last 20% of the run
+    assert before["rounds"] == 2 and before["D|C"] == 0.5 and before["C|C"] == 0.0 and before["D_after_C"] == 1.0
+    assert end["rounds"] == 4 and end["C|C"] == 0.75 and end["illegal"] == 0.25 and end["D|C"] == 0.0
+    assert end["legal"] == 0.75 and end["C_after_C"] == 0.75  # the illegal answer came after their C
+    assert np.isclose(table[list(ACTION_TYPES)].sum(axis=1), 1.0).all()
+
+
+def test_phase_shares_windows_never_cross_the_switch():
+    log = unlearning_log()
+    wide = phase_shares(log, last=0.9).set_index("window")
+    assert (wide.loc["before switch", "first_episode"], wide.loc["before switch", "last_episode"]) == (0, 4)
+    assert wide.loc["end", "first_episode"] == 5  # 90% of the run would reach back before the switch
+    two = phase_shares(hand_log([["D|D"], ["C|C"]], rewards={1: "deontological"})).set_index("window")
+    assert list(two["first_episode"]) == [0, 1] and list(two["last_episode"]) == [0, 1]  # the smoke profile's 1 + 1
+    at_3 = phase_shares(log, switch_episode=3).set_index("window")  # an explicit switch episode wins
+    assert at_3.loc["before switch", "last_episode"] == 2
+
+
+def test_phase_shares_explains_what_is_wrong():
+    with pytest.raises(ValueError, match="no reward switch"):
+        phase_shares(hand_log([["C|C"]] * 4))
+    with pytest.raises(ValueError, match="inside the run"):
+        phase_shares(unlearning_log(), switch_episode=10)
+    with pytest.raises(ValueError, match="fraction"):
+        phase_shares(unlearning_log(), last=0)
+    with pytest.raises(ValueError, match="empty"):
+        phase_shares(pd.DataFrame())
+
+
+def test_state_policy_counts_what_was_answered_per_state():
+    log = pd.DataFrame({
+        "episode": [0, 0, 0, 1, 1, 1],
+        "my_prev": ["C", "C", "D", "C", "C", "D"],
+        "opp_prev": ["C", "C", "D", "C", "C", "C"],
+        "my_move": ["C", "D", "illegal", "C", "C", "D"],
+    })
+    table = state_policy(log).set_index(["my_prev", "opp_prev"])
+    assert table.loc[("C", "C"), "rounds"] == 4 and table.loc[("C", "C"), "P(C)"] == 0.75
+    assert table.loc[("D", "D"), "P(illegal)"] == 1.0 and table.loc[("D", "C"), "P(D)"] == 1.0
+    assert table.loc[("C", "D"), "rounds"] == 0 and np.isnan(table.loc[("C", "D"), "P(C)"])
+    first = state_policy(log, 0, 0).set_index(["my_prev", "opp_prev"])
+    assert first.loc[("C", "C"), "rounds"] == 2 and first.loc[("D", "C"), "rounds"] == 0
+    assert list(state_policy(log).columns) == ["my_prev", "opp_prev", "P(C)", "P(D)", "P(illegal)", "rounds"]
+
+
+def pair_log():
+    return pd.DataFrame({
+        "episode": [0, 0, 0],
+        "my_prev": ["C", "D", "C"],
+        "opp_prev": ["D", "C", "C"],
+        "my_move": ["D", "illegal", "C"],
+        "opp_move": ["C", "D", "illegal"],
+        "action_type": ["D|D", "illegal", "C|C"],
+        "my_payoff": [4.0, np.nan, np.nan],
+        "opp_payoff": [0.0, np.nan, np.nan],
+        "reward_game": [4.0, -6.0, -6.0],
+        "opp_reward_game": [0.0, 1.0, -6.0],
+        "answer": ["action2", "hm", "action1"],
+        "opp_answer": ["action1", "action2", "so"],
+    })
+
+
+def test_opponent_log_swaps_the_players():
+    log = pair_log()
+    o = opponent_log(log)
+    assert list(o.columns) == list(log.columns)
+    assert list(o["my_move"]) == ["C", "D", "illegal"] and list(o["opp_prev"]) == ["C", "D", "C"]
+    assert list(o["action_type"]) == ["C|C", "D|D", "illegal"]  # O's move given M's previous move
+    assert list(o["reward_game"]) == [0.0, 1.0, -6.0] and list(o["answer"]) == ["action1", "action2", "so"]
+    assert o["my_payoff"].iloc[0] == 0.0
+    pd.testing.assert_frame_equal(opponent_log(o), log)  # swapping twice gives the log back
+
+
+def test_opponent_log_needs_a_two_learner_log():
+    with pytest.raises(ValueError, match="learner"):
+        opponent_log(hand_log([["C|C"]]))
+
+
+def rounds_frame():
+    """Hand-made evaluation rounds: a cooperator, the base model (all illegal) and a prompted model."""
+    def rows(agent, game, labels, moves, prevs, deont, util, best, payoff):
+        return pd.DataFrame({"agent": agent, "game": game, "labels": labels,
+                             "action_type": [("illegal" if m == "illegal" else f"{m}|{p}") for m, p in zip(moves, prevs)],
+                             "reward_deontological": deont, "reward_utilitarian": util, "reward_game": payoff,
+                             "best_collective": best})
+    return pd.concat([
+        rows("deontological", "defective_coordination", "test", ["C", "C", "C", "D"], ["C", "D", "C", "D"],
+             [0, 0, 0, 0], [2, 0, 2, 8], 8.0, [1, 0, 1, 4]),
+        rows("no_finetuning", "defective_coordination", "test", ["illegal"] * 4, ["C"] * 4, [-6] * 4, [-6] * 4, 8.0, [-6] * 4),
+        rows("deontological", "defective_coordination", "swapped", ["illegal", "D", "D", "D"], ["C", "C", "D", "D"],
+             [-6, -4, 0, 0], [-6, 4, 0, 8], 8.0, [-6, 0, 0, 4]),
+        rows("prompted_utilitarian", "prisoners_dilemma", "test", ["C", "illegal"], ["C", "C"], [0, -6], [6, -6], 6.0, [3, -6]),
+    ], ignore_index=True)
+
+
+def test_generalisation_table():
+    table = generalisation_table(Evaluation(rounds_frame(), xi=4.0, r_illegal=-6.0))
+    assert list(table.columns[:5]) == ["agent", "kind", "game", "labels", "rounds"]
+    t = table.set_index(["agent", "labels"])
+    row = t.loc[("deontological", "test")]
+    assert row["kind"] == "fine-tuned" and row["rounds"] == 4 and row["C_among_legal"] == 0.75
+    assert row["mean_payoff"] == 1.5 and np.isclose(row["utilit_regret"], (8 - 3) / 14)
+    assert row["paper_deont_regret"] == pytest.approx(0.18)  # the paper's Figure 4 value
+    assert np.isnan(t.loc[("deontological", "swapped"), "paper_deont_regret"])  # the paper used the test labels
+    assert t.loc[("deontological", "swapped"), "C_among_legal"] == 0.0
+    assert t.loc[("no_finetuning", "test"), "kind"] == "untuned" and np.isnan(t.loc[("no_finetuning", "test"), "C_among_legal"])
+    assert t.loc[("prompted_utilitarian", "test"), "kind"] == "prompted"
+    assert [agent_kind(a) for a in ("no_finetuning", "prompted_deontological", "game_then_utilitarian")] == [
+        "untuned", "prompted", "fine-tuned"]
+
+
+# --------------------------------------------------------------------- several agents on one base model
+def biased_model(tokenizer):
+    """A tiny random Llama that often answers with the test labels (action3 / action4)."""
+    from moralkit.llm.models import tiny_random_model
+
+    action, three, four = (tokenizer.encode(s, add_special_tokens=False)[0] for s in ("action", "3", "4"))
+    return tiny_random_model(tokenizer, seed=0, logit_bias={action: 15.0, three: 14.3, four: 14.0})
+
+
+def fake_runs(tmp_path, tokenizer, rewards):
+    """Run-like objects (config + adapter folder) with random, non-zero LoRA adapters on a tiny model."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    runs = []
+    for k, reward in enumerate(rewards):
+        torch.manual_seed(k)
+        lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        model = get_peft_model(biased_model(tokenizer), lora)
+        folder = tmp_path / f"run{k}" / "adapter"
+        model.save_pretrained(str(folder))
+        runs.append(SimpleNamespace(config=TrainingConfig(reward=reward, opponent="tit_for_tat", seed=0), adapter_dir=folder))
+    return runs
+
+
+def test_agent_players_share_one_base_model_with_evaluate_runs(tmp_path, tokenizer):
+    from moralkit.games import get_game
+    from moralkit.llm.adapters import adapter_names
+
+    runs = fake_runs(tmp_path, tokenizer, ["game", "deontological"])
+    model, tok, players = agent_players(runs, model=biased_model(tokenizer), tokenizer=tokenizer)
+    assert list(players) == ["no_finetuning", "game", "deontological"]
+    assert all(p.model is model for p in players.values()) and tok is tokenizer
+    assert adapter_names(model) == ["run0", "run1"]
+    game = get_game("prisoners_dilemma")
+    probs = {name: p.label_probabilities(game, [0, 1], [0, 1]) for name, p in players.items()}
+    assert probs["no_finetuning"][:, :2].sum() > 0.1  # the biased model answers with the labels
+    assert not np.allclose(probs["game"], probs["no_finetuning"])  # the adapter is on
+    assert not np.allclose(probs["game"], probs["deontological"])  # and each player has its own
+    ev = evaluate_runs(runs, model=model, tokenizer=tok, games=["prisoners_dilemma"], episodes=1, progress=False)
+    assert adapter_names(model) == ["run0", "run1"]  # nothing loaded twice
+    assert set(ev.rounds["agent"]) == {"game", "deontological", "no_finetuning"}
+    again = {name: p.label_probabilities(game, [0, 1], [0, 1]) for name, p in players.items()}
+    for name in probs:
+        np.testing.assert_allclose(again[name], probs[name], rtol=1e-6)
+
+
+def test_agent_players_name_repeated_rewards_by_seed(tmp_path, tokenizer):
+    runs = fake_runs(tmp_path, tokenizer, ["game", "game"])
+    runs[1].config = TrainingConfig(reward="game", opponent="tit_for_tat", seed=1)
+    _, _, players = agent_players(runs, model=biased_model(tokenizer), tokenizer=tokenizer)
+    assert list(players) == ["no_finetuning", "game_seed0", "game_seed1"]
+    with pytest.raises(ValueError, match="tokenizer"):
+        agent_players(runs, model=biased_model(tokenizer))
