@@ -93,8 +93,11 @@ SIX_GAMES: tuple[str, ...] = (
 
 # --------------------------------------------------------------------- helpers
 def pretty_name(reward_name: str) -> str:
-    """A reward name for titles: ``game_deontological`` -> ``game + deontological``."""
+    """A reward name for titles: ``game_deontological`` -> ``game + deontological``,
+    ``game_then_deontological`` (a schedule) -> ``game → deontological``."""
     name = str(reward_name)
+    if "_then_" in name:
+        return " → ".join(pretty_name(part) for part in name.split("_then_"))
     if name.startswith("game_") and name != "game_":
         name = "game + " + name[len("game_"):]
     return name.replace("_", " ")
