@@ -54,6 +54,8 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
+from .llm.agent import common_prefix_length
+
 __all__ = [
     "PPOConfig",
     "ValueHead",
@@ -593,18 +595,6 @@ def _output_head(model: nn.Module) -> nn.Module:
     return head
 
 
-def _common_prefix_length(sequences: Sequence[tuple[int, ...]]) -> int:
-    """Length of the longest token prefix shared by all ``sequences``."""
-    first = sequences[0]
-    length = min(len(seq) for seq in sequences)
-    for seq in sequences[1:]:
-        i = 0
-        while i < length and seq[i] == first[i]:
-            i += 1
-        length = i
-    return length
-
-
 #: Shared prefixes shorter than this are not worth a separate forward pass.
 MIN_SHARED_PREFIX = 8
 
@@ -702,7 +692,7 @@ def score_answers(
     # predicting answer tokens are in the batched part
     prefix_len = 0
     if share_prefix and n_unique > 1 and _prefix_cache_is_exact(model, max(len(seq) for seq in sequences)):
-        prefix_len = min(_common_prefix_length(sequences), min(len(p) for p, _ in unique_rows) - 1)
+        prefix_len = min(common_prefix_length(sequences), min(len(p) for p, _ in unique_rows) - 1)
         if prefix_len < MIN_SHARED_PREFIX:
             prefix_len = 0
 
