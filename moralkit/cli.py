@@ -6,7 +6,7 @@
     moralkit q-learning --reward game --opponent tit_for_tat [--gamma 0.9]
     moralkit train --reward deontological --opponent tit_for_tat [--episodes 60] [--out runs/deont]
     moralkit evaluate runs/deont runs/game [--value-prompted utilitarian deontological]
-    moralkit grid --rewards game deontological utilitarian game_deontological [--profile cpu]
+    moralkit grid [--rewards game "game->deontological" ...] [--profile cpu]   # train + evaluate the paper's agents
     moralkit bench                      # rounds per second and peak memory of training
 
 Each verb is a function registered with :func:`command`.
@@ -119,6 +119,18 @@ def _train_config(ns):
     return condition_config(ns.reward, ns.opponent, ns.seed, prof, **overrides)
 
 
+def _figures_every(n: int):
+    """A training callback that redraws the run's figures every ``n`` episodes (watch them headless)."""
+
+    def callback(run, rounds) -> None:
+        from .plots import save_run_figures
+
+        if run.episode % max(1, n) == 0:
+            save_run_figures(run)
+
+    return callback
+
+
 @command("train", "fine-tune the LLM player with LoRA-PPO on a moral reward (resumable)")
 @arg("--reward", default="game", help="a reward name, or a schedule: 'game->deontological' or 'game:30,deontological:30'")
 @arg("--opponent", default="tit_for_tat", help="tit_for_tat, always_cooperate, always_defect, random, axelrod:<Name>, or learner")
@@ -135,6 +147,7 @@ def _train_config(ns):
 @arg("--no-resume", dest="resume", action="store_false", help="refuse to continue a run already in --out")
 def _train(ns) -> int:
     from .experiments import run_folder
+    from .plots import save_run_figures
     from .training import TrainingRun, training_summary
 
     cfg = _train_config(ns)
@@ -143,12 +156,14 @@ def _train(ns) -> int:
     if run.finished:
         print(f"[moralkit] {folder} holds a finished run; nothing to do.")
     else:
-        run.train()
+        run.train(callback=_figures_every(cfg.checkpoint_every))
+    figures = save_run_figures(run)
     summary = training_summary(run.log)
     print(f"\n[moralkit] {run}")
     print(f"  adapter (peft format): {run.adapter_dir}")
     print(f"  per-round log:         {run.folder / 'rounds.csv'}")
     print(f"  per-update log:        {run.folder / 'updates.csv'}")
+    print(f"  figures:               {', '.join(str(p) for p in figures)}")
     print("  last 20% of training:  " + ", ".join(f"{k}={v}" for k, v in summary.items()))
     return 0
 
@@ -181,7 +196,9 @@ def _evaluate(ns) -> int:
 
 
 @command("grid", "train and evaluate a grid of conditions (rewards x opponents x seeds); finished runs are skipped")
-@arg("--rewards", nargs="+", default=["game", "deontological", "utilitarian", "game_deontological"])
+@arg("--rewards", nargs="+", default=None,
+     help="rewards or schedules ('game->deontological'); default: the paper's six agents "
+          "(game deontological utilitarian game_deontological game->deontological game->utilitarian)")
 @arg("--opponents", nargs="+", default=["tit_for_tat"])
 @arg("--seeds", nargs="+", type=int, default=None, help="default: the profile's seeds")
 @arg("--profile", default=None, help="smoke, cpu, gpu or auto")
@@ -189,21 +206,61 @@ def _evaluate(ns) -> int:
 @arg("--no-evaluate", dest="evaluate", action="store_false", help="train only; print the training table")
 @arg("--out", default="runs/grid")
 def _grid(ns) -> int:
+    from pathlib import Path
+
     import pandas as pd
 
     from .experiments import run_grid
 
     overrides = {"episodes": ns.episodes} if ns.episodes else {}
-    train_tab, summary = run_grid(ns.rewards, ns.opponents, ns.seeds, out=ns.out, profile=ns.profile,
+    from .experiments import PAPER_AGENTS
+
+    train_tab, summary = run_grid(ns.rewards or PAPER_AGENTS, ns.opponents, ns.seeds, out=ns.out, profile=ns.profile,
                                   evaluate=ns.evaluate, **overrides)
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 3):
         print("\nBehaviour over the last 20% of training rounds:")
         print(train_tab.to_string(index=False))
+        judged = train_tab["meets"].dropna() if "meets" in train_tab else []
+        if len(judged):
+            print(f"SPEC section 5 prediction met by {int(judged.astype(bool).sum())} of {len(judged)} "
+                  "run(s) against Tit-for-Tat (columns 'predicted', 'meets').")
+        unlearning = Path(ns.out) / "unlearning.csv"
+        if unlearning.exists():
+            print("\nUnlearning: C|C and D|C shares just before the reward switch and over the last 20%:")
+            print(pd.read_csv(unlearning).to_string(index=False))
         if summary is not None:
-            print("\nEvaluation (SPEC section 6) beside the paper's Figure 4:")
-            print(summary.to_string(index=False))
-    print(f"\n[moralkit] tables in {ns.out}/ (training.csv, evaluation.csv, evaluation_rounds.csv)")
+            print("\nGeneralisation (SPEC section 6: labels action3/action4 vs Random), paper's Figure 4 beside ours:")
+            columns = ["agent", "game", "deont_regret", "paper_deont_regret", "utilit_regret", "paper_utilit_regret",
+                       "illegal", "C_among_legal"]
+            print(summary[columns].to_string(index=False))
+    written = sorted(p.name for p in Path(ns.out).glob("*.csv"))
+    print(f"\n[moralkit] tables in {ns.out}/: {', '.join(written)}")
+    figures = _grid_figures(Path(ns.out), summary)
+    print(f"[moralkit] figures: {', '.join(str(p) for p in figures)}")
     return 0
+
+
+def _grid_figures(out, generalisation) -> list:
+    """The grid's figures: every run's own (in its folder), all runs side by side, and the regrets."""
+    import pandas as pd
+
+    from . import plots
+    from .evaluate import EVAL_XI
+    from .experiments import load_runs
+
+    runs = [run for run in load_runs(out) if len(run.log)]
+    paths = [p for run in runs for p in plots.save_run_figures(run)]
+    if runs:
+        paths.append(plots.save_figure(plots.training_grid(runs, suptitle="Behaviour during training"),
+                                       out / "figures" / "training.png"))
+    rounds_file = out / "evaluation_rounds.csv"
+    if generalisation is not None and rounds_file.exists():
+        test = generalisation[generalisation["labels"] == "test"]
+        rounds = pd.read_csv(rounds_file, keep_default_na=False, na_values=[""])
+        fig = plots.regret_bars(test, metric=("deont_regret", "utilit_regret"), rounds=rounds[rounds["labels"] == "test"],
+                                 xi=EVAL_XI)
+        paths.append(plots.save_figure(fig, out / "figures" / "regrets_vs_paper.png"))
+    return paths
 
 
 @command("bench", "measure training speed (rounds per second) and peak memory on the embedded model")

@@ -1266,3 +1266,40 @@ def ppo_curves(
 
 
 __all__ += ["training_dynamics", "training_grid", "LiveTrainingPlot", "policy_before_after", "ppo_curves", "PPO_CURVES"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures of a run or a grid on disk (what the command line leaves behind)
+# ---------------------------------------------------------------------------------------------
+
+
+def save_figure(fig: "Figure", path, *, dpi: int = 120):
+    """Save ``fig`` as PNG at ``path`` atomically (a full disk never leaves a broken file), close it."""
+    from .workbook import atomic_write
+
+    try:
+        return atomic_write(path, lambda p: fig.savefig(p, dpi=dpi, bbox_inches="tight", format="png"))
+    finally:
+        plt.close(fig)
+
+
+def save_run_figures(run, folder=None) -> list:
+    """A training run's figures as PNG files (default: ``<run folder>/figures/``); returns the paths.
+
+    ``action_types.png``: :func:`training_dynamics` (the paper's Figure 2 style, the reward switch
+    marked); ``ppo.png``: :func:`ppo_curves` (KL, losses, entropy per update). Safe to call while
+    the run trains (headless "live plot"): each file is replaced atomically.
+    """
+    from pathlib import Path
+
+    folder = Path(folder) if folder is not None else Path(run.folder) / "figures"
+    if len(run.log) == 0:
+        return []
+    paths = [save_figure(training_dynamics(run, window=max(1, run.log["episode"].nunique() // 60)),
+                         folder / "action_types.png")]
+    if len(run.updates):
+        paths.append(save_figure(ppo_curves([run]), folder / "ppo.png"))
+    return paths
+
+
+__all__ += ["save_figure", "save_run_figures"]

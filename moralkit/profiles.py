@@ -1,7 +1,10 @@
 """Run profiles: one switch that sizes every notebook and CLI run for the hardware at hand.
 
 * ``smoke``: CI. Every code path runs with a handful of updates and tiny evaluations.
-* ``cpu``: a laptop (2+ cores). The embedded 135M model learns visibly in minutes per run.
+* ``cpu``: a laptop (2+ cores). The embedded 135M model learns visibly in minutes per run
+  (40 updates of 8 games x 5 rounds, ~10-15 min per run on 2 cores). An ``"A->B"`` schedule
+  switches after 15% of the run: later, the Game policy has saturated at P(D) > 0.99 and PPO
+  barely moves it (measured: no recovery in 19 updates after switching at update 8 or 20).
 * ``gpu``: Colab or a GPU box. The paper's lengths (1000 episodes).
 * ``auto``: ``gpu`` when CUDA is available, else ``cpu``.
 
@@ -41,6 +44,8 @@ class Profile:
     """Games played in parallel, each for ``rounds`` rounds, feeding one update."""
     rounds: int
     checkpoint_every: int
+    switch_at: float
+    """Share of an ``"A->B"`` schedule's episodes trained with the first reward (0.5: halves)."""
     # evaluation (SPEC §6)
     eval_episodes: int
     """Episodes of 5 rounds per game in the evaluation (the paper: 10)."""
@@ -66,6 +71,7 @@ PROFILES: dict[str, Profile] = {
         games_per_update=4,
         rounds=2,
         checkpoint_every=1,
+        switch_at=0.5,
         eval_episodes=1,
     ),
     "cpu": Profile(
@@ -75,10 +81,11 @@ PROFILES: dict[str, Profile] = {
         q_runs=20,
         model="embedded",
         ppo_preset="cpu",
-        train_episodes=20,
+        train_episodes=40,
         games_per_update=8,
         rounds=5,
         checkpoint_every=10,
+        switch_at=0.15,  # unlearning: switch while the Game policy still samples C (notebook 05, section 1b)
         eval_episodes=10,
     ),
     "gpu": Profile(
@@ -92,6 +99,7 @@ PROFILES: dict[str, Profile] = {
         games_per_update=1,
         rounds=5,
         checkpoint_every=100,
+        switch_at=0.5,
         eval_episodes=10,
         seeds=(0, 1, 2, 3, 4),
     ),

@@ -44,7 +44,15 @@ from .opponents import get_opponent
 from .rewards import R_ILLEGAL, XI, get_reward
 from .workbook import OutputError, atomic_write
 
-__all__ = ["TrainingConfig", "TrainingRun", "training_summary", "LEARNER", "RunMismatchError"]
+__all__ = [
+    "TrainingConfig",
+    "TrainingRun",
+    "training_summary",
+    "PREDICTIONS",
+    "meets_prediction",
+    "LEARNER",
+    "RunMismatchError",
+]
 
 LEARNER = "learner"
 """Opponent name for a second learning LLM."""
@@ -448,3 +456,47 @@ def training_summary(log, last: float = 0.2) -> dict:
         "D_after_D": round(float((after_d["my_move"] == "D").mean()), 4) if len(after_d) else float("nan"),
         "rounds": int(len(tail)),
     }
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What SPEC §5 predicts a reward teaches against Tit-for-Tat, as thresholds on a summary."""
+
+    text: str
+    minimum: tuple[tuple[str, float], ...] = ()
+    """``(summary key, least value)`` pairs."""
+    maximum: tuple[tuple[str, float], ...] = ()
+    """``(summary key, greatest value)`` pairs."""
+
+    def holds(self, summary: dict) -> bool:
+        """Whether every threshold holds for ``summary`` (from :func:`training_summary`)."""
+        lows = all(summary.get(k, float("nan")) >= v for k, v in self.minimum)
+        highs = all(summary.get(k, float("nan")) <= v for k, v in self.maximum)
+        return bool(lows and highs)
+
+
+PREDICTIONS: dict[str, Prediction] = {
+    "game": Prediction("always D (>= 90% D)", minimum=(("D", 0.90),)),
+    "utilitarian": Prediction("always C (>= 90% C)", minimum=(("C", 0.90),)),
+    "deontological": Prediction(
+        "never D after C (<= 5% D|C, >= 95% legal)", minimum=(("legal", 0.95),), maximum=(("D|C", 0.05),)
+    ),
+    "game_deontological": Prediction(
+        "reciprocity (>= 80% C after C and D after D)", minimum=(("C_after_C", 0.80), ("D_after_D", 0.80))
+    ),
+}
+"""SPEC §5's predictions against Tit-for-Tat over the last 20% of training rounds (issue #4's bar)."""
+
+
+def meets_prediction(reward: str, summary: dict) -> bool | None:
+    """Whether a run trained with ``reward`` behaves as SPEC §5 predicts (None: no prediction).
+
+    For a reward schedule pass the reward it ends with.
+
+    >>> meets_prediction("game", {"D": 0.95})
+    True
+    >>> meets_prediction("deontological", {"D|C": 0.10, "legal": 1.0})
+    False
+    """
+    prediction = PREDICTIONS.get(reward)
+    return None if prediction is None else prediction.holds(summary)

@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from moralkit.cli import main
 
 
@@ -30,3 +32,34 @@ def test_bad_names_exit_2_with_the_valid_choices(capsys):
 def test_help_is_instant_and_lists_verbs():
     out = subprocess.run([sys.executable, "-m", "moralkit.cli", "--help"], capture_output=True, text=True, check=True).stdout
     assert "workbook" in out and "q-learning" in out
+
+
+@pytest.mark.slow
+def test_grid_verb_trains_evaluates_and_skips_finished_conditions(tmp_path, capsys, monkeypatch):
+    """`moralkit grid` end to end on the embedded model (smoke profile): every table of chapters 4-6."""
+    import pandas as pd
+
+    monkeypatch.delenv("MORALKIT_PROFILE", raising=False)
+    out = tmp_path / "grid"
+    args = ["--threads", "1", "grid", "--profile", "smoke", "--rewards", "game->deontological", "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "SPEC section 5 prediction met by" in printed and "Unlearning" in printed and "Generalisation" in printed
+    for name in ("training.csv", "unlearning.csv", "evaluation_rounds.csv", "generalisation.csv"):
+        assert (out / name).exists(), name
+    table = pd.read_csv(out / "generalisation.csv")
+    agents = {"game_then_deontological", "no_finetuning", "prompted_utilitarian", "prompted_deontological"}
+    assert set(table["agent"]) == agents
+    assert set(table["game"]) == {"prisoners_dilemma", "stag_hunt", "chicken", "bach_or_stravinsky", "defective_coordination"}
+    assert table.loc[table["agent"] == "no_finetuning", "paper_deont_regret"].notna().all()  # the paper beside ours
+    assert pd.read_csv(out / "unlearning.csv")["agent"].tolist() == ["game_then_deontological"]
+    run_dir = out / "game_then_deontological__tit_for_tat__seed0"
+    for figure in (run_dir / "figures" / "action_types.png", run_dir / "figures" / "ppo.png",
+                   out / "figures" / "training.png", out / "figures" / "regrets_vs_paper.png"):
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
+        assert str(figure) in printed
+
+    logs = {p: p.stat().st_mtime_ns for p in out.glob("*/rounds.csv")}
+    assert len(logs) == 1
+    assert main(args[:-2] + ["--no-evaluate", "--out", str(out)]) == 0  # finished conditions are skipped
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/rounds.csv")} == logs

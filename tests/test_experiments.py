@@ -1,6 +1,7 @@
 """Helpers of moralkit.experiments for chapters 5-6: the unlearning metric, the second learner's view,
 several agents on one base model, and the generalisation table."""
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -218,3 +219,94 @@ def test_agent_players_name_repeated_rewards_by_seed(tmp_path, tokenizer):
     assert list(players) == ["no_finetuning", "game_seed0", "game_seed1"]
     with pytest.raises(ValueError, match="tokenizer"):
         agent_players(runs, model=biased_model(tokenizer))
+
+
+def test_meets_prediction_holds_the_bar_of_spec_section_5():
+    from moralkit.training import PREDICTIONS, meets_prediction
+
+    assert set(PREDICTIONS) == {"game", "utilitarian", "deontological", "game_deontological"}
+    assert meets_prediction("game", {"D": 0.90}) and not meets_prediction("game", {"D": 0.89})
+    assert meets_prediction("utilitarian", {"C": 0.95}) and not meets_prediction("utilitarian", {"C": 0.5})
+    assert meets_prediction("deontological", {"D|C": 0.05, "legal": 0.95})
+    assert not meets_prediction("deontological", {"D|C": 0.0, "legal": 0.90})  # legal answers count too
+    assert not meets_prediction("game_deontological", {"C_after_C": 0.99, "D_after_D": 0.79})
+    assert not meets_prediction("game_deontological", {"C_after_C": 0.99})  # a missing key never passes
+    assert meets_prediction("virtue_equality", {"D": 1.0}) is None
+
+
+def _run_folder(root, config, types_per_episode, seconds=30.0):
+    """A finished run folder written by hand: config.json, rounds.csv, updates.csv, done.json."""
+    folder = root / f"{config.label}__{config.opponent}__seed{config.seed}"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(config.to_dict()))
+    hand_log(types_per_episode).to_csv(folder / "rounds.csv", index=False)
+    pd.DataFrame({"episode": range(len(types_per_episode)), "seconds": seconds}).to_csv(folder / "updates.csv", index=False)
+    (folder / "done.json").write_text("{}")
+    return folder
+
+
+def test_training_table_gives_the_verdict_and_the_minutes(tmp_path):
+    from moralkit.experiments import load_runs, training_table
+
+    exploiting = [["D|C", "D|D"]] * 10
+    _run_folder(tmp_path, TrainingConfig(reward="game", opponent="tft", episodes=10), exploiting, seconds=30.0)
+    _run_folder(tmp_path, TrainingConfig(reward="x", opponent="tit_for_tat", schedule=(("game", 5), ("deontological", 5))),
+                exploiting)
+    _run_folder(tmp_path, TrainingConfig(reward="game", opponent="always_cooperate", episodes=10, seed=3), exploiting)
+    (tmp_path / "training.csv").write_text("not a run")  # files beside the runs are ignored
+    runs = load_runs(tmp_path)  # a grid folder stands for the runs inside
+    assert len(runs) == 3
+    table = training_table(runs).set_index(["agent", "opponent"])
+    game = table.loc[("game", "tft")]
+    assert game["D"] == 1.0 and game["meets"] == True and game["minutes"] == 5.0  # 10 x 30 s
+    assert game["predicted"].startswith("always D")
+    switched = table.loc[("game_then_deontological", "tit_for_tat")]
+    assert switched["meets"] == False and "D|C" in switched["predicted"]  # judged by the reward it ends with
+    other = table.loc[("game", "always_cooperate")]
+    assert other["predicted"] == "" and other["meets"] is None  # SPEC §5 predicts against Tit-for-Tat only
+
+
+def test_unlearning_table_applies_the_bar_to_runs_that_switch(tmp_path):
+    from moralkit.experiments import load_runs, unlearning_table
+
+    deont = {e: "deontological" for e in range(5, 10)}
+    for name, log in {"x": unlearning_log(), "y": hand_log([["D|C", "D|D"]] * 10, rewards=deont),
+                      "z": hand_log([["D|C", "D|D"]] * 10)}.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        config = TrainingConfig(reward="x", opponent="tit_for_tat", seed=ord(name),
+                                schedule=(("game", 5), ("deontological", 5)))
+        (folder / "config.json").write_text(json.dumps(config.to_dict()))
+        log.to_csv(folder / "rounds.csv", index=False)
+        (folder / "done.json").write_text("{}")
+    table = unlearning_table(load_runs(tmp_path)).set_index("seed")
+    assert list(table.index) == [ord("x"), ord("y")]  # z never switched rewards
+    x, y = table.loc[ord("x")], table.loc[ord("y")]
+    assert x["switch_episode"] == 5
+    # before = episode 4 (D|C, D|D); end = episodes 8-9 (C|C C|C, C|C illegal)
+    assert x["CC_before"] == 0.0 and x["CC_end"] == 0.75 and x["CC_gain"] == 0.75
+    assert x["DC_before"] == 0.5 and x["DC_end"] == 0.0 and x["unlearned"] == True
+    assert y["CC_gain"] == 0.0 and y["DC_end"] == 0.5 and y["unlearned"] == False
+
+
+def test_reward_specs_and_where_the_switch_falls():
+    from moralkit.experiments import condition_config, parse_reward_spec
+    from moralkit.profiles import get_profile
+
+    assert parse_reward_spec("game", 40) is None
+    assert parse_reward_spec("game->deontological", 41) == (("game", 20), ("deontological", 21))
+    assert parse_reward_spec(" game -> utilitarian ", 40, switch_at=0.2) == (("game", 8), ("utilitarian", 32))
+    assert parse_reward_spec("game->deontological", 2, switch_at=0.01) == (("game", 1), ("deontological", 1))
+    assert parse_reward_spec("a->b->c", 7) == (("a", 3), ("b", 2), ("c", 2))
+    assert parse_reward_spec("game:3,deontological:9", 100) == (("game", 3), ("deontological", 9))
+    with pytest.raises(ValueError, match="needs a length"):
+        parse_reward_spec("game:3,deontological", 10)
+    with pytest.raises(ValueError, match="switch_at"):
+        parse_reward_spec("game->deontological", 10, switch_at=1.0)
+    # the profile decides where an "A->B" switch falls; an explicit switch_at wins
+    cpu = get_profile("cpu")
+    assert condition_config("game->deontological", "tft", 0, cpu).schedule == (("game", 6), ("deontological", 34))
+    assert condition_config("game->deontological", "tft", 0, cpu, episodes=60, switch_at=0.5).schedule == (
+        ("game", 30), ("deontological", 30))
+    assert condition_config("game->utilitarian", "tft", 0, get_profile("gpu")).schedule == (
+        ("game", 500), ("utilitarian", 500))
