@@ -146,7 +146,9 @@ def load_runs(folders: str | Path | Iterable[str | Path]) -> list[TrainingRun]:
             raise FileNotFoundError(f"{f} is not a training run folder (no config.json). Train one with `moralkit train`.")
         run = TrainingRun(TrainingConfig.from_dict(json.loads((f / "config.json").read_text())), f)
         if not run.finished:
-            raise ValueError(f"{f} holds an unfinished run; resume it with `moralkit train --out {f}` first.")
+            raise ValueError(f"{f} holds an unfinished run ({run.config.label} vs {run.config.opponent}). Finish it "
+                             "first: run the `moralkit grid` / `moralkit train` command or the notebook that started "
+                             "it again; it resumes from its last checkpoint.")
         runs.append(run)
     return runs
 
