@@ -243,7 +243,7 @@ def run_grid(
     """Train the grid, evaluate it, and write the tables into ``out``.
 
     ``training.csv`` (:func:`training_table`), ``unlearning.csv`` when a run switches rewards
-    (:func:`unlearning_table`), and with ``evaluate``: ``evaluation_rounds.csv`` (every evaluated
+    (:func:`unlearning_table`; removed when none of this grid's runs does), and with ``evaluate``: ``evaluation_rounds.csv`` (every evaluated
     round) and ``generalisation.csv`` (:func:`generalisation_table`: every agent and baseline ×
     the five games, the paper's values beside ours). Returns (training table, generalisation
     table or None).
@@ -257,6 +257,8 @@ def run_grid(
     if any(reward_switches(run.log) for run in runs):
         unlearn = unlearning_table(runs)
         atomic_write(out / "unlearning.csv", lambda p: unlearn.to_csv(p, index=False))
+    else:  # a table left by an earlier grid in this folder would be read as this grid's
+        (out / "unlearning.csv").unlink(missing_ok=True)
     table = None
     if evaluate:
         ev = evaluate_runs(runs, value_prompted=value_prompted, episodes=prof.eval_episodes, seed=prof.eval_seed,

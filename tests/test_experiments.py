@@ -235,11 +235,15 @@ def test_meets_prediction_holds_the_bar_of_spec_section_5():
 
 
 def _run_folder(root, config, types_per_episode, seconds=30.0):
-    """A finished run folder written by hand: config.json, rounds.csv, updates.csv, done.json."""
+    """A finished run folder written by hand: config.json, rounds.csv, updates.csv, done.json.
+
+    The log's training reward follows the config's schedule (as a real run's does)."""
     folder = root / f"{config.label}__{config.opponent}__seed{config.seed}"
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps(config.to_dict()))
-    hand_log(types_per_episode).to_csv(folder / "rounds.csv", index=False)
+    phases = config.schedule or ((config.reward, len(types_per_episode)),)
+    rewards = [name for name, n in phases for _ in range(n)]
+    hand_log(types_per_episode, rewards=dict(enumerate(rewards))).to_csv(folder / "rounds.csv", index=False)
     pd.DataFrame({"episode": range(len(types_per_episode)), "seconds": seconds}).to_csv(folder / "updates.csv", index=False)
     (folder / "done.json").write_text("{}")
     return folder
@@ -310,3 +314,20 @@ def test_reward_specs_and_where_the_switch_falls():
         ("game", 30), ("deontological", 30))
     assert condition_config("game->utilitarian", "tft", 0, get_profile("gpu")).schedule == (
         ("game", 500), ("utilitarian", 500))
+
+
+def test_run_grid_writes_the_tables_of_this_grid_only(tmp_path):
+    from moralkit.experiments import condition_config, run_grid
+    from moralkit.profiles import get_profile
+
+    smoke = get_profile("smoke")
+    for spec in ("game", "game->deontological"):
+        cfg = condition_config(spec, "tit_for_tat", 0, smoke)
+        _run_folder(tmp_path, cfg, [["D|C", "D|D"]] * cfg.episodes)  # finished: nothing is trained
+    train, summary = run_grid(["game", "game->deontological"], out=tmp_path, profile="smoke", seeds=[0],
+                              evaluate=False, progress=False)
+    assert summary is None and list(train["agent"]) == ["game", "game_then_deontological"]
+    assert (tmp_path / "unlearning.csv").exists()
+    run_grid(["game"], out=tmp_path, profile="smoke", seeds=[0], evaluate=False, progress=False)
+    assert list(pd.read_csv(tmp_path / "training.csv")["agent"]) == ["game"]
+    assert not (tmp_path / "unlearning.csv").exists()  # no stale table from the earlier grid
