@@ -48,6 +48,12 @@ def _explain(exc: OSError, path: Path) -> OutputError:
     )
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | Path, write) -> Path:
     """Write a file through a temporary sibling and rename it into place.
 
@@ -63,6 +69,7 @@ def atomic_write(path: str | Path, write) -> Path:
         raise _explain(exc, path) from exc
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the permissions open() would
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
