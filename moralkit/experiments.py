@@ -69,14 +69,19 @@ def condition_config(reward: str, opponent: str, seed: int, profile: Profile, **
     """The training config of one condition under a profile (``overrides`` win).
 
     An ``"A->B"`` schedule switches after the profile's share ``switch_at`` of the episodes (the
-    ``cpu`` profile: 15%, see :mod:`moralkit.profiles`); pass ``switch_at=`` to choose.
+    ``cpu`` profile: 15%, see :mod:`moralkit.profiles`); pass ``switch_at=`` to choose. Reward and
+    opponent aliases are resolved to their canonical names, so ``"de"`` against ``"tft"`` reuses the
+    run of ``"deontological"`` against ``"tit_for_tat"``; an unknown name raises with the valid ones.
     """
     episodes = overrides.pop("episodes", profile.train_episodes)
     schedule = parse_reward_spec(reward, episodes, overrides.pop("switch_at", profile.switch_at))
+    # canonical names: "de" and "deontological", "tft" and "tit_for_tat" are one condition, one run folder
+    if schedule is not None:
+        schedule = tuple((get_reward(name).name, n) for name, n in schedule)
     base = dict(
-        reward=reward if schedule is None else schedule[0][0],
+        reward=get_reward(reward).name if schedule is None else schedule[0][0],
         schedule=schedule,
-        opponent=opponent,
+        opponent=opponent if opponent == LEARNER else get_opponent(opponent).name,
         episodes=episodes,
         games_per_update=profile.games_per_update,
         rounds=profile.rounds if opponent != LEARNER else min(profile.rounds, 3),

@@ -314,6 +314,14 @@ def test_reward_specs_and_where_the_switch_falls():
         ("game", 30), ("deontological", 30))
     assert condition_config("game->utilitarian", "tft", 0, get_profile("gpu")).schedule == (
         ("game", 500), ("utilitarian", 500))
+    # aliases name the same condition, hence the same run folder
+    alias = condition_config("game->de", "tft", 0, cpu)
+    assert alias == condition_config("game->deontological", "tit_for_tat", 0, cpu)
+    assert alias.opponent == "tit_for_tat" and alias.label == "game_then_deontological"
+    assert condition_config("game+deontological", "learner", 0, cpu).reward == "game_deontological"
+    assert condition_config("game", "axelrod:Grudger", 0, cpu).opponent == "axelrod:Grudger"
+    with pytest.raises(ValueError, match="Valid names"):
+        condition_config("game->kindnes", "tft", 0, cpu)
 
 
 def test_run_grid_writes_the_tables_of_this_grid_only(tmp_path):
