@@ -210,11 +210,9 @@ def _grid(ns) -> int:
 
     import pandas as pd
 
-    from .experiments import run_grid
+    from .experiments import PAPER_AGENTS, run_grid
 
     overrides = {"episodes": ns.episodes} if ns.episodes else {}
-    from .experiments import PAPER_AGENTS
-
     train_tab, summary = run_grid(ns.rewards or PAPER_AGENTS, ns.opponents, ns.seeds, out=ns.out, profile=ns.profile,
                                   evaluate=ns.evaluate, **overrides)
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 3):
@@ -235,20 +233,25 @@ def _grid(ns) -> int:
             print(summary[columns].to_string(index=False))
     written = sorted(p.name for p in Path(ns.out).glob("*.csv"))
     print(f"\n[moralkit] tables in {ns.out}/: {', '.join(written)}")
-    figures = _grid_figures(Path(ns.out), summary)
+    figures = _grid_figures(Path(ns.out), train_tab, summary)
     print(f"[moralkit] figures: {', '.join(str(p) for p in figures)}")
     return 0
 
 
-def _grid_figures(out, generalisation) -> list:
-    """The grid's figures: every run's own (in its folder), all runs side by side, and the regrets."""
+def _grid_figures(out, trained, generalisation) -> list:
+    """This grid's figures: each run's own (in its folder), its runs side by side, and the regrets.
+
+    ``trained`` is the grid's training table: runs of other grids in the same folder are left out.
+    """
     import pandas as pd
 
     from . import plots
     from .evaluate import EVAL_XI
     from .experiments import load_runs
 
-    runs = [run for run in load_runs(out) if len(run.log)]
+    conditions = set(zip(trained["agent"], trained["opponent"], trained["seed"]))
+    runs = [run for run in load_runs(out)
+            if (run.config.label, run.config.opponent, run.config.seed) in conditions and len(run.log)]
     paths = [p for run in runs for p in plots.save_run_figures(run)]
     if runs:
         paths.append(plots.save_figure(plots.training_grid(runs, suptitle="Behaviour during training"),

@@ -1275,10 +1275,10 @@ __all__ += ["training_dynamics", "training_grid", "LiveTrainingPlot", "policy_be
 
 def save_figure(fig: "Figure", path, *, dpi: int = 120):
     """Save ``fig`` as PNG at ``path`` atomically (a full disk never leaves a broken file), close it."""
-    from .workbook import atomic_write
+    from .workbook import save_png
 
     try:
-        return atomic_write(path, lambda p: fig.savefig(p, dpi=dpi, bbox_inches="tight", format="png"))
+        return save_png(fig, path, dpi=dpi)
     finally:
         plt.close(fig)
 

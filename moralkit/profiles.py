@@ -4,7 +4,7 @@
 * ``cpu``: a laptop (2+ cores). The embedded 135M model learns visibly in minutes per run
   (40 updates of 8 games x 5 rounds, ~10-15 min per run on 2 cores). An ``"A->B"`` schedule
   switches after 15% of the run: later, the Game policy has saturated at P(D) > 0.99 and PPO
-  barely moves it (measured: no recovery in 19 updates after switching at update 8 or 20).
+  barely moves it (measured: not one C sampled in the 15-19 updates after a switch at update 20 or 8).
 * ``gpu``: Colab or a GPU box. The paper's lengths (1000 episodes).
 * ``auto``: ``gpu`` when CUDA is available, else ``cpu``.
 

@@ -24,7 +24,7 @@ from typing import Iterable
 
 from .profiles import Profile, configure_threads, get_profile
 
-__all__ = ["Workbook", "setup", "run_workbook", "notebook_paths", "NOTEBOOKS_DIR", "OutputError", "atomic_write"]
+__all__ = ["Workbook", "setup", "run_workbook", "notebook_paths", "NOTEBOOKS_DIR", "OutputError", "atomic_write", "save_png"]
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -80,6 +80,11 @@ def atomic_write(path: str | Path, write) -> Path:
     return path
 
 
+def save_png(fig, path: str | Path, *, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG at ``path`` through :func:`atomic_write`; the figure stays open."""
+    return atomic_write(path, lambda p: fig.savefig(p, dpi=dpi, bbox_inches="tight", format="png"))
+
+
 @dataclass
 class Workbook:
     """A notebook's run context: its profile and where its outputs go."""
@@ -104,7 +109,7 @@ class Workbook:
 
     def save_figure(self, fig, name: str, *, dpi: int = 120) -> Path:
         """Save a matplotlib figure as PNG (atomically) and remember it."""
-        path = atomic_write(self.figures_dir / f"{name}.png", lambda p: fig.savefig(p, dpi=dpi, bbox_inches="tight", format="png"))
+        path = save_png(fig, self.figures_dir / f"{name}.png", dpi=dpi)
         self.saved.append(path)
         return path
 
