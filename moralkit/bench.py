@@ -1,20 +1,29 @@
 """Benchmark: how fast does the LLM player train on this machine?
 
-    python -m moralkit.bench            # or: moralkit bench [--preset cpu] [--games-per-update 8]
+    moralkit bench [--model random:smollm2-135m] [--preset paper] [--games-per-update 1] [--json]
+    python -m moralkit.bench ...
 
-Trains against Tit-for-Tat for a few updates (after one warm-up update) and reports rounds per
-second for sampling, for the PPO update and overall, the seconds per update and the peak
-resident memory. Each update sees ``games_per_update × rounds`` game rounds.
+Trains against Tit-for-Tat for a few updates (after one warm-up update) and reports the device,
+the seconds per update and where they go -- sampling the answers of the episode, the scoring passes
+of the update (old log-probabilities, values and the reference model's log-probabilities) and the
+optimiser steps -- with rounds per second and the peak host and GPU memory. Each update sees
+``games_per_update × rounds`` game rounds.
+
+``random:<shape>`` models (see :data:`moralkit.llm.models.RANDOM_SHAPES`) time exactly like the
+real model of that shape, so speed can be measured anywhere without a download.
 """
 
 from __future__ import annotations
 
+import csv
+import platform
 import resource
 import sys
 import tempfile
 import time
+from pathlib import Path
 
-__all__ = ["benchmark_training", "peak_rss_gb"]
+__all__ = ["benchmark_training", "peak_rss_gb", "save_benchmark"]
 
 
 def peak_rss_gb() -> float:
@@ -23,38 +32,104 @@ def peak_rss_gb() -> float:
     return kb / (1024**3 if sys.platform == "darwin" else 1024**2)
 
 
-def benchmark_training(preset: str = "cpu", games_per_update: int = 8, rounds: int = 5, updates: int = 3,
-                       model: str = "embedded", seed: int = 0) -> dict:
-    """Time ``updates`` PPO updates (plus one warm-up) and return the figures as a dict."""
+def _device_name() -> str:
     import torch
+
+    if torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name()})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def benchmark_training(
+    preset: str = "cpu",
+    games_per_update: int = 8,
+    rounds: int = 5,
+    updates: int = 3,
+    model: str = "embedded",
+    seed: int = 0,
+    compile: bool = False,
+) -> dict:
+    """Time ``updates`` PPO updates (after one warm-up update) and return the figures as a dict.
+
+    Keys: ``device``, ``model``, ``preset``, ``games_per_update``, ``rounds``, ``compile``,
+    ``timed_updates``, ``load_s`` (model load and set-up), ``warmup_s`` (the first update: with
+    ``compile`` it holds the compilation), ``seconds_per_update`` and its parts ``sampling_s``,
+    ``scoring_s``, ``optimiser_s``; ``optimiser_steps_per_update``, ``rounds_per_s``,
+    ``peak_host_gb``, ``peak_gpu_gb`` (None without CUDA) and the versions of torch, transformers
+    and peft.
+    """
+    import peft
+    import torch
+    import transformers
 
     from .training import TrainingConfig, TrainingRun
 
     cfg = TrainingConfig(reward="game", opponent="tit_for_tat", episodes=updates + 1, games_per_update=games_per_update,
-                         rounds=rounds, preset=preset, model=model, seed=seed, checkpoint_every=10_000)
+                         rounds=rounds, preset=preset, model=model, seed=seed, checkpoint_every=10_000,
+                         ppo_overrides={"compile": True} if compile else {})
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
-        run = TrainingRun(cfg, folder)
-        run._setup()
+        run = TrainingRun(cfg, folder).setup()
         load_s = time.perf_counter() - start
         run.train(progress=False)
-        up = run.updates.iloc[1:]  # drop the warm-up update
+        table = run.updates
+    warmup, timed = table.iloc[0], table.iloc[1:]
+    n = len(timed)
+    total = float(timed["seconds"].sum())
+    scoring = float(timed["time/ppo/forward"].sum())
+    optimiser = float(timed["time/ppo/optimize"].sum())
+    ppo = float(timed["time/ppo/total"].sum())
+    steps = float((timed["ppo/minibatches"] - timed["ppo/skipped_minibatches"]).sum())
     rows = games_per_update * rounds
-    total = float(up["seconds"].sum())
-    ppo = float(up["time/ppo/total"].sum())
-    sample = total - ppo
     return {
+        "device": _device_name(),
+        "model": model,
         "preset": preset,
-        "device": "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)",
-        "rounds per update": rows,
-        "timed updates": len(up),
-        "model load + setup (s)": round(load_s, 1),
-        "seconds per update": round(total / len(up), 2),
-        "sampling rounds/s": round(rows * len(up) / sample, 2),
-        "PPO update rounds/s": round(rows * len(up) / ppo, 2),
-        "overall rounds/s": round(rows * len(up) / total, 2),
-        "peak RSS (GB)": round(peak_rss_gb(), 2),
+        "games_per_update": games_per_update,
+        "rounds": rounds,
+        "compile": compile,
+        "timed_updates": n,
+        "load_s": round(load_s, 2),
+        "warmup_s": round(float(warmup["seconds"]), 2),
+        "seconds_per_update": round(total / n, 3),
+        "sampling_s": round((total - ppo) / n, 3),
+        "scoring_s": round(scoring / n, 3),
+        "optimiser_s": round(optimiser / n, 3),
+        "optimiser_steps_per_update": round(steps / n, 2),
+        "rounds_per_s": round(rows * n / total, 2),
+        "peak_host_gb": round(peak_rss_gb(), 2),
+        "peak_gpu_gb": round(torch.cuda.max_memory_allocated() / 1024**3, 2) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
     }
+
+
+def save_benchmark(result: dict, path: str | Path) -> Path:
+    """Append ``result`` as a row of the CSV file ``path`` (with a header when the file is new)."""
+    from .workbook import atomic_write
+
+    path = Path(path)
+    rows = []
+    if path.exists():
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        if rows and list(rows[0]) != list(result):
+            raise ValueError(
+                f"{path} holds benchmark rows with other columns ({', '.join(rows[0])}); save to a new file."
+            )
+    rows.append({k: "" if v is None else v for k, v in result.items()})
+
+    def write(target: Path) -> None:
+        with target.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(result))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    atomic_write(path, write)
+    return path
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -266,19 +266,30 @@ def _grid_figures(out, trained, generalisation) -> list:
     return paths
 
 
-@command("bench", "measure training speed (rounds per second) and peak memory on the embedded model")
-@arg("--preset", default="cpu")
-@arg("--games-per-update", type=int, default=8)
-@arg("--rounds", type=int, default=5)
+@command("bench", "measure training speed: seconds per update and where they go, rounds/s, peak memory")
+@arg("--model", default="embedded", help="'embedded', a folder, a hub id, or random:<shape> (smollm2-135m, "
+     "smollm2-135m-narrow, gemma-2-2b: random weights that time like the real model)")
+@arg("--preset", default="paper", help="PPO preset: paper, cpu or smoke")
+@arg("--games-per-update", type=int, default=1, help="games played in parallel per update (paper: 1)")
+@arg("--rounds", type=int, default=5, help="rounds per game")
 @arg("--updates", type=int, default=3, help="timed updates (after one warm-up)")
-@arg("--model", default="embedded")
+@arg("--compile", action="store_true", help="compile the PPO epochs with torch.compile (pays off on a GPU)")
+@arg("--json", action="store_true", help="print one JSON object instead of a table")
+@arg("--save", default=None, metavar="CSV", help="also append the figures to this CSV file (e.g. data/results/bench.csv)")
 def _bench(ns) -> int:
-    from .bench import benchmark_training
+    import json
+
+    from .bench import benchmark_training, save_benchmark
 
     result = benchmark_training(preset=ns.preset, games_per_update=ns.games_per_update, rounds=ns.rounds,
-                                updates=ns.updates, model=ns.model)
-    for k, v in result.items():
-        print(f"{k:>28}: {v}")
+                                updates=ns.updates, model=ns.model, compile=ns.compile)
+    if ns.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:>28}: {v}")
+    if ns.save:
+        print(f"[moralkit] appended to {save_benchmark(result, ns.save)}", file=sys.stderr)
     return 0
 
 

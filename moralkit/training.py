@@ -27,6 +27,7 @@ roles swapped and trained with the same reward type.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -207,6 +208,12 @@ class TrainingRun:
         return f"TrainingRun({c.label!r} vs {c.opponent!r} on {c.game!r}, preset={c.preset!r}, {state}, folder='{self.folder}')"
 
     # ----------------------------------------------------------------- set-up
+    def setup(self) -> "TrainingRun":
+        """Load the model, build the learners and resume from a checkpoint (done once; ``train`` calls it)."""
+        if not self.trainers:
+            self._setup()
+        return self
+
     def _setup(self) -> None:
         from .llm.agent import LLMPlayer
         from .llm.models import load_model
@@ -222,7 +229,8 @@ class TrainingRun:
         self.trainers = {"learner": learner}
         if c.opponent == LEARNER:
             self.trainers["opponent"] = PPOTrainer(learner.model, self._tokenizer, ppo_cfg.replace(seed=c.seed + 1), adapter_name="opponent")
-        self.players = {k: LLMPlayer(t.model, self._tokenizer, c.labels) for k, t in self.trainers.items()}
+        # each player answers with its own learner's adapter, whatever else is active on the shared model
+        self.players = {k: LLMPlayer(t.model, self._tokenizer, c.labels, adapter=t.adapter_name) for k, t in self.trainers.items()}
         self.env = IteratedGame(
             c.game,
             None if c.opponent == LEARNER else c.opponent,
@@ -325,27 +333,32 @@ class TrainingRun:
         batches = {k: ([], [], []) for k in self.trainers}
         state = self.env.reset()
         reward_name = get_reward(c.reward_at(self.episode)).name
-        while not self.env.done:
-            self.trainers["learner"].activate()
-            d = self.players["learner"].decide(game, state.my_prev, state.opp_prev, self.sample_rng)
-            info = {"answer": d.answers}
-            opp_moves = None
-            if "opponent" in self.trainers:
-                self.trainers["opponent"].activate()
-                od = self.players["opponent"].decide(game.swap_players(), state.opp_prev, state.my_prev, self.sample_rng)
-                opp_moves, info["opp_answer"] = od.moves, od.answers
-            res = self.env.step(d.moves, opp_moves, info=info)
-            batches["learner"][0].extend(d.prompt_ids)
-            batches["learner"][1].extend(d.answer_ids)
-            batches["learner"][2].extend(res.rewards[reward_name])
-            if opp_moves is not None:
-                batches["opponent"][0].extend(od.prompt_ids)
-                batches["opponent"][1].extend(od.answer_ids)
-                batches["opponent"][2].extend(res.opp_rewards[reward_name])
-            state = res.state
+        with contextlib.ExitStack() as weights_fixed:  # the weights change only in the update after the episode
+            for player in self.players.values():
+                weights_fixed.enter_context(player.reuse_prefix())
+            while not self.env.done:
+                state = self._play_round(game, state, reward_name, batches)
         rounds = self.env.frame(clear=True)
         rounds.insert(1, "train_reward", reward_name)
         return rounds, batches
+
+    def _play_round(self, game, state, reward_name: str, batches: dict):
+        """One round of every game of the episode; appends each learner's rows to ``batches``."""
+        d = self.players["learner"].decide(game, state.my_prev, state.opp_prev, self.sample_rng)
+        info = {"answer": d.answers}
+        opp_moves = None
+        if "opponent" in self.trainers:
+            od = self.players["opponent"].decide(game.swap_players(), state.opp_prev, state.my_prev, self.sample_rng)
+            opp_moves, info["opp_answer"] = od.moves, od.answers
+        res = self.env.step(d.moves, opp_moves, info=info)
+        batches["learner"][0].extend(d.prompt_ids)
+        batches["learner"][1].extend(d.answer_ids)
+        batches["learner"][2].extend(res.rewards[reward_name])
+        if opp_moves is not None:
+            batches["opponent"][0].extend(od.prompt_ids)
+            batches["opponent"][1].extend(od.answer_ids)
+            batches["opponent"][2].extend(res.opp_rewards[reward_name])
+        return res.state
 
     def train(self, *, progress: bool = True, callback: Callable[["TrainingRun", object], None] | None = None) -> "TrainingRun":
         """Train until ``config.episodes``; ``callback(run, rounds_of_this_episode)`` after each update."""
@@ -354,8 +367,7 @@ class TrainingRun:
 
         if self.finished:
             return self
-        if not self.trainers:
-            self._setup()
+        self.setup()
         c = self.config
         bar = tqdm(total=c.episodes, initial=self.episode, disable=not progress, desc=f"PPO {c.label} vs {c.opponent}")
         try:
@@ -426,10 +438,11 @@ class TrainingRun:
         gc.collect()
 
     def player(self, which: str = "learner", labels: str | None = None):
-        """An :class:`~moralkit.llm.agent.LLMPlayer` with this run's (current) adapter active."""
-        if not self.trainers:
-            self._setup()
-        self.trainers[which].activate()
+        """An :class:`~moralkit.llm.agent.LLMPlayer` answering with this run's (current) adapter.
+
+        Each player owns its adapter: getting another player never changes how this one answers.
+        """
+        self.setup()
         return self.players[which] if labels is None else self.players[which].with_labels(labels)
 
 

