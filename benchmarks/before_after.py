@@ -3,7 +3,7 @@
     python benchmarks/before_after.py --before /path/to/old/checkout [--shape smollm2-135m-narrow]
         [--preset paper --games-per-update 1] [--threads 1] [--updates 4] [--repeats 3]
 
-The model is a random-weight copy of a shape in ``moralkit.llm.models.RANDOM_SHAPES`` saved once to
+The model (on the GPU if there is one, in the dtype ``load_model`` would choose) is a random-weight copy of a shape in ``moralkit.llm.models.RANDOM_SHAPES`` saved once to
 a temporary folder, so both checkouts load the very same weights through their ``load_model(folder)``
 (an old checkout need not know ``random:`` specs). Each measurement runs in a fresh process with
 ``PYTHONPATH`` pointing at one checkout; the two checkouts alternate, ``--repeats`` times, so that
@@ -27,10 +27,11 @@ _PROBE = r"""
 import json, sys, tempfile, time, torch
 torch.set_num_threads(int(sys.argv[5]))
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from moralkit.llm.models import prepare_tokenizer
+from moralkit.llm.models import default_device, default_dtype, prepare_tokenizer
 from moralkit.training import TrainingConfig, TrainingRun
 folder, preset, games, updates = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+device = default_device()  # as load_model: the GPU if there is one, in its default dtype
+model = AutoModelForCausalLM.from_pretrained(folder, dtype=default_dtype(device)).to(device).eval()
 tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(folder))
 cfg = TrainingConfig(reward="game", opponent="tit_for_tat", episodes=updates + 1, games_per_update=games,
                      rounds=5, preset=preset, checkpoint_every=10_000)
@@ -44,7 +45,8 @@ print("RESULT " + json.dumps(seconds))
 
 def measure(checkout: Path, folder: Path, preset: str, games: int, updates: int, threads: int) -> list[float]:
     """Seconds of each timed update of one run of ``checkout``'s trainer (a fresh process)."""
-    env = {**os.environ, "PYTHONPATH": str(checkout), "PYTHONWARNINGS": "ignore"}
+    path = os.pathsep.join(p for p in (str(checkout), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "PYTHONWARNINGS": "ignore"}
     done = subprocess.run(
         [sys.executable, "-c", _PROBE, str(folder), preset, str(games), str(updates), str(threads)],
         env=env, capture_output=True, text=True, check=False,

@@ -53,7 +53,8 @@ def benchmark_training(
 
     Keys: ``device``, ``model``, ``preset``, ``games_per_update``, ``rounds``, ``compile``,
     ``timed_updates``, ``load_s`` (model load and set-up), ``warmup_s`` (the first update: with
-    ``compile`` it holds the compilation), ``seconds_per_update`` and its parts ``sampling_s``,
+    ``compile`` it holds the compilation), ``seconds_per_update`` (mean; ``median_update_s``
+    beside it shows outliers such as a recompilation) and its parts ``sampling_s``,
     ``scoring_s``, ``optimiser_s``; ``optimiser_steps_per_update``, ``rounds_per_s``,
     ``peak_host_gb``, ``peak_gpu_gb`` (None without CUDA) and the versions of torch, transformers
     and peft.
@@ -94,6 +95,7 @@ def benchmark_training(
         "load_s": round(load_s, 2),
         "warmup_s": round(float(warmup["seconds"]), 2),
         "seconds_per_update": round(total / n, 3),
+        "median_update_s": round(float(timed["seconds"].median()), 3),
         "sampling_s": round((total - ppo) / n, 3),
         "scoring_s": round(scoring / n, 3),
         "optimiser_s": round(optimiser / n, 3),

@@ -1,6 +1,6 @@
 """The ``moralkit`` command.
 
-    moralkit workbook [--profile smoke|cpu|gpu|auto] [--out outputs] [--only 01 02]
+    moralkit workbook [--profile smoke|cpu|gpu|paper|auto] [--out outputs] [--only 01 02]
     moralkit games                      # the catalogue with its game-theoretic facts
     moralkit rewards [--game NAME]      # every moral reward as a table
     moralkit q-learning --reward game --opponent tit_for_tat [--gamma 0.9]
@@ -47,7 +47,7 @@ def arg(*args, **kwargs):
 
 
 @command("workbook", "run every notebook headless; executed copies, figures and tables go to --out")
-@arg("--profile", default=None, help="smoke, cpu, gpu or auto (default: $MORALKIT_PROFILE or auto)")
+@arg("--profile", default=None, help="smoke, cpu, gpu, paper or auto (default: $MORALKIT_PROFILE or auto)")
 @arg("--out", default="outputs", help="output folder (default: outputs)")
 @arg("--only", nargs="*", default=None, help="run only notebooks whose name contains one of these (e.g. 01 04)")
 def _workbook(ns) -> int:
@@ -141,7 +141,7 @@ def _figures_every(n: int):
 @arg("--preset", default=None, help="PPO preset: paper, cpu or smoke (default: the profile's)")
 @arg("--model", default=None, help="'embedded', a local folder or a hub id")
 @arg("--checkpoint-every", type=int, default=None)
-@arg("--profile", default=None, help="smoke, cpu, gpu or auto")
+@arg("--profile", default=None, help="smoke, cpu, gpu, paper or auto")
 @arg("--seed", type=int, default=0)
 @arg("--out", default=None, help="run folder (default runs/<reward>__<opponent>__seed<k>)")
 @arg("--no-resume", dest="resume", action="store_false", help="refuse to continue a run already in --out")
@@ -201,8 +201,11 @@ def _evaluate(ns) -> int:
           "(game deontological utilitarian game_deontological game->deontological game->utilitarian)")
 @arg("--opponents", nargs="+", default=["tit_for_tat"])
 @arg("--seeds", nargs="+", type=int, default=None, help="default: the profile's seeds")
-@arg("--profile", default=None, help="smoke, cpu, gpu or auto")
+@arg("--profile", default=None, help="smoke, cpu, gpu, paper or auto")
 @arg("--episodes", type=int, default=None)
+@arg("--workers", type=int, default=1, help="train this many conditions at once, each in its own process "
+     "(on a GPU: several runs share it; on a CPU: they share the cores)")
+@arg("--model", default=None, help="'embedded' (default: the profile's), a folder, a hub id or random:<shape>")
 @arg("--no-evaluate", dest="evaluate", action="store_false", help="train only; print the training table")
 @arg("--out", default="runs/grid")
 def _grid(ns) -> int:
@@ -212,9 +215,9 @@ def _grid(ns) -> int:
 
     from .experiments import PAPER_AGENTS, run_grid
 
-    overrides = {"episodes": ns.episodes} if ns.episodes else {}
+    overrides = {k: v for k, v in {"episodes": ns.episodes, "model": ns.model}.items() if v}
     train_tab, summary = run_grid(ns.rewards or PAPER_AGENTS, ns.opponents, ns.seeds, out=ns.out, profile=ns.profile,
-                                  evaluate=ns.evaluate, **overrides)
+                                  evaluate=ns.evaluate, workers=ns.workers, **overrides)
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 3):
         print("\nBehaviour over the last 20% of training rounds:")
         print(train_tab.to_string(index=False))

@@ -108,24 +108,80 @@ def train_grid(
     out: str | Path = "runs",
     profile: str | Profile | None = "auto",
     progress: bool = True,
+    workers: int = 1,
     **overrides,
 ) -> list[TrainingRun]:
-    """Train every condition (finished ones are skipped, unfinished ones resume)."""
+    """Train every condition (finished ones are skipped, unfinished ones resume).
+
+    ``workers > 1`` trains that many conditions at once, each in a process of its own on the same
+    device: a GPU runs a small model's many short kernels for several runs side by side (one run
+    leaves it idle most of the time), a CPU splits its cores between them. If a condition fails, the
+    others still finish and the error names it; the same call resumes it.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}.")
     prof = get_profile(profile)
     runs = []
     for reward in rewards:
         for opponent in opponents:
             for seed in seeds:
                 cfg = condition_config(reward, opponent, seed, prof, **dict(overrides))
-                run = TrainingRun(cfg, run_folder(out, cfg))
-                if run.finished:
-                    if progress:
-                        print(f"[moralkit] {run.folder.name}: finished earlier, skipped")
-                else:
-                    run.train(progress=progress)
-                    run.release()
-                runs.append(run)
+                runs.append(TrainingRun(cfg, run_folder(out, cfg)))
+    todo = [run for run in runs if not run.finished]
+    if progress:
+        for run in runs:
+            if run.finished:
+                print(f"[moralkit] {run.folder.name}: finished earlier, skipped")
+    if workers == 1 or len(todo) <= 1:
+        for run in todo:
+            run.train(progress=progress)
+            run.release()
+    else:
+        _train_in_processes(todo, workers, progress)
     return runs
+
+
+def _train_in_processes(runs: Sequence[TrainingRun], workers: int, progress: bool) -> None:
+    """Train ``runs`` in up to ``workers`` processes at once (spawned: safe with CUDA)."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    workers = min(workers, len(runs))
+    threads = max(1, (os.cpu_count() or 1) // workers)  # CPU cores shared out between the runs
+    failed = []
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool, tqdm(
+        total=len(runs), disable=not progress, desc=f"grid: {len(runs)} run(s), {workers} at a time", unit="run"
+    ) as bar:
+        futures = {pool.submit(_train_one, run.config.to_dict(), str(run.folder), threads): run for run in runs}
+        for future in as_completed(futures):
+            run = futures[future]
+            try:
+                minutes = future.result()
+                bar.write(f"[moralkit] {run.folder.name}: trained ({minutes:.1f} min)")
+            except Exception as exc:  # noqa: BLE001 -- reported below, the other runs go on
+                failed.append(f"{run.folder.name}: {type(exc).__name__}: {exc}")
+            bar.update(1)
+    if failed:
+        raise RuntimeError(
+            f"{len(failed)} of {len(runs)} run(s) failed:\n  " + "\n  ".join(failed)
+            + "\nThe others finished. Fix the cause and run the same command again: it resumes the failed runs."
+        )
+
+
+def _train_one(config: dict, folder: str, threads: int) -> float:
+    """Worker process: train one condition into ``folder``; returns the minutes it took."""
+    import time
+
+    from .profiles import configure_threads
+
+    configure_threads(threads)
+    start = time.perf_counter()
+    TrainingRun(TrainingConfig.from_dict(config), folder).train(progress=False)
+    return (time.perf_counter() - start) / 60
 
 
 def load_runs(folders: str | Path | Iterable[str | Path]) -> list[TrainingRun]:
@@ -243,6 +299,7 @@ def run_grid(
     evaluate: bool = True,
     value_prompted: Sequence[str] = ("utilitarian", "deontological"),
     progress: bool = True,
+    workers: int = 1,
     **overrides,
 ):
     """Train the grid, evaluate it, and write the tables into ``out``.
@@ -250,12 +307,12 @@ def run_grid(
     ``training.csv`` (:func:`training_table`), ``unlearning.csv`` when a run switches rewards
     (:func:`unlearning_table`; removed when none of this grid's runs does), and with ``evaluate``: ``evaluation_rounds.csv`` (every evaluated
     round) and ``generalisation.csv`` (:func:`generalisation_table`: every agent and baseline ×
-    the five games, the paper's values beside ours). Returns (training table, generalisation
-    table or None).
+    the five games, the paper's values beside ours). ``workers``: train that many conditions at
+    once (:func:`train_grid`). Returns (training table, generalisation table or None).
     """
     prof = get_profile(profile)
     runs = train_grid(rewards, opponents, seeds if seeds is not None else prof.seeds, out=out, profile=prof,
-                      progress=progress, **overrides)
+                      progress=progress, workers=workers, **overrides)
     out = Path(out)
     train_tab = training_table(runs)
     atomic_write(out / "training.csv", lambda p: train_tab.to_csv(p, index=False))

@@ -55,7 +55,8 @@ import torch
 from torch import nn
 
 from .llm.adapters import adapters_disabled
-from .llm.agent import PrefixCache, eval_mode, forward_batch
+from .llm.agent import PrefixCache, forward_batch
+from .llm.models import native_cuda_bf16
 
 __all__ = [
     "PPOConfig",
@@ -576,7 +577,7 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
     """Whether ``device`` computes bf16 natively (so bf16 autocast speeds things up)."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return native_cuda_bf16(device)
     if device.type == "cpu":
         try:
             flags = open("/proc/cpuinfo").read()

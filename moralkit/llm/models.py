@@ -56,6 +56,7 @@ __all__ = [
     "moralkit_cache_dir",
     "default_device",
     "default_dtype",
+    "native_cuda_bf16",
     "prepare_tokenizer",
     "tiny_random_model",
     "describe_model",
@@ -182,11 +183,22 @@ def default_device() -> torch.device:
 
 
 def default_dtype(device: str | torch.device | None = None) -> torch.dtype:
-    """bfloat16 on a CUDA device that supports it, float32 everywhere else."""
+    """bfloat16 on a CUDA GPU that computes it natively (Ampere or newer), float32 everywhere else.
+
+    A T4 (Colab's free GPU) only emulates bfloat16, slowly; it gets float32, which the small
+    models of this workbook fit easily.
+    """
     device = torch.device(device) if device is not None else default_device()
-    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+    if device.type == "cuda" and native_cuda_bf16(device):
         return torch.bfloat16
     return torch.float32
+
+
+def native_cuda_bf16(device: str | torch.device | None = None) -> bool:
+    """Whether a CUDA GPU has bfloat16 arithmetic in hardware (compute capability 8.0 or newer)."""
+    if not torch.cuda.is_available():
+        return False
+    return torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def _as_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:

@@ -1,0 +1,185 @@
+"""The speed machinery of issue 10, held to exactness: random-shape models, prefix caches, cheap
+adapter switches, players that own their adapter, the compiled PPO epochs, the benchmark and
+training several conditions at once."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from moralkit.games import get_game
+from moralkit.llm.adapters import BASE, adapters_disabled, using_adapter
+from moralkit.llm.agent import LLMPlayer, PrefixCache, forward_batch, split_pays
+from moralkit.llm.models import RANDOM_SHAPES, load_model, random_model, tiny_random_model
+from moralkit.ppo import PPOConfig, PPOTrainer
+from moralkit.training import TrainingConfig, TrainingRun
+
+PD = get_game("prisoners_dilemma")
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    action, one, two = (tokenizer.encode(s, add_special_tokens=False)[0] for s in ("action", "1", "2"))
+    return tiny_random_model(tokenizer, seed=0, logit_bias={action: 15.0, one: 14.3, two: 14.0})
+
+
+def game_prompts(tokenizer, model, n: int = 6, seed: int = 0) -> list[list[int]]:
+    player = LLMPlayer(model, tokenizer)
+    rng = np.random.default_rng(seed)
+    messages = player.messages(PD, rng.integers(2, size=n), rng.integers(2, size=n), rng)
+    return player.encode(player.chat_texts(messages))
+
+
+# --------------------------------------------------------------------------- random-shape models
+def test_random_models_have_the_shapes_they_are_named_after(tokenizer):
+    model, tok = load_model("random:smollm2-135m-narrow", device="cpu")
+    config = model.config
+    assert (config.num_hidden_layers, config.hidden_size, config.vocab_size) == (30, 64, 49152)
+    assert tok.pad_token_id is not None and model.config.name_or_path == "random:smollm2-135m-narrow"
+    full = RANDOM_SHAPES["smollm2-135m"]
+    assert (full["hidden_size"], full["num_hidden_layers"], full["num_key_value_heads"]) == (576, 30, 3)
+    # the paper's model's shape builds (one layer and a small vocabulary here, to stay light)
+    gemma = random_model("gemma-2-2b", device="cpu", num_hidden_layers=1, vocab_size=512)
+    assert type(gemma).__name__ == "Gemma2ForCausalLM" and gemma.config.head_dim == 256
+    # same seed, same weights; the global random state is untouched
+    state = torch.get_rng_state()
+    a, b = random_model("smollm2-135m-narrow", device="cpu"), random_model("smollm2-135m-narrow", device="cpu")
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    with pytest.raises(ValueError, match="smollm2-135m-narrow"):
+        load_model("random:llama-70b")
+
+
+# --------------------------------------------------------------------------- prefix caches
+def test_a_prefix_cache_gives_the_full_pass_result_and_settles_on_the_shared_part(tokenizer, model):
+    seqs = game_prompts(tokenizer, model, 6)
+    with torch.no_grad():
+        plain = forward_batch(model, seqs, pad_id=2, logits_to_keep=3, share_prefix=False).logits
+        cache = PrefixCache()
+        first = forward_batch(model, seqs[:1], pad_id=2, logits_to_keep=3, prefix_cache=cache)
+        assert (cache.misses, cache.hits) == (1, 0) and len(cache) == len(seqs[0]) - 3  # one row: all but the kept
+        second = forward_batch(model, seqs, pad_id=2, logits_to_keep=3, prefix_cache=cache)
+        shared = len(cache)
+        assert cache.misses == 2 and 8 <= shared < len(seqs[0]) - 3  # refilled with what all rows share
+        third = forward_batch(model, seqs[3:], pad_id=2, logits_to_keep=3, prefix_cache=cache)
+    assert (cache.hits, third.prefix_len, len(cache)) == (1, shared, shared)
+    torch.testing.assert_close(first.logits, plain[:1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(second.logits, plain, atol=1e-5, rtol=0)
+    torch.testing.assert_close(third.logits, plain[3:], atol=1e-5, rtol=0)
+    # under autograd the cache is read but never filled (the weights are about to change)
+    empty = PrefixCache()
+    forward_batch(model, seqs, pad_id=2, logits_to_keep=3, prefix_cache=empty)
+    assert len(empty) == 0 and repr(empty) == "PrefixCache(empty)"
+
+
+def test_splitting_a_prefix_is_decided_per_device():
+    assert split_pays("auto", torch.device("cpu")) and not split_pays("auto", torch.device("cuda"))
+    assert split_pays(True, torch.device("cuda")) and not split_pays(False, torch.device("cpu"))
+    with pytest.raises(ValueError, match="'auto'"):
+        split_pays("sometimes", torch.device("cpu"))
+    with pytest.raises(ValueError, match="share_prefix"):
+        PPOConfig(share_prefix="yes")
+
+
+def test_reusing_the_prefix_within_an_episode_samples_the_same_answers(tokenizer, model):
+    player = LLMPlayer(model, tokenizer, batch_size=8)
+    states = [(np.array([0, 1, 1]), np.array([0, 0, 1])), (np.array([1, 0, 1]), np.array([1, 1, 0]))]
+    plain_rng, reuse_rng = np.random.default_rng(7), np.random.default_rng(7)
+    plain = [player.decide(PD, m, o, plain_rng) for m, o in states]
+    with player.reuse_prefix() as cache:
+        reused = [player.decide(PD, m, o, reuse_rng) for m, o in states]
+    assert cache.hits >= 1 and len(cache) == player.shared_prefix_length(PD)
+    assert player._prefix_cache is None  # dropped at the end of the block
+    for a, b in zip(plain, reused):
+        assert a.answer_ids == b.answer_ids and a.prompt_ids == b.prompt_ids
+
+
+# --------------------------------------------------------------------------- adapters
+def test_the_cheap_base_switch_is_exactly_peft_disable_adapter(tokenizer):
+    base = tiny_random_model(tokenizer, seed=1)
+    trainer = PPOTrainer(base, tokenizer, PPOConfig.preset("smoke"))
+    model = trainer.model
+    with torch.no_grad():  # a trained-looking adapter, so that it changes the output
+        for p in trainer.adapter_parameters:
+            p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(3)) * 0.3)
+    ids = torch.tensor([game_prompts(tokenizer, model, 1)[0]])
+    with torch.no_grad():
+        tuned = model(input_ids=ids).logits
+        with model.disable_adapter():
+            reference = model(input_ids=ids).logits
+        with adapters_disabled(model):
+            cheap = model(input_ids=ids).logits
+        with using_adapter(model, BASE):
+            named = model(input_ids=ids).logits
+        after = model(input_ids=ids).logits
+    assert not torch.allclose(tuned, reference, atol=1e-4)
+    assert torch.equal(cheap, reference) and torch.equal(named, reference)
+    assert torch.equal(after, tuned)  # switched back on afterwards
+
+
+def test_players_own_their_adapter_in_a_two_learner_run(tmp_path, tokenizer):
+    """Getting the opponent's player no longer changes what the learner's player answers (issue 13)."""
+    model = tiny_random_model(tokenizer, seed=0, logit_bias={4667: 15.0, 33: 14.3, 34: 14.0})
+    cfg = TrainingConfig(opponent="learner", episodes=2, games_per_update=2, rounds=2, preset="smoke",
+                         checkpoint_every=2, ppo_overrides={"learning_rate": 5e-2})
+    run = TrainingRun(cfg, tmp_path / "pair", model=model, tokenizer=tokenizer).train(progress=False)
+    learner = run.player("learner")
+    before = learner.policy_table(PD)
+    opponent = run.player("opponent")
+    after = learner.policy_table(PD)
+    pd.testing.assert_frame_equal(before, after)
+    assert not np.allclose(opponent.policy_table(PD)["P(C)"], before["P(C)"], atol=1e-6)  # two different adapters
+
+
+# --------------------------------------------------------------------------- compiled epochs
+@pytest.mark.slow
+def test_compiled_ppo_epochs_give_the_same_update(tokenizer):
+    """``compile=True`` runs the epochs through torch.compile (minutes on a GPU to compile, then fast)."""
+    prompts = game_prompts(tokenizer, tiny_random_model(tokenizer), 4, seed=2)
+    answers = [[4667, 33], [4667, 34], [4667, 33], [2]]
+    scores = [3.0, 0.0, 1.0, -6.0]
+    cfg = PPOConfig.preset("smoke", batch_size=4, mini_batch_size=4, ppo_epochs=2, learning_rate=1e-2,
+                           lora_dropout=0.0, value_head_dropout=0.0)
+    weights = {}
+    for compiled in (False, True):
+        trainer = PPOTrainer(tiny_random_model(tokenizer, layers=1), tokenizer, cfg.replace(compile=compiled))
+        for _ in range(2):
+            stats = trainer.step(prompts, answers, scores)
+        weights[compiled] = [p.detach().clone() for p in trainer.trainable_parameters]
+        assert stats["ppo/minibatches"] == 2
+    for eager, compiled in zip(weights[False], weights[True]):
+        torch.testing.assert_close(eager, compiled, atol=1e-5, rtol=1e-4)
+
+
+# --------------------------------------------------------------------------- benchmark, workers
+def test_the_benchmark_reports_where_the_time_goes(tmp_path):
+    from moralkit.bench import benchmark_training, save_benchmark
+
+    result = benchmark_training(preset="smoke", games_per_update=2, rounds=2, updates=1, model="random:smollm2-135m-narrow")
+    assert result["device"].startswith(("cpu", "cuda")) and result["timed_updates"] == 1
+    parts = result["sampling_s"] + result["scoring_s"] + result["optimiser_s"]
+    assert 0 < parts <= result["seconds_per_update"] * 1.01
+    assert result["optimiser_steps_per_update"] == 1  # smoke preset: 2 games x 2 rounds in minibatches of 4, 1 epoch
+    path = save_benchmark(result, tmp_path / "bench.csv")
+    save_benchmark(result, path)
+    assert len(pd.read_csv(path)) == 2
+    with pytest.raises(ValueError, match="other columns"):
+        save_benchmark({"something": 1}, path)
+    json.dumps(result)  # JSON-able for --json
+
+
+def test_a_grid_trains_conditions_in_parallel_processes_with_the_same_results(tmp_path):
+    from moralkit.experiments import train_grid
+
+    kw = dict(profile="smoke", progress=False, model="random:smollm2-135m-narrow", episodes=2)
+    alone = train_grid(["game", "deontological"], out=tmp_path / "one", workers=1, **kw)
+    together = train_grid(["game", "deontological"], out=tmp_path / "two", workers=2, **kw)
+    for a, b in zip(alone, together):
+        assert b.finished and a.folder.name == b.folder.name
+        pd.testing.assert_frame_equal(a.log, b.log)
+    with pytest.raises(ValueError, match="workers"):
+        train_grid(["game"], out=tmp_path / "x", workers=0, **kw)
