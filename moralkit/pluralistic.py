@@ -763,7 +763,9 @@ def llm_maxmin_report(log, stakeholders: Sequence[str | Reward], game: MatrixGam
 
     Over the last ``last`` of the training episodes: P(C) among legal answers in each state,
     each stakeholder's exact utility at that P(C), the minimum, the LP value and the gap, plus a
-    row ``mean`` (the four states weighted equally) and the share of illegal answers.
+    row ``mean`` (the four states weighted equally; NaN if a state had no legal answer) and the
+    share of illegal answers. The ``mean`` row's ``min_utility`` is the run's "minimum normalised
+    stakeholder utility" that issue 12's bar compares with the average run's and the LP value.
     """
     import pandas as pd
 
@@ -781,7 +783,7 @@ def llm_maxmin_report(log, stakeholders: Sequence[str | Reward], game: MatrixGam
                      "p_cooperate": p, **dict(zip(u.stakeholders, util.tolist())), "min_utility": float(np.min(util)),
                      "lp_p_cooperate": target.p_cooperate, "lp_value": target.value, "gap": target.value - float(np.min(util))})
     frame = pd.DataFrame(rows).set_index("state")
-    mean = frame.drop(columns=["rounds"]).mean(numeric_only=True)
+    mean = frame.drop(columns=["rounds"]).mean(numeric_only=True, skipna=False)
     mean["rounds"] = frame["rounds"].sum()
     frame.loc["mean"] = mean
     return frame

@@ -293,3 +293,18 @@ def test_population_validates_and_counts_add_up():
         Population(types={"game": 1.0})
     with pytest.raises(RewardError):
         Population(types={"game": 0.5, "nosuch": 0.5})
+
+
+def test_llm_report_reads_a_log_against_the_lp():
+    """A log played by the exact max-min policy (no LLM needed) sits on the LP value, state by state."""
+    from moralkit.pluralistic import llm_maxmin_report, llm_stakeholder_curves, maxmin_policy
+
+    env = IteratedGame("prisoners_dilemma", "tit_for_tat", 64, rewards=["game"], seed=3)
+    _play(env, maxmin_policy(STAKES, "prisoners_dilemma", "tit_for_tat", xi=3), 60, np.random.default_rng(3))
+    log = env.frame()
+    report = llm_maxmin_report(log, STAKES, "prisoners_dilemma", "tit_for_tat", xi=3)
+    assert list(report.index) == ["C|C", "C|D", "D|C", "D|D", "mean"]
+    assert report["gap"].abs().max() < 0.03
+    assert report.loc["mean", "lp_value"] == pytest.approx((0.8 + 5 / 6 + 1 / 6 + 1 / 6) / 4)
+    curves = llm_stakeholder_curves(log, STAKES, window=10)
+    assert list(curves.columns) == [*STAKES, "min"] and len(curves) == 6
