@@ -8,6 +8,8 @@
     moralkit evaluate runs/deont runs/game [--value-prompted utilitarian deontological]
     moralkit grid [--rewards game "game->deontological" ...] [--profile cpu]   # train + evaluate the paper's agents
     moralkit bench                      # rounds per second and peak memory of training
+    moralkit maxmin --game G --opponent O --stakeholders A B C --xi X [--json]   # exact max-min per state
+    moralkit maxmin-report RUN... [--out data/results/maxmin_llm_cpu.csv]        # LLM runs vs the LP
 
 Each verb is a function registered with :func:`command`.
 Heavy libraries are imported inside each verb, so ``moralkit --help`` is instant.
@@ -293,6 +295,61 @@ def _bench(ns) -> int:
             print(f"{k:>28}: {v}")
     if ns.save:
         print(f"[moralkit] appended to {save_benchmark(result, ns.save)}", file=sys.stderr)
+    return 0
+
+
+@command("maxmin", "the exact egalitarian (max-min) policy over moral stakeholders in each state, by linear programming")
+@arg("--game", default="prisoners_dilemma")
+@arg("--opponent", default="tit_for_tat", help="tit_for_tat, always_cooperate, always_defect or random")
+@arg("--stakeholders", nargs="+", default=["game", "deontological", "utilitarian"], help="reward names (at least two)")
+@arg("--xi", type=float, default=3.0, help="norm-violation penalty (default 3)")
+@arg("--json", action="store_true", help="print JSON (one entry per state, plus the utilitarian average's)")
+def _maxmin(ns) -> int:
+    import json
+
+    from .pluralistic import maxmin_json, maxmin_table
+
+    if ns.json:
+        print(json.dumps(maxmin_json(ns.game, ns.opponent, ns.stakeholders, xi=ns.xi), indent=2))
+        return 0
+    import pandas as pd
+
+    table = maxmin_table(ns.game, ns.stakeholders, ns.opponent, xi=ns.xi)
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 4):
+        print(f"Stakeholders' normalised utilities against {ns.opponent} in {ns.game} (xi = {ns.xi:g}), state = my last|their last:")
+        print(table.to_string(index=False))
+    return 0
+
+
+@command("maxmin-report", "how close trained LLM runs ended to the exact max-min policy, state by state")
+@arg("runs", nargs="+", help="run folders (moralkit train / grid)")
+@arg("--stakeholders", nargs="+", default=None, help="default: the stakeholders of each run's aggregate reward")
+@arg("--last", type=float, default=0.2, help="share of the training episodes at the end to read (default 0.2)")
+@arg("--out", default=None, help="also write the table as CSV here (e.g. data/results/maxmin_llm_cpu.csv)")
+def _maxmin_report(ns) -> int:
+    import pandas as pd
+
+    from .experiments import load_runs
+    from .pluralistic import llm_maxmin_report
+    from .rewards import AggregateReward, get_reward
+    from .workbook import atomic_write
+
+    frames = []
+    for run in load_runs(ns.runs):
+        cfg = run.config
+        reward = get_reward(cfg.phases[-1][0], xi=cfg.xi)
+        stakeholders = ns.stakeholders or (list(reward.stakeholder_names) if isinstance(reward, AggregateReward) else None)
+        if not stakeholders:
+            raise ValueError(f"{run.folder} was trained with {reward.name}, not an aggregate: pass --stakeholders.")
+        table = llm_maxmin_report(run.log, stakeholders, cfg.game, cfg.opponent, xi=cfg.xi, last=ns.last)
+        frames.append(table.reset_index().assign(run=cfg.label, episodes=cfg.episodes, seed=cfg.seed))
+    out = pd.concat(frames, ignore_index=True)
+    out = out[["run", "episodes", "seed"] + [c for c in out.columns if c not in ("run", "episodes", "seed")]]
+    with pd.option_context("display.width", 220, "display.max_columns", 30, "display.precision", 3):
+        print(out.to_string(index=False))
+    if ns.out:
+        atomic_write(ns.out, lambda p: out.to_csv(p, index=False))
+        print(f"[moralkit] written {ns.out}")
     return 0
 
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from .games import C, D, ILLEGAL, MOVE_NAMES, MatrixGame, get_game
 from .opponents import Opponent, get_opponent
-from .rewards import R_ILLEGAL, XI, Reward, get_reward
+from .rewards import R_ILLEGAL, XI, Reward, get_reward, is_stateful
 
 __all__ = [
     "ACTION_TYPES",
@@ -154,7 +154,16 @@ class IteratedGame:
         self.rewards: dict[str, Reward] = {}
         for r in items:
             reward = get_reward(r, xi=xi, r_illegal=r_illegal) if isinstance(r, str) else get_reward(r)
+            if hasattr(reward, "tables"):
+                reward.tables(self.game)  # an aggregate: a stakeholder constant in this game fails now, not mid-run
             self.rewards[reward.name] = reward
+        stateful = [name for name, r in self.rewards.items() if is_stateful(r)]
+        if stateful and self.opponent is None:
+            raise ValueError(
+                f"{stateful} learn stakeholder weights from one learner's rounds, so they cannot score two learners "
+                "at once. Train against a fixed opponent, or use a stateless aggregate (average, weighted, "
+                "maxmin(...,variant=min))."
+            )
         self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         self.episode = -1
         self.state: State | None = None
@@ -176,6 +185,8 @@ class IteratedGame:
         opp_prev = np.asarray(opp_prev, dtype=np.int64)
         if self.opponent is not None:
             self.opponent.reset(my_prev, opp_prev)
+        for reward in self.stateful_rewards:
+            reward.update()  # a new episode is a new batch: stateful rewards learn from the last one
         self.episode += 1
         self.state = State(my_prev.astype(np.int64), opp_prev, 0)
         return self.state
@@ -203,9 +214,13 @@ class IteratedGame:
             opp = _as_moves(opp_moves, self.n_games, "opp_moves")
 
         pay_m, pay_o = self.game.payoffs_for(my, opp)
-        rewards = {name: np.asarray(r(self.game, my, opp, s.opp_prev), float) for name, r in self.rewards.items()}
+        rewards = {name: np.asarray(r(self.game, my, opp, s.opp_prev, my_prev_move=s.my_prev), float)
+                   for name, r in self.rewards.items()}
         swapped = self.game.swap_players()
-        opp_rewards = {name: np.asarray(r(swapped, opp, my, s.my_prev), float) for name, r in self.rewards.items()}
+        opp_rewards = {name: np.asarray(r(swapped, opp, my, s.my_prev, my_prev_move=s.opp_prev), float)
+                       for name, r in self.rewards.items()}
+        for reward in self.stateful_rewards:
+            reward.observe(self.game, s.my_prev, s.opp_prev, my, opp)
 
         record = {
             "episode": np.full(self.n_games, self.episode),
@@ -233,6 +248,21 @@ class IteratedGame:
             self.opponent.observe(legal_my_moves, opp)
         self.state = State(legal_my_moves, np.where(opp >= 0, opp, s.opp_prev), s.round + 1)
         return StepResult(my, opp, pay_m, pay_o, rewards, opp_rewards, self.state, self.done)
+
+    @property
+    def stateful_rewards(self) -> list[Reward]:
+        """Rewards that learn from the rounds played (MaxMin weights): observed every round, updated every episode."""
+        return [r for r in self.rewards.values() if is_stateful(r)]
+
+    def reward_states(self) -> dict[str, dict]:
+        """What the stateful rewards have learned, by name (for checkpoints)."""
+        return {name: r.state_dict() for name, r in self.rewards.items() if is_stateful(r)}
+
+    def load_reward_states(self, states: Mapping[str, dict]) -> None:
+        """Restore what :meth:`reward_states` saved."""
+        for name, state in states.items():
+            if name in self.rewards:
+                self.rewards[name].load_state_dict(state)
 
     # ----------------------------------------------------------------- records
     def frame(self, clear: bool = False):

@@ -572,23 +572,21 @@ _STATES: tuple[tuple[str, str], ...] = (("C", "C"), ("C", "D"), ("D", "C"), ("D"
 _EITHER = "either"
 
 
-def _opponent_move_probabilities(opponent: str, my_prev: int) -> dict[int, float]:
-    """What a fixed opponent plays now, given M's last (legal) move: {move: probability}."""
-    from .opponents import get_opponent
+def _opponent_move_probabilities(opponent, my_prev: int, opp_prev: int = C) -> dict[int, float]:
+    """What a fixed opponent plays now in a state (M's last legal move, its own last move): {move: probability}.
 
-    name = get_opponent(opponent).name if isinstance(opponent, str) else getattr(opponent, "name", str(opponent))
-    if name == "tit_for_tat":
-        return {my_prev: 1.0}
-    if name == "always_cooperate":
-        return {C: 1.0}
-    if name == "always_defect":
-        return {D: 1.0}
-    if name == "random":
-        return {C: 0.5, D: 0.5}
-    raise ValueError(
-        f"Predictions need an opponent whose move follows from the state: tit_for_tat, always_cooperate, "
-        f"always_defect or random; got {opponent!r}."
-    )
+    Read from the opponent itself (:meth:`~moralkit.opponents.Opponent.cooperation_probability`).
+    """
+    from .opponents import OpponentError, get_opponent
+
+    try:
+        q = float(get_opponent(opponent).cooperation_probability(my_prev, opp_prev))
+    except OpponentError:
+        raise ValueError(
+            f"Predictions need an opponent whose move follows from the state: tit_for_tat, always_cooperate, "
+            f"always_defect or random; got {opponent!r}."
+        ) from None
+    return {move: prob for move, prob in ((C, q), (D, 1.0 - q)) if prob > 0}
 
 
 def predicted_responses(
@@ -622,7 +620,7 @@ def predicted_responses(
     rows = []
     for my_prev, opp_prev in _STATES:
         mp, op = (C if my_prev == "C" else D), (C if opp_prev == "C" else D)
-        moves = _opponent_move_probabilities(opponent, mp)
+        moves = _opponent_move_probabilities(opponent, mp, op)
         value = {
             m: sum(p * float(r(g, m, o, op)) for o, p in moves.items())
             for m in (C, D)
@@ -819,3 +817,206 @@ def prediction_agreement(log, expected, *, game: MatrixGame | str = "prisoners_d
 
 
 __all__ += ["predicted_responses", "check_training_moved", "prediction_agreement"]
+
+
+# --------------------------------------------------------------------- chapter 7: pluralistic alignment
+_STAKEHOLDERS = ("game", "deontological", "utilitarian")
+
+
+def _state_key(state) -> tuple[int, int]:
+    text = state if isinstance(state, str) else "|".join(str(x) for x in state)
+    parts = [x.strip().upper() for x in text.replace(",", "|").split("|")]
+    code = {"C": C, "D": D, "0": C, "1": D}
+    if len(parts) != 2 or any(x not in code for x in parts):
+        raise ValueError(f"A state is 'C|D' (my last move | their last move), got {state!r}.")
+    return code[parts[0]], code[parts[1]]
+
+
+def _raw_state_utilities(game, stakeholders, opponent, xi, my_prev, opp_prev):
+    """The same state, but with each stakeholder's *raw* (not normalised) expected reward."""
+    from .opponents import get_opponent
+    from .pluralistic import StateUtilities
+    from .rewards import get_reward
+
+    q = float(get_opponent(opponent).cooperation_probability(my_prev, opp_prev))
+    rewards = [get_reward(k, xi=xi) for k in stakeholders]
+    value = [np.array([q * r(game, m, C, opp_prev) + (1 - q) * r(game, m, D, opp_prev) for r in rewards]) for m in (C, D)]
+    return StateUtilities(my_prev, opp_prev, tuple(r.name for r in rewards), value[0], value[1], q)
+
+
+def check_maxmin_mix(
+    p_cooperate,
+    value=None,
+    state: str = "C|D",
+    *,
+    game: MatrixGame | str = "prisoners_dilemma",
+    stakeholders=_STAKEHOLDERS,
+    opponent: str = "tit_for_tat",
+    xi: float = 3.0,
+    tol: float = 2e-3,
+    verbose: bool = True,
+) -> CheckResult:
+    """Exercise 7.1: the max–min mix of one state, by hand.
+
+    ``p_cooperate`` is your P(C), ``value`` the worst-off stakeholder's normalised utility there.
+    The check compares with the exact linear program and, when an answer is wrong, names the
+    likely mistake: the utilitarian average's choice, P(D) instead of P(C), the per-sample
+    minimum, raw instead of normalised rewards, a crossing of the wrong two lines, the mean
+    instead of the minimum.
+    """
+    from .pluralistic import solve_average, solve_maxmin, stakeholder_utilities
+
+    g = get_game(game)
+    my_prev, opp_prev = _state_key(state)
+    label = f"{'CD'[my_prev]}|{'CD'[opp_prev]}"
+    report = _Report(f"The max–min mix in state {label} (my last | their last), {g.title} vs {opponent}, ξ = {xi:g} ...", verbose)
+    u = stakeholder_utilities(g, list(stakeholders), opponent, xi=xi)[2 * my_prev + opp_prev]
+    best = solve_maxmin(u)
+    p = None if p_cooperate is None else _as_number(p_cooperate)
+    if p is None:
+        report.bad("P(C): no answer yet" if p_cooperate is None else f"P(C): {p_cooperate!r} is not a number")
+    elif not -tol <= p <= 1 + tol:
+        report.bad(f"P(C) = {p:.4g} is not a probability: it must lie between 0 and 1.")
+    elif abs(float(u.at(p).min()) - best.value) <= tol:
+        report.good(f"P(C) = {p:.4g}: the worst-off stakeholder gets {float(u.at(p).min()):.4g}, the most possible")
+    else:
+        hints = []
+        if abs(p - solve_average(u).p_cooperate) <= tol:
+            hints.append("that is the utilitarian average's choice: it maximises the *mean* of the lines; max–min "
+                         "maximises the *lowest* line")
+        pointwise = [float(u.if_c.min()), float(u.if_d.min())]  # what the per-sample minimum compares
+        per_sample = 1.0 if pointwise[0] > pointwise[1] else 0.0 if pointwise[1] > pointwise[0] else None
+        if per_sample is not None and abs(p - per_sample) <= tol and not hints:
+            hints.append("that maximises the *per-sample* minimum E[min_k r_k] (always a pure move); max–min "
+                         "maximises min_k E[r_k], the lower envelope of the lines, which may need a mix")
+        if abs((1 - p) - best.p_cooperate) <= tol:
+            hints.append(f"{1 - p:.4g} would be right: you gave P(D), the question asks for P(C)")
+        raw = solve_maxmin(_raw_state_utilities(g, stakeholders, opponent, xi, my_prev, opp_prev))
+        if abs(p - raw.p_cooperate) <= tol and abs(raw.p_cooperate - best.p_cooperate) > tol:
+            hints.append("you mixed the raw rewards: normalise each stakeholder to [0, 1] over the game's 8 legal "
+                         "rounds first (payoffs, −ξ and sums live on different scales)")
+        slopes, base = u.if_c - u.if_d, u.if_d
+        for a in range(len(slopes) if not hints else 0):
+            for b in range(a + 1, len(slopes)):
+                if abs(slopes[a] - slopes[b]) < 1e-12:
+                    continue
+                cross = (base[b] - base[a]) / (slopes[a] - slopes[b])
+                if 0 <= cross <= 1 and abs(p - cross) <= tol:
+                    low = int(np.argmin(u.at(cross)))
+                    hints.append(f"{u.stakeholders[a]} and {u.stakeholders[b]} cross there, but at that point "
+                                 f"{u.stakeholders[low]} is lower still: the max–min point is the top of the *lower envelope*")
+        report.bad(f"P(C) = {p:.4g} gives the worst-off stakeholder only {float(u.at(p).min()):.4g}"
+                   + (": " + "; ".join(dict.fromkeys(hints)) + "." if hints else
+                      ". Draw each stakeholder's line U_k(p) = p·U_k(C) + (1 − p)·U_k(D) and find the highest point of the lowest one."))
+    if value is not None or p is not None:
+        number = None if value is None else _as_number(value)
+        if number is None:
+            report.bad("value: no answer yet" if value is None else f"value: {value!r} is not a number")
+        elif abs(number - best.value) <= tol:
+            report.good(f"value = {number:.4g}")
+        else:
+            hint = ""
+            at_best = u.at(best.p_cooperate)
+            at_yours = u.at(p) if p is not None and 0 <= p <= 1 else None
+            if at_yours is not None and abs(number - float(at_yours.min())) <= tol:
+                hint = ": it is the lowest utility at *your* P(C) (consistent!), but another P(C) gives the worst-off more"
+            elif any(abs(number - float(x.mean())) <= tol for x in (at_best, at_yours) if x is not None):
+                hint = ": that is the *mean* of the stakeholders' utilities; the value is the *lowest* one"
+            elif any(abs(number - x) <= tol for x in at_best):
+                hint = ": that is one stakeholder's utility at the mix, but not the lowest one"
+            report.bad(f"value = {number:.4g} is not right{hint or '. It is min_k U_k(p) at the max–min p.'}")
+    return report.done(
+        f"Correct! In state {label} the egalitarian policy plays C with probability {best.p_cooperate:.4g}; the "
+        f"worst-off stakeholder gets {best.value:.4g}.",
+        "Not yet: fix the ✗ above and run this cell again (the solution is one click away).",
+    )
+
+
+def _e_step_cases():
+    from .pluralistic import Population, simulate_preferences
+
+    cases = []
+    for seed in (3, 11):
+        pop = Population(users=12, comparisons=12, rationality=4.0)
+        prefs = simulate_preferences(pop, seed)
+        rng = np.random.default_rng(seed)
+        rewards = pop.true_rewards() * pop.rationality + rng.normal(0, 0.3, (len(pop.types), 8))
+        cases.append((prefs, rewards))
+    return cases
+
+
+def _variant_assignments(prefs, rewards) -> dict[str, np.ndarray]:
+    """What typical slips in the E-step compute, with the hint for each."""
+    n = len(prefs.user_type)
+    margin = rewards[:, prefs.first] - rewards[:, prefs.second]
+    signed = np.where(prefs.first_wins, margin, -margin)
+    def per_user(values):
+        out = np.zeros((n, len(rewards)))
+        np.add.at(out, prefs.user, values.T)
+        return out
+    loglik = per_user(-np.logaddexp(0.0, -signed))
+    return {
+        "you picked the cluster that explains the user *worst* (argmin): take the largest log-likelihood (argmax)":
+            np.argmin(loglik, axis=1),
+        "a comparison the user decided against the first outcome counts with the opposite sign: use r(winner) − r(loser)":
+            np.argmax(per_user(-np.logaddexp(0.0, -margin)), axis=1),
+        "add *log*-probabilities over a user's comparisons (the comparisons are independent: probabilities multiply), "
+        "not the probabilities themselves":
+            np.argmax(per_user(1 / (1 + np.exp(-signed))), axis=1),
+    }
+
+
+def check_e_step(fn: Callable, *, verbose: bool = True) -> CheckResult:
+    """Exercise 7.2: write the E-step of EM with hard assignment (MaxMin-RLHF's Algorithm 2).
+
+    ``fn(user, first, second, first_wins, rewards, n_users)`` gets the comparisons (comparison i:
+    user ``user[i]`` saw outcomes ``first[i]`` and ``second[i]`` and preferred the first when
+    ``first_wins[i]``), the clusters' rewards (shape (clusters, 8): a reward per outcome) and the
+    number of users, and returns each user's cluster: the one whose Bradley–Terry model gives the
+    user's comparisons the highest likelihood, Π σ(r(winner) − r(loser)).
+    """
+    from .pluralistic import assign_users
+
+    report = _Report(f"Checking your E-step `{_fn_name(fn)}` ...", verbose)
+    if not callable(fn):
+        report.bad(f"{fn!r} is not a function: write def my_e_step(user, first, second, first_wins, rewards, n_users): ...")
+        return report.done("", "Not yet: fix the ✗ above and run this cell again.")
+    for i, (prefs, rewards) in enumerate(_e_step_cases(), start=1):
+        n = len(prefs.user_type)
+        try:
+            with np.errstate(all="ignore"):
+                raw = fn(prefs.user.copy(), prefs.first.copy(), prefs.second.copy(), prefs.first_wins.copy(), rewards.copy(), n)
+        except Exception as exc:  # a student's bug: report it, don't raise
+            report.bad(f"test population {i}: it crashed with {_explain_exception(exc)}")
+            break
+        if raw is None:
+            report.bad(f"test population {i}: it returned None. Did you forget `return`?")
+            break
+        try:
+            got = np.asarray(raw).astype(int).reshape(-1)
+        except (TypeError, ValueError):
+            report.bad(f"test population {i}: it returned {raw!r}; expected one cluster number per user.")
+            break
+        if got.shape != (n,):
+            report.bad(f"test population {i}: it returned {got.size} numbers for {n} users: one cluster per *user* "
+                       "(sum each user's comparisons first, e.g. with np.add.at), not one per comparison.")
+            break
+        want = assign_users(prefs, rewards)
+        if np.array_equal(got, want):
+            report.good(f"test population {i}: all {n} users in the right cluster")
+            continue
+        hint = next((why for why, other in _variant_assignments(prefs, rewards).items()
+                     if np.array_equal(got, other) and not np.array_equal(other, want)), None)
+        wrong = np.flatnonzero(got != want)
+        report.bad(f"test population {i}: {len(wrong)} of {n} users in another cluster than expected "
+                   f"(e.g. user {wrong[0]}: yours {got[wrong[0]]}, expected {want[wrong[0]]})"
+                   + (f" — {hint}." if hint else ". Compute, for every user and cluster, the sum over the user's "
+                      "comparisons of log σ(r(winner) − r(loser)), then take the cluster with the largest sum."))
+        break
+    return report.done(
+        "Correct! That is the E-step: each user joins the reward model that explains its choices best.",
+        "Not yet: fix the ✗ above and run this cell again (the solution is one click away).",
+    )
+
+
+__all__ += ["check_maxmin_mix", "check_e_step"]

@@ -12,6 +12,7 @@ Schedules are written ``A->B`` (half the episodes each) or ``A:30,B:30`` (explic
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -34,6 +35,30 @@ PAPER_AGENTS: tuple[str, ...] = (
 """The paper's six fine-tuned agents (SPEC §5-6): four rewards and two unlearning schedules."""
 
 
+def _outside_parentheses(spec: str) -> str:
+    """``spec`` without what stands inside parentheses (an aggregate's stakeholder list)."""
+    out, depth = [], 0
+    for ch in spec:
+        depth += ch == "("
+        if depth == 0:
+            out.append(ch)
+        depth -= ch == ")" and depth > 0
+    return "".join(out)
+
+
+def _split_outside_parentheses(spec: str) -> list[str]:
+    """Split at commas that are not inside parentheses: ``"maxmin(a,b):5,game:5"`` → two parts."""
+    parts, depth, current = [], 0, ""
+    for ch in spec:
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    return parts + [current]
+
+
 def parse_reward_spec(spec: str, episodes: int, switch_at: float = 0.5) -> tuple[tuple[str, int], ...] | None:
     """``"game"`` → None (a single reward); ``"game->deontological"`` → the first reward for the
     share ``switch_at`` of the episodes (0.5: equal halves), the second for the rest (three or more
@@ -43,6 +68,8 @@ def parse_reward_spec(spec: str, episodes: int, switch_at: float = 0.5) -> tuple
     (('game', 20), ('deontological', 20))
     >>> parse_reward_spec("game->deontological", 40, switch_at=0.2)
     (('game', 8), ('deontological', 32))
+    >>> parse_reward_spec("maxmin(game,deontological)", 40) is None     # an aggregate is one reward
+    True
     """
     spec = spec.strip()
     if "->" in spec:
@@ -54,9 +81,9 @@ def parse_reward_spec(spec: str, episodes: int, switch_at: float = 0.5) -> tuple
             return ((names[0], first), (names[1], episodes - first))
         base, extra = divmod(episodes, len(names))
         return tuple((n, base + (1 if i < extra else 0)) for i, n in enumerate(names))
-    if ":" in spec or "," in spec:
+    if ":" in spec or "," in _outside_parentheses(spec):
         out = []
-        for part in spec.split(","):
+        for part in _split_outside_parentheses(spec):
             name, _, n = part.partition(":")
             if not n:
                 raise ValueError(f"Schedule part {part!r} needs a length, e.g. 'game:30,deontological:30'.")
@@ -97,7 +124,8 @@ def condition_config(reward: str, opponent: str, seed: int, profile: Profile, **
 def run_folder(root: str | Path, config: TrainingConfig) -> Path:
     """``<root>/<reward label>__<opponent>__seed<k>`` (readable and unique per condition)."""
     opp = config.opponent.replace(":", "-")
-    return Path(root) / f"{config.label}__{opp}__seed{config.seed}"
+    label = re.sub(r"[^\w.+-]+", "_", config.label).strip("_")  # maxmin(game,de) -> maxmin_game_de
+    return Path(root) / f"{label}__{opp}__seed{config.seed}"
 
 
 def train_grid(

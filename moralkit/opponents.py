@@ -52,6 +52,28 @@ class Opponent:
     """
 
     name: str = "opponent"
+    memory_one: bool = False
+    """True when the move depends only on the current memory-1 state (both players' last moves),
+    so :meth:`cooperation_probability` can say exactly how the opponent plays in each state."""
+
+    def cooperation_probability(self, my_prev, opp_prev) -> np.ndarray:
+        """P(the opponent plays C now | M's last move, its own last move), for arrays of states.
+
+        A deterministic memory-1 opponent answers by simply playing the states once: the
+        probability comes from :meth:`act` itself, not from a second description of the strategy.
+        A stochastic one overrides this method; other opponents have no such table.
+
+        >>> TitForTat().cooperation_probability([0, 0, 1, 1], [0, 1, 0, 1]).tolist()
+        [1.0, 1.0, 0.0, 0.0]
+        """
+        if not self.memory_one:
+            raise OpponentError(
+                f"{self.name} is not a memory-1 opponent with a known move distribution; exact max-min values "
+                "need tit_for_tat, always_cooperate, always_defect or random."
+            )
+        my_prev, opp_prev = np.broadcast_arrays(np.asarray(my_prev, dtype=np.int64), np.asarray(opp_prev, dtype=np.int64))
+        moves = np.asarray(self.act(my_prev, opp_prev, _NoRandomness(self.name)))
+        return (moves == C).astype(float)
 
     def initial_moves(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """The opponent's move in the (random) initial state: uniform C/D unless overridden."""
@@ -70,6 +92,19 @@ class Opponent:
         return f"{type(self).__name__}()"
 
 
+class _NoRandomness:
+    """Stands in for a random generator where an opponent is assumed deterministic."""
+
+    def __init__(self, who: str):
+        self.who = who
+
+    def __getattr__(self, attr):
+        raise OpponentError(
+            f"{self.who} draws random numbers, so playing it once does not give its move distribution: "
+            "override cooperation_probability for it."
+        )
+
+
 class TitForTat(Opponent):
     """Plays M's previous move.
 
@@ -79,6 +114,7 @@ class TitForTat(Opponent):
     """
 
     name = "tit_for_tat"
+    memory_one = True
 
     def act(self, my_prev, opp_prev, rng):
         return np.asarray(my_prev, dtype=np.int64).copy()
@@ -88,6 +124,7 @@ class AlwaysCooperate(Opponent):
     """Always C; its initial "previous move" is C too."""
 
     name = "always_cooperate"
+    memory_one = True
 
     def initial_moves(self, n, rng):
         return np.full(n, C, dtype=np.int64)
@@ -100,6 +137,7 @@ class AlwaysDefect(Opponent):
     """Always D; its initial "previous move" is D too."""
 
     name = "always_defect"
+    memory_one = True
 
     def initial_moves(self, n, rng):
         return np.full(n, D, dtype=np.int64)
@@ -122,8 +160,15 @@ class RandomOpponent(Opponent):
         if not 0.0 <= self.p_cooperate <= 1.0:
             raise OpponentError(f"p_cooperate must be a probability in [0, 1], got {self.p_cooperate}.")
 
+    memory_one = True
+
     def act(self, my_prev, opp_prev, rng):
         return (rng.random(np.shape(my_prev)) >= self.p_cooperate).astype(np.int64)
+
+    def cooperation_probability(self, my_prev, opp_prev):
+        """C with probability ``p_cooperate`` in every state (``act`` plays D when a uniform draw is >= it)."""
+        shape = np.broadcast_shapes(np.shape(my_prev), np.shape(opp_prev))
+        return np.full(shape, float(self.p_cooperate))
 
     def __repr__(self):
         return f"RandomOpponent(p_cooperate={self.p_cooperate})"

@@ -1303,3 +1303,190 @@ def save_run_figures(run, folder=None) -> list:
 
 
 __all__ += ["save_figure", "save_run_figures"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 7: pluralistic alignment (MaxMin over moral stakeholders)
+# ---------------------------------------------------------------------------------------------
+
+STAKEHOLDER_COLOURS: tuple[str, ...] = ("#0072B2", "#CC79A7", "#009E73", "#E69F00", "#56B4E9", "#D55E00")
+"""Colours of the stakeholders, in the order they are listed (Okabe–Ito)."""
+RULE_COLOURS: dict[str, str] = {"maxmin": "#0B3C8C", "average": "#999999", "single reward": "#999999"}
+"""The egalitarian rule in dark blue, the utilitarian average (or one pooled reward) in grey."""
+
+
+def stakeholder_utility_lines(states, *, axes=None, points: int = 101, title: str | None = None) -> "Figure":
+    """The lines U_k(p) of each stakeholder in each state, the lower envelope (min over k) shaded,
+    and two points on it: the max–min policy (dark blue) and the utilitarian average's (grey).
+
+    ``states``: the :class:`moralkit.pluralistic.StateUtilities` of :func:`~moralkit.pluralistic.stakeholder_utilities`.
+    """
+    from .pluralistic import solve_average, solve_maxmin
+
+    states = list(states)
+    if axes is None:
+        fig, axes = _new_axes(len(states), ncols=len(states), size=(3.3, 3.1), sharey=True)
+    axes = np.atleast_1d(axes).ravel()
+    fig = axes[0].figure
+    p = np.linspace(0, 1, points)
+    for u, ax in zip(states, axes):
+        values = u.at(p)
+        for k, name in enumerate(u.stakeholders):
+            ax.plot(p, values[:, k], color=STAKEHOLDER_COLOURS[k % len(STAKEHOLDER_COLOURS)], lw=2, label=pretty_name(name))
+        ax.fill_between(p, 0, values.min(axis=1), color="#0B3C8C", alpha=0.08, lw=0)
+        ax.plot(p, values.min(axis=1), color="#0B3C8C", lw=1, ls=":")
+        best, avg = solve_maxmin(u), solve_average(u)
+        ax.plot([avg.p_cooperate], [avg.min_utility], "s", color=RULE_COLOURS["average"], ms=8,
+                label="average's choice (its worst-off)")
+        ax.plot([best.p_cooperate], [best.value], "o", color=RULE_COLOURS["maxmin"], ms=9,
+                label="max–min")
+        ax.annotate(f"p = {best.p_cooperate:.2f}\nmin = {best.value:.2f}", (best.p_cooperate, best.value),
+                    xytext=(0, -30 if best.value > 0.4 else 14), textcoords="offset points", ha="center", fontsize=8,
+                    color=RULE_COLOURS["maxmin"])
+        ax.set_title(f"state {u.label}: they play C w.p. {u.opponent_cooperates:g}", fontsize=9)
+        ax.set_xlabel("p = P(C)")
+        ax.set_xlim(-0.04, 1.04)
+        ax.set_ylim(-0.05, 1.08)
+    axes[0].set_ylabel("normalised utility U_k(p)")
+    for ax in axes[len(states):]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 6), frameon=False, fontsize=8)
+    fig.suptitle(title or "Each stakeholder's utility as a function of P(C), per state (my last|their last)")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig
+
+
+def rule_comparison(table: "pandas.DataFrame", *, ax=None, title: str | None = None) -> "Figure":
+    """Bars per state: P(C) and the worst-off stakeholder's utility under the max–min and the average rules.
+
+    ``table``: :func:`moralkit.pluralistic.maxmin_table`.
+    """
+    if ax is None:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    else:
+        axes = np.atleast_1d(ax)
+        fig = axes[0].figure
+    states = list(dict.fromkeys(table["state"]))
+    width = 0.38
+    for j, (column, label) in enumerate([("p_cooperate", "P(C)"), ("min_utility", "worst-off stakeholder's utility")]):
+        axis = axes[j] if len(axes) > 1 else axes[0]
+        for i, rule in enumerate(("average", "maxmin")):
+            rows = table[table["rule"] == rule].set_index("state").reindex(states)
+            axis.bar(np.arange(len(states)) + (i - 0.5) * width, rows[column], width, color=RULE_COLOURS[rule],
+                     label="utilitarian average" if rule == "average" else "egalitarian max–min")
+        axis.set_xticks(np.arange(len(states)), states)
+        axis.set_xlabel("state (my last|their last)")
+        axis.set_ylabel(label)
+        axis.set_ylim(0, 1.05)
+    axes[0].legend(frameon=False, fontsize=8)
+    fig.suptitle(title or "Average vs egalitarian: what each rule plays, and what the worst-off gets")
+    fig.tight_layout()
+    return fig
+
+
+def group_utility_bars(groups: "pandas.DataFrame", *, ax=None, title: str | None = None,
+                       columns: Sequence[str] = ("single reward", "maxmin")) -> "Figure":
+    """Each group's normalised utility under the single pooled reward's policy and under MaxMin.
+
+    ``groups``: :attr:`moralkit.pluralistic.Impossibility.groups` (index: group; columns: share, the policies).
+    """
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    fig = ax.figure
+    names = list(groups.index)
+    width = 0.8 / len(columns)
+    for i, column in enumerate(columns):
+        x = np.arange(len(names)) + (i - (len(columns) - 1) / 2) * width
+        bars = ax.bar(x, groups[column], width, color=RULE_COLOURS.get(column, STAKEHOLDER_COLOURS[i]), label=column)
+        for rect, v in zip(bars, groups[column]):
+            ax.annotate(f"{v:.2f}", (rect.get_x() + rect.get_width() / 2, v), xytext=(0, 2), textcoords="offset points",
+                        ha="center", fontsize=8)
+    share = groups["share"] if "share" in groups else None
+    ax.set_xticks(np.arange(len(names)), [f"{pretty_name(n)}\n({s:.0%} of users)" if share is not None else pretty_name(n)
+                                          for n, s in zip(names, share if share is not None else names)])
+    ax.set_ylabel("normalised utility (mean over states)")
+    ax.set_ylim(0, 1.05)
+    ax.legend(frameon=False, fontsize=8)
+    ax.set_title(title or "Who is served: one reward for everybody vs MaxMin over the learned groups")
+    fig.tight_layout()
+    return fig
+
+
+def learned_vs_true_rewards(frame: "pandas.DataFrame", *, title: str | None = None) -> "Figure":
+    """One panel per moral type: its true normalised reward per outcome (bars) and what EM learned (dots).
+
+    ``frame``: :meth:`moralkit.pluralistic.Impossibility.rewards_frame`.
+    """
+    types = list(dict.fromkeys(frame["type"]))
+    fig, axes = _new_axes(len(types), ncols=len(types), size=(3.6, 3.2), sharey=True)
+    axes = np.atleast_1d(axes).ravel()
+    for k, (t, ax) in enumerate(zip(types, axes)):
+        rows = frame[frame["type"] == t]
+        x = np.arange(len(rows))
+        ax.bar(x, rows["true"], color=STAKEHOLDER_COLOURS[k % len(STAKEHOLDER_COLOURS)], alpha=0.45, label="true")
+        ax.plot(x, rows["learned"], "o", color="black", ms=5, label="learned by EM")
+        ax.set_xticks(x, rows["outcome"], rotation=60, ha="right", fontsize=7)
+        ax.set_title(pretty_name(t))
+        ax.set_ylim(-0.05, 1.1)
+    axes[0].set_ylabel("normalised reward")
+    axes[0].legend(frameon=False, fontsize=8)
+    fig.suptitle(title or "The rewards EM recovered from preferences alone, against the hidden true ones")
+    fig.tight_layout()
+    return fig
+
+
+def maxmin_training_curves(runs: "Mapping[str, object]", *, title: str | None = None) -> "Figure":
+    """Tabular MaxMin training: the worst-off stakeholder's utility per state over training, per variant,
+    with the LP value dashed. ``runs``: {label: :class:`moralkit.pluralistic.TabularRun`}."""
+    runs = dict(runs)
+    first = next(iter(runs.values()))
+    states = list(dict.fromkeys(first.history["state"]))
+    fig, axes = _new_axes(len(states), ncols=len(states), size=(3.3, 3.0), sharey=True)
+    axes = np.atleast_1d(axes).ravel()
+    for i, (label, run) in enumerate(runs.items()):
+        h = run.history
+        for state, ax in zip(states, axes):
+            rows = h[h["state"] == state]
+            ax.plot(rows["update"], rows["min_utility"], color=STAKEHOLDER_COLOURS[i % len(STAKEHOLDER_COLOURS)], lw=1.6,
+                    label=label)
+    for state, ax in zip(states, axes):
+        lp = first.history[first.history["state"] == state]["lp_value"].iloc[0]
+        ax.axhline(lp, color="black", ls="--", lw=1, label="LP value (exact max–min)")
+        ax.set_title(f"state {state}", fontsize=9)
+        ax.set_xlabel("update")
+    axes[0].set_ylabel("worst-off stakeholder's utility")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), frameon=False, fontsize=8)
+    fig.suptitle(title or "Tabular MaxMin training: the minimum utility per state")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig
+
+
+def stakeholder_curves(curves: "pandas.DataFrame", *, ax=None, title: str | None = None) -> "Figure":
+    """Each stakeholder's mean normalised reward per update, and the minimum (thick, dark).
+
+    ``curves``: :func:`moralkit.pluralistic.llm_stakeholder_curves` (index: episode; one column per
+    stakeholder, plus ``min``).
+    """
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    fig = ax.figure
+    names = [c for c in curves.columns if c != "min"]
+    for k, name in enumerate(names):
+        ax.plot(curves.index, curves[name], color=STAKEHOLDER_COLOURS[k % len(STAKEHOLDER_COLOURS)], lw=1.5,
+                label=pretty_name(name))
+    if "min" in curves:
+        ax.plot(curves.index, curves["min"], color="#0B3C8C", lw=3, alpha=0.6, label="minimum")
+    ax.set_xlabel("update (episode)")
+    ax.set_ylabel("normalised reward (legal rounds)")
+    ax.set_ylim(-0.05, 1.05)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(frameon=False, fontsize=8, ncol=2)
+    ax.set_title(title or "Each stakeholder's utility during training")
+    fig.tight_layout()
+    return fig
+
+
+__all__ += ["STAKEHOLDER_COLOURS", "RULE_COLOURS", "stakeholder_utility_lines", "rule_comparison", "group_utility_bars",
+            "learned_vs_true_rewards", "maxmin_training_curves", "stakeholder_curves"]

@@ -73,6 +73,14 @@ def accepts_xi(fn: Callable) -> bool:
     return "xi" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
+def _accepts(fn: Callable, keyword: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return keyword in params
+
+
 @dataclass(frozen=True)
 class Reward:
     """A named moral reward with its parameters.
@@ -94,24 +102,32 @@ class Reward:
     r_illegal: float = R_ILLEGAL
     description: str = ""
 
-    def __call__(self, game: MatrixGame | str, my_move, opp_move, opp_prev_move=C):
+    def __call__(self, game: MatrixGame | str, my_move, opp_move, opp_prev_move=C, *, my_prev_move=None):
+        """The reward of each round. ``my_prev_move`` (M's own previous move, the rest of the
+        state M saw) is only needed by rewards that depend on it, e.g. MaxMin weights per state."""
         game = get_game(game)
         scalar = all(np.ndim(x) == 0 for x in (my_move, opp_move, opp_prev_move))
-        my, opp, prev = np.broadcast_arrays(
-            np.asarray(my_move, dtype=np.int64),
-            np.asarray(opp_move, dtype=np.int64),
-            np.asarray(opp_prev_move, dtype=np.int64),
-        )
+        arrays = [np.asarray(x, dtype=np.int64) for x in (my_move, opp_move, opp_prev_move)]
+        if my_prev_move is not None:
+            arrays.append(np.asarray(my_prev_move, dtype=np.int64))
+        my, opp, prev, *mine_before = np.broadcast_arrays(*arrays)
         my_legal = my >= 0
         opp_legal = opp >= 0
         safe_my = np.where(my_legal, my, C)
         safe_opp = np.where(opp_legal, opp, C)
         safe_prev = np.where(prev >= 0, prev, C)
-        kwargs = {"xi": self.xi} if accepts_xi(self.fn) else {}
-        value = np.asarray(self.fn(game, safe_my, safe_opp, safe_prev, **kwargs), dtype=float)
+        safe_mine_before = np.where(mine_before[0] >= 0, mine_before[0], C) if mine_before else None
+        value = np.asarray(self._values(game, safe_my, safe_opp, safe_prev, safe_mine_before), dtype=float)
         value = np.broadcast_to(value, my.shape)
         out = np.where(my_legal, np.where(opp_legal, value, 0.0), self.r_illegal)
         return float(out) if scalar else out
+
+    def _values(self, game: MatrixGame, my, opp, prev, my_prev):
+        """The rewards of legal rounds (subclasses that are not one plain function override this)."""
+        kwargs = {"xi": self.xi} if accepts_xi(self.fn) else {}
+        if my_prev is not None and _accepts(self.fn, "my_prev_move"):
+            kwargs["my_prev_move"] = my_prev
+        return self.fn(game, my, opp, prev, **kwargs)
 
     def with_params(self, **params) -> "Reward":
         """A copy with other ``xi`` / ``r_illegal`` (or name/description)."""
@@ -288,13 +304,16 @@ def get_reward(reward: str | Reward | RewardFn, *, xi: float | None = None, r_il
     >>> get_reward("deontological", xi=4).xi
     4.0
     """
-    if isinstance(reward, str):
+    if isinstance(reward, str) and "(" in reward:
+        base = _parse_aggregate(reward, xi)
+    elif isinstance(reward, str):
         key = reward.strip().lower().replace("-", "_").replace(" ", "_")
         key = _ALIASES.get(key, key)
         if key not in REWARDS:
             raise RewardError(
                 f"Unknown reward {reward!r}. Valid names: {', '.join(REWARDS)} "
-                f"(aliases: {', '.join(sorted(_ALIASES))}); or pass your own function."
+                f"(aliases: {', '.join(sorted(_ALIASES))}); an aggregate of several, e.g. "
+                "maxmin(game,deontological,utilitarian); or pass your own function."
             )
         base = REWARDS[key]
     else:
@@ -356,19 +375,364 @@ def weighted_sum(weights: Mapping[str | Reward, float], name: str | None = None)
     return Reward(label, combined, description=f"weighted sum of {', '.join(r.name for r, _ in parts)}")
 
 
-def normalised(reward: str | Reward | RewardFn, game: str | MatrixGame) -> Reward:
-    """Min–max normalise a reward over a game's legal outcomes to [0, 1].
+def normalised_table(reward: str | Reward | RewardFn, game: str | MatrixGame) -> np.ndarray:
+    """A reward min–max normalised to [0, 1] over the 8 legal rounds of a game (SPEC §8).
 
-    Rewards live on different scales (payoffs, ±ξ, ratios); normalise before comparing or
-    aggregating them (pluralistic alignment, SPEC §8). A constant reward maps to 0.
-    The illegal-answer reward is kept at 0 (the bottom of the scale) minus one unit.
+    Returns an array ``table[my_move, opp_move, opp_prev_move]``. Rewards live on different
+    scales (payoffs, ±ξ, ratios); normalise before comparing or aggregating them. A reward that
+    is the same in every round cannot be normalised (and a stakeholder who is indifferent to
+    everything can never be worse off): it is rejected with a :class:`RewardError`.
+
+    >>> normalised_table("utilitarian", "prisoners_dilemma")[:, :, 0].tolist()   # [my move][their move], after their C
+    [[1.0, 0.5], [0.5, 0.0]]
     """
     reward, game = get_reward(reward), get_game(game)
-    lo, hi = reward_range(reward, game)
-    span = hi - lo
+    my, opp, prev = np.meshgrid([C, D], [C, D], [C, D], indexing="ij")
+    raw = np.asarray(reward(game, my, opp, prev), dtype=float)
+    lo, hi = float(raw.min()), float(raw.max())
+    if not np.all(np.isfinite(raw)):
+        raise RewardError(f"The reward {reward.name!r} is not finite in every legal round of {game.title}: {raw.ravel().tolist()}.")
+    if hi - lo <= 1e-12 * max(1.0, abs(hi)):
+        raise RewardError(
+            f"The reward {reward.name!r} is {lo:g} in every legal round of {game.title}, so it cannot be normalised "
+            "to [0, 1] (min = max), and a stakeholder who cares about nothing is never worse off. Leave it out of the "
+            "stakeholders, or use a game where its reward varies."
+        )
+    return (raw - lo) / (hi - lo)
+
+
+def normalised(reward: str | Reward | RewardFn, game: str | MatrixGame) -> Reward:
+    """Min–max normalise a reward over a game's legal outcomes to [0, 1] (see :func:`normalised_table`).
+
+    Rejects a reward that is constant over the game's legal rounds. An illegal answer earns −1,
+    one full scale below the worst legal round.
+    """
+    reward, game = get_reward(reward), get_game(game)
+    table = normalised_table(reward, game)
 
     def norm(game_, my_move, opp_move, opp_prev_move):
-        raw = reward.fn(game_, my_move, opp_move, opp_prev_move, **({"xi": reward.xi} if accepts_xi(reward.fn) else {}))
-        return (np.asarray(raw, float) - lo) / span if span > 0 else np.zeros_like(np.asarray(raw, float))
+        return table[my_move, opp_move, opp_prev_move]
 
-    return Reward(f"normalised_{reward.name}", norm, r_illegal=-1.0, description=f"{reward.name} scaled to [0, 1] on {game.name}")
+    return Reward(f"normalised_{reward.name}", norm, r_illegal=-1.0, description=f"{reward.name} scaled to [0, 1] on {game.title}")
+
+
+# --------------------------------------------------------------------- aggregating stakeholders (SPEC §8)
+STATE_COUNT = 4
+"""Memory-1 states (my previous move, opponent's previous move), indexed ``2 * my_prev + opp_prev``."""
+
+AGGREGATES: dict[str, str] = {
+    "average": "the utilitarian average of the stakeholders' normalised rewards",
+    "weighted": "a weighted average of the normalised rewards (weights given, e.g. game=0.7)",
+    "maxmin": "the egalitarian rule: serve the worst-off stakeholder (three variants, see MAXMIN_VARIANTS)",
+}
+"""Ways to aggregate stakeholders, usable as reward names: ``"maxmin(game,deontological,utilitarian)"``."""
+
+MAXMIN_VARIANTS: dict[str, str] = {
+    "weights": "smoothly updated stakeholder weights per state: multiplicative steps towards the soft minimum",
+    "switch": "each update, the reward of the stakeholder worst off in each state (MaxMin-RLHF's Algorithm 1)",
+    "min": "the per-sample minimum of the normalised rewards (what MaxMin-RLHF's public code does)",
+}
+"""The practical MaxMin variants; ``maxmin(...)`` without ``variant=`` is the first."""
+
+_OPTIONS = {"variant": str, "rate": float, "temperature": float, "smoothing": float}
+
+
+def _aggregate_placeholder(game, my_move, opp_move, opp_prev_move):  # pragma: no cover - never called
+    raise NotImplementedError("AggregateReward computes its values itself.")
+
+
+class _Tracker:
+    """What a stateful MaxMin reward has learned so far: utilities and weights per state."""
+
+    def __init__(self, k: int):
+        self.utility = np.full((STATE_COUNT, k), np.nan)
+        self.log_weights = np.zeros((STATE_COUNT, k))
+        self.batch_sum = np.zeros((STATE_COUNT, k))
+        self.batch_n = np.zeros(STATE_COUNT)
+        self.updates = 0
+
+    def state_dict(self) -> dict:
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in vars(self).items()}
+
+    def load(self, state: dict) -> None:
+        for k, v in state.items():
+            current = getattr(self, k)
+            setattr(self, k, np.array(v, dtype=float).reshape(current.shape) if isinstance(current, np.ndarray) else v)
+
+
+@dataclass(frozen=True, eq=False)
+class AggregateReward(Reward):
+    """One reward made of several stakeholders' rewards, each min–max normalised per game.
+
+    ``rule`` is ``"average"`` (utilitarian), ``"weighted"`` (``weights``, summing to 1) or one
+    of the MaxMin variants of :data:`MAXMIN_VARIANTS`:
+
+    * ``"min"``: every round earns the *smallest* normalised reward of the stakeholders. It needs
+      no state, but it maximises E[min_k r_k], which can be lower than max min_k E[r_k] when the
+      egalitarian optimum mixes (Jensen: E[min] <= min E).
+    * ``"switch"`` and ``"weights"`` keep, for each memory-1 state, an estimate of each
+      stakeholder's utility (its mean normalised reward in that state over recent updates). After
+      each update (batch of rounds) ``"switch"`` rewards the next batch, in each state, with the
+      reward of the stakeholder worst off there; ``"weights"`` rewards it with the weighted
+      average Σ_k λ_k r_k, where log λ moves a step ``rate`` towards −U/``temperature`` (a
+      multiplicative-weights update whose fixed point is the soft minimum softmax(−U/τ)). At the
+      max–min point the weights make C and D equally good, so a learner with a stochastic policy
+      can settle on the mixed optimum.
+
+    The stateful variants learn from the rounds they see: whoever plays calls :meth:`observe`
+    after each round and :meth:`update` after each batch (:class:`moralkit.env.IteratedGame`
+    does both: a new episode starts a new batch). Rewards for a round need M's previous move
+    (``my_prev_move=``) to know the state. A copy made by :meth:`with_params` starts afresh.
+
+    >>> from moralkit.games import get_game, C, D
+    >>> pd = get_game("prisoners_dilemma")
+    >>> r = get_reward("average(game,deontological,utilitarian)")
+    >>> round(r(pd, C, C, C), 4), round(r(pd, D, C, C), 4)      # (0.75+1+1)/3 and (1+0+0.5)/3
+    (0.9167, 0.5)
+    >>> get_reward("maxmin(game,deontological,utilitarian,variant=min)")(pd, D, C, C)
+    0.0
+    """
+
+    stakeholders: tuple[Reward, ...] = ()
+    rule: str = "average"
+    weights: tuple[float, ...] | None = None
+    rate: float = 0.5
+    """``weights``: the step of each multiplicative update of log λ (1 jumps to the soft minimum)."""
+    temperature: float = 0.02
+    """``weights``: τ of the soft minimum softmax(−U/τ); small τ is close to the hard minimum."""
+    smoothing: float = 0.5
+    """``switch``/``weights``: the share of the newest batch in the running utility estimates."""
+
+    def __post_init__(self):
+        rules = ("average", "weighted", *MAXMIN_VARIANTS)
+        if self.rule not in rules:
+            raise RewardError(f"Unknown aggregation rule {self.rule!r}; use one of {', '.join(rules)}.")
+        parts = tuple(make_reward(s) for s in self.stakeholders)
+        if len(parts) < 2:
+            raise RewardError(f"Aggregating needs at least two stakeholders, got {len(parts)}.")
+        names = [p.name for p in parts]
+        if len(set(names)) != len(names):
+            raise RewardError(f"Each stakeholder may appear once; got {names}.")
+        # the aggregate's ξ applies to every stakeholder that takes ξ
+        object.__setattr__(self, "stakeholders", tuple(p.with_params(xi=self.xi) for p in parts))
+        if self.rule == "weighted":
+            w = np.asarray(self.weights if self.weights is not None else [], dtype=float)
+            if w.shape != (len(parts),) or np.any(w < 0) or not np.isfinite(w).all() or w.sum() <= 0:
+                raise RewardError(
+                    f"A weighted aggregate needs one weight >= 0 per stakeholder ({len(parts)}), not all 0; got {self.weights!r}."
+                )
+            object.__setattr__(self, "weights", tuple(float(x) for x in w / w.sum()))
+        for key in ("rate", "smoothing"):
+            if not 0 < getattr(self, key) <= 1:
+                raise RewardError(f"{key} must be in (0, 1], got {getattr(self, key)}.")
+        if not self.temperature > 0:
+            raise RewardError(f"temperature must be > 0, got {self.temperature}.")
+        object.__setattr__(self, "_tracker", _Tracker(len(parts)))
+        object.__setattr__(self, "_tables", {})
+
+    # ----------------------------------------------------------------- values
+    @property
+    def stakeholder_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.stakeholders)
+
+    @property
+    def stateful(self) -> bool:
+        """Whether the reward adapts to the rounds it sees (``switch`` and ``weights``)."""
+        return self.rule in ("switch", "weights")
+
+    def tables(self, game: MatrixGame | str) -> np.ndarray:
+        """The stakeholders' normalised rewards, ``[k, my_move, opp_move, opp_prev_move]`` (cached per game)."""
+        game = get_game(game)
+        if game not in self._tables:
+            self._tables[game] = np.stack([normalised_table(s, game) for s in self.stakeholders])
+        return self._tables[game]
+
+    def state_weights(self) -> np.ndarray:
+        """The weights λ[state, stakeholder] the next rounds are scored with (rows sum to 1).
+
+        ``average``: uniform; ``weighted``: the given weights; ``switch``: one-hot on the worst-off
+        stakeholder per state (uniform where nothing was seen yet); ``weights``: softmax of log λ.
+        ``min`` has no weights (the minimum is taken round by round): NaN.
+        """
+        k = len(self.stakeholders)
+        if self.rule == "average":
+            return np.full((STATE_COUNT, k), 1.0 / k)
+        if self.rule == "weighted":
+            return np.tile(np.asarray(self.weights), (STATE_COUNT, 1))
+        if self.rule == "min":
+            return np.full((STATE_COUNT, k), np.nan)
+        t = self._tracker
+        if self.rule == "switch":
+            out = np.full((STATE_COUNT, k), 1.0 / k)
+            seen = ~np.isnan(t.utility).any(axis=1)
+            out[seen] = np.eye(k)[np.argmin(t.utility[seen], axis=1)]
+            return out
+        z = t.log_weights - t.log_weights.max(axis=1, keepdims=True)
+        return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+
+    def _values(self, game, my, opp, prev, my_prev):
+        values = self.tables(game)[:, my, opp, prev]  # (k, ...)
+        if self.rule == "min":
+            return values.min(axis=0)
+        if self.rule in ("average", "weighted"):
+            return np.tensordot(self.state_weights()[0], values, axes=1)
+        if my_prev is None:
+            raise RewardError(
+                f"{self.name} weighs its stakeholders per state (my previous move, their previous move): "
+                "call it with my_prev_move=... as well."
+            )
+        lam = self.state_weights()[2 * my_prev + prev]  # (..., k)
+        return np.einsum("...k,k...->...", lam, values)
+
+    # ----------------------------------------------------------------- learning the weights
+    def observe(self, game, my_prev_move, opp_prev_move, my_move, opp_move) -> None:
+        """Record rounds just played (arrays; illegal moves are skipped) into the current batch."""
+        if not self.stateful:
+            return
+        my_prev, opp_prev, my, opp = (np.atleast_1d(np.asarray(x, dtype=np.int64)) for x in
+                                      (my_prev_move, opp_prev_move, my_move, opp_move))
+        legal = (my >= 0) & (opp >= 0) & (my_prev >= 0) & (opp_prev >= 0)
+        if not legal.any():
+            return
+        my_prev, opp_prev, my, opp = my_prev[legal], opp_prev[legal], my[legal], opp[legal]
+        values = self.tables(game)[:, my, opp, opp_prev]  # (k, n)
+        state = 2 * my_prev + opp_prev
+        t = self._tracker
+        np.add.at(t.batch_sum, state, values.T)
+        np.add.at(t.batch_n, state, 1.0)
+
+    def update(self) -> None:
+        """End of a batch: refresh the utility estimates and the weights from the rounds observed."""
+        if not self.stateful:
+            return
+        t = self._tracker
+        seen = t.batch_n > 0
+        if seen.any():
+            mean = t.batch_sum[seen] / t.batch_n[seen, None]
+            old = t.utility[seen]
+            t.utility[seen] = np.where(np.isnan(old), mean, (1 - self.smoothing) * old + self.smoothing * mean)
+            if self.rule == "weights":
+                step = (1 - self.rate) * t.log_weights[seen] - self.rate * t.utility[seen] / self.temperature
+                t.log_weights[seen] = step - step.max(axis=1, keepdims=True)
+            t.updates += 1
+        t.batch_sum[:] = 0.0
+        t.batch_n[:] = 0.0
+
+    @property
+    def utility_estimates(self) -> np.ndarray:
+        """The running estimate of each stakeholder's normalised utility, ``[state, k]`` (NaN: unseen)."""
+        return self._tracker.utility.copy()
+
+    def state_dict(self) -> dict:
+        """What the reward has learned (for checkpoints); :meth:`load_state_dict` restores it."""
+        return self._tracker.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self._tracker.load(state)
+
+    def __repr__(self) -> str:
+        return f"AggregateReward({self.name!r}, xi={self.xi:g})"
+
+
+def is_stateful(reward) -> bool:
+    """Whether a reward learns from the rounds it sees (then call ``observe`` and ``update``)."""
+    return bool(getattr(reward, "stateful", False))
+
+
+def aggregate(
+    stakeholders: Iterable[str | Reward | RewardFn],
+    rule: str = "maxmin",
+    *,
+    variant: str | None = None,
+    weights: Iterable[float] | Mapping[str, float] | None = None,
+    xi: float = XI,
+    r_illegal: float = R_ILLEGAL,
+    name: str | None = None,
+    **options,
+) -> AggregateReward:
+    """Aggregate stakeholders' rewards into one: ``rule`` is ``"average"``, ``"weighted"`` or ``"maxmin"``.
+
+    Stakeholders are reward names or your own reward functions. ``variant`` picks the MaxMin
+    variant (default ``"weights"``, see :data:`MAXMIN_VARIANTS`); ``options`` are ``rate``,
+    ``temperature``, ``smoothing`` of :class:`AggregateReward`. The same aggregates are
+    available by name: ``get_reward("maxmin(game,deontological,utilitarian,variant=switch)")``,
+    ``"average(game,utilitarian)"``, ``"weighted(game=0.7,deontological=0.3)"``.
+
+    >>> aggregate(["game", "deontological"], "weighted", weights=[3, 1]).weights
+    (0.75, 0.25)
+    """
+    parts = [get_reward(s) for s in stakeholders]
+    if rule not in AGGREGATES:
+        raise RewardError(f"Unknown aggregation {rule!r}; use one of {', '.join(AGGREGATES)}.")
+    if rule == "maxmin":
+        variant = variant or next(iter(MAXMIN_VARIANTS))
+        if variant not in MAXMIN_VARIANTS:
+            raise RewardError(f"Unknown MaxMin variant {variant!r}; use one of {', '.join(MAXMIN_VARIANTS)}.")
+        internal = variant
+    else:
+        if variant is not None:
+            raise RewardError(f"variant= only applies to maxmin, not to {rule!r}.")
+        internal = rule
+    if isinstance(weights, Mapping):
+        weights = [weights[p.name] if p.name in weights else 0.0 for p in parts]
+    if rule == "weighted" and weights is None:
+        raise RewardError("A weighted aggregate needs weights, e.g. weighted(game=0.7,deontological=0.3).")
+    if rule != "weighted" and weights is not None:
+        raise RewardError(f"weights= only applies to 'weighted', not to {rule!r}.")
+    unknown = set(options) - {"rate", "temperature", "smoothing"}
+    if unknown:
+        raise RewardError(f"Unknown option(s) {sorted(unknown)}; aggregates take rate, temperature and smoothing.")
+    reward = AggregateReward(
+        name="", fn=_aggregate_placeholder, xi=xi, r_illegal=r_illegal, stakeholders=tuple(parts), rule=internal,
+        weights=None if weights is None else tuple(float(w) for w in weights), **options,
+    )
+    if name is None:
+        args = [f"{s}={w:g}" for s, w in zip(reward.stakeholder_names, reward.weights)] if rule == "weighted" \
+            else list(reward.stakeholder_names)
+        if rule == "maxmin" and variant != next(iter(MAXMIN_VARIANTS)):
+            args.append(f"variant={variant}")
+        defaults = {f: AggregateReward.__dataclass_fields__[f].default for f in ("rate", "temperature", "smoothing")}
+        args += [f"{k}={v:g}" for k, v in options.items() if v != defaults[k]]
+        name = f"{rule}({','.join(args)})"
+    description = {"average": "utilitarian average", "weighted": "weighted average"}.get(rule, f"egalitarian max-min ({internal})")
+    return replace(reward, name=name, description=f"{description} of normalised {', '.join(reward.stakeholder_names)}")
+
+
+def _parse_aggregate(spec: str, xi: float | None) -> AggregateReward:
+    """``"maxmin(game,deontological,utilitarian,variant=switch)"`` → :func:`aggregate`."""
+    import re
+
+    match = re.fullmatch(r"\s*([A-Za-z_]\w*)\s*\((.*)\)\s*", spec)
+    if not match:
+        raise RewardError(f"Cannot read {spec!r}: write an aggregate as maxmin(game,deontological,utilitarian).")
+    rule, body = match.group(1).lower(), match.group(2)
+    if rule not in AGGREGATES:
+        raise RewardError(f"Unknown aggregate {rule!r} in {spec!r}; use one of {', '.join(AGGREGATES)} (e.g. maxmin(game,deontological)).")
+    if "(" in body:
+        raise RewardError(f"Aggregates do not nest ({spec!r}): list plain reward names.")
+    stakeholders, weights, options = [], {}, {}
+    for part in (p.strip() for p in body.split(",")):
+        if not part:
+            continue
+        key, eq, value = (x.strip() for x in part.partition("="))
+        if eq and key.lower() in _OPTIONS:
+            try:
+                options[key.lower()] = _OPTIONS[key.lower()](value)
+            except ValueError:
+                raise RewardError(f"{key}={value!r} in {spec!r} is not a {_OPTIONS[key.lower()].__name__}.") from None
+        elif eq:
+            if rule != "weighted":
+                raise RewardError(f"{part!r} in {spec!r}: only weighted(...) takes stakeholder weights; options are {', '.join(_OPTIONS)}.")
+            try:
+                weights[get_reward(key).name] = float(value)
+            except ValueError:
+                raise RewardError(f"The weight of {key!r} in {spec!r} must be a number, got {value!r}.") from None
+            stakeholders.append(key)
+        else:
+            stakeholders.append(part)
+    variant = options.pop("variant", None)
+    kwargs = {"xi": xi} if xi is not None else {}
+    return aggregate(stakeholders, rule, variant=variant, weights=weights or None, **kwargs, **options)
+
+
+__all__ += ["normalised_table", "AGGREGATES", "MAXMIN_VARIANTS", "AggregateReward", "aggregate", "is_stateful", "STATE_COUNT"]

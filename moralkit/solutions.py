@@ -9,6 +9,8 @@ Chapter 1 (payoff matrices):
 Chapter 2 (moral rewards):
     :func:`game_deontological_reward`, :func:`inequity_averse_reward` (one possible own reward),
     :func:`cooperation_threshold` (with :func:`tft_discounted_values`)
+Chapter 7 (pluralistic alignment):
+    :func:`maxmin_mix_c_d`, :func:`e_step`
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ __all__ = [
     "inequity_averse_reward",
     "tft_discounted_values",
     "cooperation_threshold",
+    "maxmin_mix_c_d",
+    "e_step",
     "show",
 ]
 
@@ -64,6 +68,30 @@ def inequity_averse_reward(game, my_move, opp_move, opp_prev_move):
     envy = np.maximum(theirs - mine, 0.0)
     guilt = np.maximum(mine - theirs, 0.0)
     return mine - 1.0 * envy - 0.5 * guilt
+
+
+# --------------------------------------------------------------------- chapter 7
+def maxmin_mix_c_d() -> tuple[float, float]:
+    """Exercise 7.1: the max–min mix in state C|D (PD vs Tit-for-Tat, ξ = 3; game, deontological, utilitarian).
+
+    Tit-for-Tat copies my last move, C, so they play C now; they played D before, so no norm is at
+    stake. Normalised (game: payoff/4; deontological: (r + 3)/3; utilitarian: (sum − 2)/4):
+    C gives (3/4, 1, 1), D gives (1, 1, 1/2). With p = P(C): game 1 − p/4, deontological 1,
+    utilitarian 1/2 + p/2. The lowest line is the game's for large p and the utilitarian's for
+    small p; they cross where 1 − p/4 = 1/2 + p/2, at p = 2/3, where both get 5/6.
+    """
+    return 2 / 3, 5 / 6
+
+
+def e_step(user, first, second, first_wins, rewards, n_users):
+    """Exercise 7.2: each user's cluster, the one whose Bradley–Terry reward explains its comparisons best."""
+    rewards = np.atleast_2d(rewards)
+    margin = rewards[:, first] - rewards[:, second]  # r(first) - r(second), one row per cluster
+    signed = np.where(first_wins, margin, -margin)  # r(winner) - r(loser)
+    log_p = -np.logaddexp(0.0, -signed)  # log sigma(signed), computed stably
+    per_user = np.zeros((n_users, len(rewards)))
+    np.add.at(per_user, user, log_p.T)  # sum over each user's comparisons
+    return np.argmax(per_user, axis=1)
 
 
 def show(name: str) -> None:

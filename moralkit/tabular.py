@@ -26,7 +26,7 @@ import numpy as np
 
 from .games import C, D, MatrixGame, get_game
 from .opponents import Opponent, get_opponent
-from .rewards import XI, Reward, get_reward
+from .rewards import XI, Reward, get_reward, is_stateful
 
 __all__ = ["tft_discounted_values", "cooperation_threshold", "QLearner", "QLearningResult", "train_q_learning", "outcome_metrics", "STATE_LABELS"]
 
@@ -149,6 +149,12 @@ def train_q_learning(
 
     Two learners: pass ``opponent="learner"`` and ``opponent_reward=...`` (learner ``"b"``).
     Returns a :class:`QLearningResult` whose ``history`` has one row per iteration and run.
+
+    Aggregates of stakeholders work as rewards too (``"maxmin(game,deontological,utilitarian)"``).
+    A MaxMin variant that learns its weights (``weights``, ``switch``) sees all runs' rounds of an
+    iteration as one batch. A greedy Q-learner can only play pure policies, though, while the
+    max–min optimum is often mixed: :func:`moralkit.pluralistic.train_tabular` has a learner that
+    can represent the mix.
     """
     import pandas as pd
 
@@ -162,6 +168,9 @@ def train_q_learning(
         if opponent_reward is None:
             raise ValueError("Two learners: pass opponent_reward (the second learner's reward).")
         reward_b = get_reward(opponent_reward, xi=xi) if isinstance(opponent_reward, str) else get_reward(opponent_reward)
+        if is_stateful(reward_a) or is_stateful(reward_b):
+            raise ValueError("MaxMin rewards that learn their weights follow one learner against a fixed opponent; "
+                             "for two learners use average, weighted or maxmin(...,variant=min).")
         learners["b"] = QLearner(reward_b, n_runs, alpha, gamma)
         opp = None
         opp_name = f"learner ({reward_b.name})"
@@ -186,10 +195,13 @@ def train_q_learning(
             b = learners["b"].act(b_prev, a_prev, eps, rng)
         else:
             b = np.asarray(opp.act(a_prev, b_prev, rng))
-        r_a = reward_a(game, a, b, b_prev)
+        r_a = reward_a(game, a, b, b_prev, my_prev_move=a_prev)
+        if is_stateful(reward_a):
+            reward_a.observe(game, a_prev, b_prev, a, b)
+            reward_a.update()
         learner_a.update(a_prev, b_prev, a, r_a, a, b)
         if opp is None:
-            r_b = learners["b"].reward(swapped, b, a, a_prev)
+            r_b = learners["b"].reward(swapped, b, a, a_prev, my_prev_move=b_prev)
             learners["b"].update(b_prev, a_prev, b, r_b, b, a)
         else:
             r_b = np.full(n_runs, np.nan)

@@ -274,6 +274,7 @@ class TrainingRun:
                 "env_rng": self.env.rng.bit_generator.state,
                 "sample_rng": self.sample_rng.bit_generator.state,
                 "env_episode": self.env.episode,
+                "reward_states": self.env.reward_states(),  # what MaxMin rewards learned (stakeholder weights)
             }
             (tmp / "training_state.json").write_text(json.dumps(state))
             old = self.folder / ".checkpoint.old"
@@ -300,6 +301,7 @@ class TrainingRun:
         self.env.rng.bit_generator.state = state["env_rng"]
         self.sample_rng.bit_generator.state = state["sample_rng"]
         self.env.episode = state["env_episode"]
+        self.env.load_reward_states(state.get("reward_states", {}))
         self.episode = int(state["episode"])
         self._truncate_logs(self.episode)
 

@@ -311,3 +311,61 @@ def test_check_training_moved_on_a_training_log_and_a_run(capsys):
     assert prediction_agreement(log, "deontological") > prediction_agreement(log, "utilitarian")
     all_illegal = log.assign(my_move="illegal", action_type="illegal")
     assert np.isnan(prediction_agreement(all_illegal, "game"))
+
+
+# --------------------------------------------------------------------- chapter 7
+def test_maxmin_mix_check_accepts_the_solution_and_names_the_mistakes():
+    from moralkit.exercises import check_maxmin_mix
+
+    assert check_maxmin_mix(*solutions.maxmin_mix_c_d(), verbose=False)
+    assert check_maxmin_mix(0.8, 0.8, state="C|C", verbose=False)
+    cases = [
+        ((1.0, 0.75), "utilitarian average's choice"),  # the average cooperates
+        ((1 / 3, 5 / 6), "you gave P(D)"),
+        ((2 / 3, 8 / 9), "*mean*"),
+        ((1.0, 0.75), "lowest utility at *your* P(C)"),
+        ((None, None), "no answer yet"),
+        ((1.5, None), "not a probability"),
+    ]
+    for (p, v), hint in cases:
+        result = check_maxmin_mix(p, v, verbose=False)
+        assert not result and hint in _text(result), (p, v, _text(result))
+
+
+def test_maxmin_mix_check_spots_raw_rewards_and_the_wrong_crossing():
+    from moralkit.exercises import _raw_state_utilities, check_maxmin_mix
+    from moralkit.pluralistic import solve_maxmin
+
+    raw = solve_maxmin(_raw_state_utilities(get_game("prisoners_dilemma"), ("game", "deontological", "utilitarian"),
+                                            "tit_for_tat", 3.0, D, C))
+    result = check_maxmin_mix(raw.p_cooperate, None, state="D|C", verbose=False)
+    assert not result and "normalise each stakeholder" in _text(result)
+    # in C|C the deontological and utilitarian lines cross at p = 1, where the game's line is lower
+    result = check_maxmin_mix(0.0, None, state="D|D", verbose=False)
+    assert not result
+
+
+def test_e_step_check_accepts_the_solution_and_names_the_mistakes():
+    from moralkit.exercises import check_e_step
+
+    assert check_e_step(solutions.e_step, verbose=False)
+
+    def loglik(user, first, second, first_wins, rewards, n_users, signed=True, logs=True):
+        margin = rewards[:, first] - rewards[:, second]
+        s = np.where(first_wins, margin, -margin) if signed else margin
+        values = -np.logaddexp(0.0, -s) if logs else 1 / (1 + np.exp(-s))
+        out = np.zeros((n_users, len(rewards)))
+        np.add.at(out, user, values.T)
+        return out
+
+    mistakes = {
+        "argmin": lambda *a: np.argmin(loglik(*a), axis=1),
+        "r(winner) − r(loser)": lambda *a: np.argmax(loglik(*a, signed=False), axis=1),
+        "add *log*-probabilities": lambda *a: np.argmax(loglik(*a, logs=False), axis=1),
+        "one cluster per *user*": lambda user, *a: np.zeros(len(user), int),
+        "forget `return`": lambda *a: None,
+        "crashed": lambda *a: 1 / 0,
+    }
+    for hint, fn in mistakes.items():
+        result = check_e_step(fn, verbose=False)
+        assert not result and hint in _text(result), (hint, _text(result))

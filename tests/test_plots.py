@@ -357,3 +357,48 @@ def test_ppo_curves_one_panel_per_metric_one_line_per_run():
     assert [ax.get_title() for ax in fig.axes] == [plots.PPO_CURVES["objective/kl"], plots.PPO_CURVES["ppo/loss/policy"], "not/a/column"]
     assert len(fig.axes[0].get_lines()) == 2 and len(fig.axes[2].get_lines()) == 0
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["game", "utilitarian"]
+
+
+# --------------------------------------------------------------------- chapter 7
+def test_stakeholder_utility_lines_mark_the_maxmin_point_on_the_lower_envelope():
+    from moralkit.pluralistic import stakeholder_utilities
+
+    states = stakeholder_utilities("prisoners_dilemma", ["game", "deontological", "utilitarian"], "tit_for_tat", xi=3)
+    fig = plots.stakeholder_utility_lines(states)
+    assert isinstance(fig, Figure) and len(fig.axes) == 4
+    ax = fig.axes[0]  # state C|C
+    stakeholder_lines = [line for line in ax.get_lines() if len(line.get_xdata()) > 2 and line.get_linestyle() == "-"]
+    assert len(stakeholder_lines) == 3
+    marker = [line for line in ax.get_lines() if line.get_marker() == "o"][0]
+    assert marker.get_xdata()[0] == pytest.approx(0.8) and marker.get_ydata()[0] == pytest.approx(0.8)
+    square = [line for line in ax.get_lines() if line.get_marker() == "s"][0]
+    assert square.get_xdata()[0] == 1.0 and square.get_ydata()[0] == pytest.approx(0.75)  # the average's worst-off
+
+
+def test_rule_comparison_and_group_bars_draw_the_table_values():
+    from moralkit.pluralistic import maxmin_table
+
+    table = maxmin_table("prisoners_dilemma", ["game", "deontological", "utilitarian"], "tit_for_tat", xi=3)
+    fig = plots.rule_comparison(table)
+    heights = sorted(round(p.get_height(), 4) for p in fig.axes[0].patches)
+    assert heights == sorted(round(x, 4) for x in table["p_cooperate"])
+    groups = pd.DataFrame({"share": [0.7, 0.3], "single reward": [0.6, 0.2], "maxmin": [0.5, 0.4]}, index=["game", "utilitarian"])
+    fig = plots.group_utility_bars(groups)
+    assert sorted(p.get_height() for p in fig.axes[0].patches) == [0.2, 0.4, 0.5, 0.6]
+
+
+def test_learned_vs_true_rewards_and_training_curves_draw():
+    from moralkit.pluralistic import impossibility, llm_stakeholder_curves, train_tabular
+
+    result = impossibility(seed=0, restarts=1)
+    fig = plots.learned_vs_true_rewards(result.rewards_frame())
+    assert len(fig.axes) == 3
+    runs = {v: train_tabular(f"maxmin(game,utilitarian,variant={v})", updates=5, games_per_update=4, rounds=2)
+            for v in ("weights", "min")}
+    fig = plots.maxmin_training_curves(runs)
+    assert len(fig.axes) == 4 and len(fig.axes[0].get_lines()) == 3  # two variants and the LP value
+    env = IteratedGame("prisoners_dilemma", "tit_for_tat", n_games=6, seed=0)
+    frame = run_episodes(env, lambda s, rng: rng.integers(-1, 2, len(s)), episodes=4).rename(columns={"opp_prev": "opp_prev"})
+    curves = llm_stakeholder_curves(frame, ["game", "utilitarian"])
+    fig = plots.stakeholder_curves(curves)
+    assert [line.get_label() for line in fig.axes[0].get_lines()] == ["game", "utilitarian", "minimum"]
