@@ -47,7 +47,8 @@ def benchmark_training(
     updates: int = 3,
     model: str = "embedded",
     seed: int = 0,
-    compile: bool = False,
+    compile: bool | str = False,
+    dtype: str | None = None,
 ) -> dict:
     """Time ``updates`` PPO updates (after one warm-up update) and return the figures as a dict.
 
@@ -57,22 +58,25 @@ def benchmark_training(
     beside it shows outliers such as a recompilation) and its parts ``sampling_s``,
     ``scoring_s``, ``optimiser_s``; ``optimiser_steps_per_update``, ``rounds_per_s``,
     ``peak_host_gb``, ``peak_gpu_gb`` (None without CUDA) and the versions of torch, transformers
-    and peft.
+    and peft. ``dtype`` loads the model in that dtype (default: :func:`~moralkit.llm.models.load_model`'s
+    choice, bfloat16 on a recent GPU).
     """
     import peft
     import torch
     import transformers
 
+    from .llm.models import load_model
     from .training import TrainingConfig, TrainingRun
 
     cfg = TrainingConfig(reward="game", opponent="tit_for_tat", episodes=updates + 1, games_per_update=games_per_update,
                          rounds=rounds, preset=preset, model=model, seed=seed, checkpoint_every=10_000,
-                         ppo_overrides={"compile": True} if compile else {})
+                         ppo_overrides={"compile": compile} if compile else {})
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
-        run = TrainingRun(cfg, folder).setup()
+        model_and_tokenizer = load_model(model, dtype=dtype) if dtype else (None, None)
+        run = TrainingRun(cfg, folder, model=model_and_tokenizer[0], tokenizer=model_and_tokenizer[1]).setup()
         load_s = time.perf_counter() - start
         run.train(progress=False)
         table = run.updates
@@ -91,6 +95,7 @@ def benchmark_training(
         "games_per_update": games_per_update,
         "rounds": rounds,
         "compile": compile,
+        "dtype": str(next(run.model.parameters()).dtype).removeprefix("torch."),
         "timed_updates": n,
         "load_s": round(load_s, 2),
         "warmup_s": round(float(warmup["seconds"]), 2),

@@ -278,7 +278,9 @@ def _grid_figures(out, trained, generalisation) -> list:
 @arg("--games-per-update", type=int, default=1, help="games played in parallel per update (paper: 1)")
 @arg("--rounds", type=int, default=5, help="rounds per game")
 @arg("--updates", type=int, default=3, help="timed updates (after one warm-up)")
-@arg("--compile", action="store_true", help="compile the PPO epochs with torch.compile (pays off on a GPU)")
+@arg("--compile", nargs="?", const=True, default=False, metavar="MODE",
+     help="compile the PPO epochs with torch.compile (pays off on a GPU); MODE e.g. reduce-overhead")
+@arg("--dtype", default=None, help="model dtype, e.g. float32 or bfloat16 (default: bfloat16 on a recent GPU, else float32)")
 @arg("--json", action="store_true", help="print one JSON object instead of a table")
 @arg("--save", default=None, metavar="CSV", help="also append the figures to this CSV file (e.g. data/results/bench.csv)")
 def _bench(ns) -> int:
@@ -287,7 +289,7 @@ def _bench(ns) -> int:
     from .bench import benchmark_training, save_benchmark
 
     result = benchmark_training(preset=ns.preset, games_per_update=ns.games_per_update, rounds=ns.rounds,
-                                updates=ns.updates, model=ns.model, compile=ns.compile)
+                                updates=ns.updates, model=ns.model, compile=ns.compile, dtype=ns.dtype)
     if ns.json:
         print(json.dumps(result))
     else:

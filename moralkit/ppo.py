@@ -118,7 +118,8 @@ class PPOConfig:
       where the extra model call costs more than the tokens it saves); ``compile`` (run the PPO
       epochs through ``torch.compile`` of the model's decoder stack: on a GPU it fuses the
       thousands of small kernels of a forward and backward pass; the first updates pay for the
-      compilation, minutes; off by default, measured in ``moralkit bench --compile``); ``seed`` (LoRA and value-head initialisation, minibatch
+      compilation, minutes; ``True`` or a ``torch.compile`` mode such as ``"reduce-overhead"``
+      (CUDA graphs too); off by default, measured in ``moralkit bench --compile``); ``seed`` (LoRA and value-head initialisation, minibatch
       shuffling and dropout all derive from it).
     """
 
@@ -160,13 +161,15 @@ class PPOConfig:
     autocast_dtype: str | None = None
     deduplicate: bool = True
     share_prefix: bool | str = "auto"
-    compile: bool = False
+    compile: bool | str = False
     seed: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.lora_target_modules, list):
             self.lora_target_modules = tuple(self.lora_target_modules)
         self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]
+        if self.compile not in (True, False, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
+            raise ValueError(f"compile must be True, False or a torch.compile mode, got {self.compile!r}")
         if self.share_prefix not in (True, False, "auto"):
             raise ValueError(f"share_prefix must be True, False or 'auto', got {self.share_prefix!r}")
         if self.autocast_dtype not in (None, "bf16", "auto"):
@@ -849,7 +852,8 @@ class PPOTrainer:
         self._compiled_decoder = None
         if self.config.compile:
             decoder = self.model.get_base_model().get_decoder()
-            self._compiled_decoder = (decoder, torch.compile(decoder.forward, dynamic=None))
+            mode = None if self.config.compile is True else self.config.compile
+            self._compiled_decoder = (decoder, torch.compile(decoder.forward, dynamic=None, mode=mode))
         self.model.eval()
 
     # -- accessors -------------------------------------------------------------------------

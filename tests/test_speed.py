@@ -183,3 +183,40 @@ def test_a_grid_trains_conditions_in_parallel_processes_with_the_same_results(tm
         pd.testing.assert_frame_equal(a.log, b.log)
     with pytest.raises(ValueError, match="workers"):
         train_grid(["game"], out=tmp_path / "x", workers=0, **kw)
+
+
+def test_reading_the_shared_first_label_token_ahead_samples_exactly_as_token_by_token(tokenizer):
+    """``action`` is read with the prompt; rows that sampled another first token get a second pass."""
+
+    class TokenByToken(LLMPlayer):
+        _guess = None  # the plain decoder: one model call per answer token
+
+    action, one, two = (tokenizer.encode(s, add_special_tokens=False)[0] for s in ("action", "1", "2"))
+    # "action" likely but not certain, so that both kinds of rows occur
+    model = tiny_random_model(tokenizer, seed=0, logit_bias={action: 15.0, one: 14.3, two: 14.0})
+    fast, plain = LLMPlayer(model, tokenizer), TokenByToken(model, tokenizer)
+    assert fast._guess == action and plain._guess is None
+    my_prev, opp_prev = np.array([0, 1, 1, 0] * 6), np.array([0, 0, 1, 1] * 6)
+    a = fast.decide(PD, my_prev, opp_prev, np.random.default_rng(5))
+    b = plain.decide(PD, my_prev, opp_prev, np.random.default_rng(5))
+    firsts = {ids[0] for ids in a.answer_ids}
+    assert action in firsts and len(firsts) > 1  # in format and astray, both
+    assert a.answer_ids == b.answer_ids and list(a.moves) == list(b.moves)
+
+
+def test_small_models_stay_float32_on_a_gpu(monkeypatch):
+    """Kernel launches, not arithmetic, bound a 135M model on a GPU: bfloat16 casts only add kernels."""
+    from transformers import AutoConfig
+
+    from moralkit.llm import models
+
+    monkeypatch.setattr(models, "native_cuda_bf16", lambda device=None: True)  # an Ampere-or-newer GPU
+    cuda = torch.device("cuda")
+    small = models.estimate_parameters(AutoConfig.for_model(**RANDOM_SHAPES["smollm2-135m"]))
+    large = models.estimate_parameters(AutoConfig.for_model(**RANDOM_SHAPES["gemma-2-2b"]))
+    assert 130e6 < small < 160e6 and 2.5e9 < large < 3.0e9
+    assert models.default_dtype(cuda, small) == torch.float32
+    assert models.default_dtype(cuda, large) == torch.bfloat16
+    assert models.default_dtype(cuda) == torch.bfloat16  # size unknown: the large-model choice
+    monkeypatch.setattr(models, "native_cuda_bf16", lambda device=None: False)  # a T4
+    assert models.default_dtype(cuda, large) == torch.float32

@@ -624,8 +624,18 @@ class LLMPlayer:
         u = torch.rand((len(cdf), 1), generator=generator, dtype=torch.float64) * cdf[:, -1:]
         return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp(max=cdf.shape[1] - 1)
 
+    @property
+    def _guess(self) -> int | None:
+        """The first token of every label, when the labels are two tokens that share it (``action|1``)."""
+        first = {tuple(ids[:-1]) for ids in self.label_ids}
+        if self.max_new_tokens == 2 and len(first) == 1 and all(len(ids) == 2 for ids in self.label_ids):
+            return next(iter(first))[0]
+        return None
+
     def _sample(self, prompt_ids: list[list[int]], generator: torch.Generator, max_prefix: int | None = None) -> list[list[int]]:
         """Sample up to ``max_new_tokens`` tokens per row, stopping a row at a stop token."""
+        if self._guess is not None:
+            return self._sample_two(prompt_ids, generator, max_prefix, self._guess)
         # identical prompts (a batch has at most 16 distinct ones per game) are read once
         unique = list(dict.fromkeys(map(tuple, prompt_ids)))
         logits, cache, mask, position, *_ = forward_batch(
@@ -659,6 +669,46 @@ class LLMPlayer:
                 use_cache=True,
                 **cache_kwargs(self.model, cache),
             ).logits
+        return out
+
+    def _sample_two(self, prompt_ids: list[list[int]], generator: torch.Generator, max_prefix: int | None,
+                    guess: int) -> list[list[int]]:
+        """Two-token answers whose labels share their first token (``action`` of ``action1``/``action2``).
+
+        One forward pass reads each prompt followed by that shared token and keeps two positions:
+        the first gives the distribution of the first answer token, the second the distribution
+        of the second one *if* the first was the shared token -- which it is as soon as the player
+        answers in format. Only rows that sampled something else need a second pass, over their
+        prompt and their own first token. Exact: the same distributions, the same random numbers
+        (one uniform per row and step, as a token-by-token decoder draws them); it saves one
+        model call per round once the format is learned.
+        """
+        unique = list(dict.fromkeys(map(tuple, prompt_ids)))
+        where = {ids: i for i, ids in enumerate(unique)}
+        rows = [where[tuple(ids)] for ids in prompt_ids]
+        logits = forward_batch(
+            self.model, [list(ids) + [guess] for ids in unique], pad_id=self.pad_id, logits_to_keep=2,
+            share_prefix=self.share_prefix, prefix_cache=self._prefix_cache, max_prefix=max_prefix,
+        ).logits
+        logits = logits[torch.tensor(rows, device=logits.device)]
+        stop = torch.tensor(self.stop_ids, dtype=torch.long)
+        first = self._pick(logits[:, 0, :], generator)
+        out = [[int(t)] for t in first]
+        done = torch.isin(first, stop)
+        if bool(done.all()):
+            return out
+        second_logits = logits[:, 1, :]
+        strays = torch.nonzero(~done & (first != guess)).flatten().tolist()
+        if strays:  # rows that did not answer the shared first token: read prompt + their own token
+            extra = forward_batch(
+                self.model, [list(prompt_ids[i]) + [int(first[i])] for i in strays], pad_id=self.pad_id,
+                share_prefix=self.share_prefix, prefix_cache=self._prefix_cache, max_prefix=max_prefix,
+            ).logits[:, -1, :]
+            second_logits = second_logits.clone()
+            second_logits[torch.tensor(strays, device=second_logits.device)] = extra.to(second_logits.dtype)
+        second = self._pick(second_logits, generator)
+        for i in torch.nonzero(~done).flatten().tolist():
+            out[i].append(int(second[i]))
         return out
 
     # ----------------------------------------------------------------- exact probabilities
