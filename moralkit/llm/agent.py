@@ -678,34 +678,43 @@ class LLMPlayer:
         One forward pass reads each prompt followed by that shared token and keeps two positions:
         the first gives the distribution of the first answer token, the second the distribution
         of the second one *if* the first was the shared token -- which it is as soon as the player
-        answers in format. Only rows that sampled something else need a second pass, over their
-        prompt and their own first token. Exact: the same distributions, the same random numbers
-        (one uniform per row and step, as a token-by-token decoder draws them); it saves one
-        model call per round once the format is learned.
+        answers in format. Rows that sampled something else take one decoding step with their own
+        token, from the same key/value cache with the guessed token masked out (so it is as if it
+        had never been read). Exact: the same distributions, the same random numbers (one uniform
+        per row and step, as a token-by-token decoder draws them); once the format is learned it
+        saves the decoding call of every round.
         """
         unique = list(dict.fromkeys(map(tuple, prompt_ids)))
         where = {ids: i for i, ids in enumerate(unique)}
-        rows = [where[tuple(ids)] for ids in prompt_ids]
-        logits = forward_batch(
-            self.model, [list(ids) + [guess] for ids in unique], pad_id=self.pad_id, logits_to_keep=2,
+        rows = torch.tensor([where[tuple(ids)] for ids in prompt_ids])
+        logits, cache, mask, position, *_ = forward_batch(
+            self.model, [list(ids) + [guess] for ids in unique], pad_id=self.pad_id, logits_to_keep=2, use_cache=True,
             share_prefix=self.share_prefix, prefix_cache=self._prefix_cache, max_prefix=max_prefix,
-        ).logits
-        logits = logits[torch.tensor(rows, device=logits.device)]
+        )
+        device = logits.device
         stop = torch.tensor(self.stop_ids, dtype=torch.long)
-        first = self._pick(logits[:, 0, :], generator)
+        first = self._pick(logits[rows.to(device), 0, :], generator)
         out = [[int(t)] for t in first]
         done = torch.isin(first, stop)
         if bool(done.all()):
             return out
-        second_logits = logits[:, 1, :]
-        strays = torch.nonzero(~done & (first != guess)).flatten().tolist()
-        if strays:  # rows that did not answer the shared first token: read prompt + their own token
-            extra = forward_batch(
-                self.model, [list(prompt_ids[i]) + [int(first[i])] for i in strays], pad_id=self.pad_id,
-                share_prefix=self.share_prefix, prefix_cache=self._prefix_cache, max_prefix=max_prefix,
+        second_logits = logits[rows.to(device), 1, :]
+        strays = torch.nonzero(~done & (first != guess)).flatten()
+        if len(strays):  # one decoding step for them: their own first token, the guess masked out
+            index = rows[strays].to(device)
+            cache.batch_select_indices(index)
+            stray_mask = mask[index].clone()
+            stray_mask[:, -1] = 0  # the guessed token
+            stray_mask = torch.cat([stray_mask, torch.ones_like(stray_mask[:, :1])], dim=1)
+            extra = self.model(
+                input_ids=first[strays][:, None].to(device),
+                attention_mask=stray_mask,
+                position_ids=position[index][:, None],  # where the guessed token stood
+                use_cache=True,
+                **cache_kwargs(self.model, cache),
             ).logits[:, -1, :]
             second_logits = second_logits.clone()
-            second_logits[torch.tensor(strays, device=second_logits.device)] = extra.to(second_logits.dtype)
+            second_logits[strays.to(device)] = extra.to(second_logits.dtype)
         second = self._pick(second_logits, generator)
         for i in torch.nonzero(~done).flatten().tolist():
             out[i].append(int(second[i]))
