@@ -8,7 +8,8 @@ a temporary folder, so both checkouts load the very same weights through their `
 (an old checkout need not know ``random:`` specs). Each measurement runs in a fresh process with
 ``PYTHONPATH`` pointing at one checkout; the two checkouts alternate, ``--repeats`` times, so that
 whatever else the machine is doing weighs on both alike. Printed: the median seconds per update
-of each (after one warm-up update), and their ratio.
+of each (after one warm-up update) and their ratio, by the wall clock and by the process's CPU
+time (steadier on a shared machine: waiting for a core does not count).
 """
 
 from __future__ import annotations
@@ -35,16 +36,18 @@ model = AutoModelForCausalLM.from_pretrained(folder, dtype=default_dtype(device)
 tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(folder))
 cfg = TrainingConfig(reward="game", opponent="tit_for_tat", episodes=updates + 1, games_per_update=games,
                      rounds=5, preset=preset, checkpoint_every=10_000)
+marks = []  # (wall, process CPU) at the end of every update
 with tempfile.TemporaryDirectory() as out:
     run = TrainingRun(cfg, out, model=model, tokenizer=tokenizer)
-    run.train(progress=False)
-    seconds = run.updates["seconds"].iloc[1:].tolist()
-print("RESULT " + json.dumps(seconds))
+    run.train(progress=False, callback=lambda run, rounds: marks.append((time.perf_counter(), time.process_time())))
+wall = [b[0] - a[0] for a, b in zip(marks, marks[1:])]
+cpu = [b[1] - a[1] for a, b in zip(marks, marks[1:])]
+print("RESULT " + json.dumps({"wall": wall, "cpu": cpu}))
 """
 
 
-def measure(checkout: Path, folder: Path, preset: str, games: int, updates: int, threads: int) -> list[float]:
-    """Seconds of each timed update of one run of ``checkout``'s trainer (a fresh process)."""
+def measure(checkout: Path, folder: Path, preset: str, games: int, updates: int, threads: int) -> dict[str, list[float]]:
+    """Wall-clock and CPU seconds of each timed update of one run of ``checkout``'s trainer (a fresh process)."""
     path = os.pathsep.join(p for p in (str(checkout), os.environ.get("PYTHONPATH", "")) if p)
     env = {**os.environ, "PYTHONPATH": path, "PYTHONWARNINGS": "ignore"}
     done = subprocess.run(
@@ -76,16 +79,19 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp) / ns.shape
         random_model(ns.shape, device="cpu", dtype="float32").save_pretrained(folder)
         embedded_tokenizer().save_pretrained(folder)
-        times: dict[str, list[float]] = {"before": [], "after": []}
+        times = {(name, clock): [] for name in ("before", "after") for clock in ("wall", "cpu")}
         for _ in range(ns.repeats):
             for name, checkout in (("before", ns.before), ("after", ns.after)):
-                times[name] += measure(checkout, folder, ns.preset, ns.games_per_update, ns.updates, ns.threads)
-    before, after = statistics.median(times["before"]), statistics.median(times["after"])
-    print(json.dumps({
-        "shape": ns.shape, "preset": ns.preset, "games_per_update": ns.games_per_update, "threads": ns.threads,
-        "updates_timed": len(times["after"]), "before_s_per_update": round(before, 3),
-        "after_s_per_update": round(after, 3), "after_over_before": round(after / before, 3),
-    }))
+                got = measure(checkout, folder, ns.preset, ns.games_per_update, ns.updates, ns.threads)
+                for clock in ("wall", "cpu"):
+                    times[name, clock] += got[clock]
+    result = {"shape": ns.shape, "preset": ns.preset, "games_per_update": ns.games_per_update, "threads": ns.threads,
+              "updates_timed": len(times["after", "wall"])}
+    for clock in ("wall", "cpu"):
+        before, after = statistics.median(times["before", clock]), statistics.median(times["after", clock])
+        result |= {f"before_{clock}_s": round(before, 3), f"after_{clock}_s": round(after, 3),
+                   f"after_over_before_{clock}": round(after / before, 3)}
+    print(json.dumps(result))
     return 0
 
 
