@@ -483,6 +483,7 @@ class LLMPlayer:
         self.stop_ids: list[int] = stop_token_ids(model, tokenizer)
         self._prefix_cache: PrefixCache | None = None
         self._static_prefix: dict[tuple, int] = {}
+        self._encodings: dict[tuple[str | None, str], tuple[str, tuple[int, ...]]] = {}
 
     # ----------------------------------------------------------------- configuration
     def with_labels(self, labels: LabelSet | str) -> "LLMPlayer":
@@ -545,7 +546,8 @@ class LLMPlayer:
                 for m, o in states
                 for f in flips
             ]
-            self._static_prefix[key] = common_prefix_length(self.encode(self.chat_texts(messages)))
+            encoded = self._encoded(messages)
+            self._static_prefix[key] = common_prefix_length([encoded[m][1] for m in messages])
         return self._static_prefix[key]
 
     @contextlib.contextmanager
@@ -569,6 +571,22 @@ class LLMPlayer:
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of chat texts (the template already holds the special tokens)."""
         return [self.tokenizer.encode(t, add_special_tokens=False) for t in texts]
+
+    def _encoded(self, messages: Sequence[str]) -> dict[str, tuple[str, tuple[int, ...]]]:
+        """``message -> (chat text, token ids)``; the template and tokenizer run once per distinct message.
+
+        A game has few distinct messages (4 states x 4 label orders), and rendering the chat
+        template and tokenising cost ~4 ms per message: remembered across calls (the most recent
+        4096 messages).
+        """
+        new = [m for m in dict.fromkeys(messages) if (self.system, m) not in self._encodings]
+        if new:
+            texts = self.chat_texts(new)
+            for message, text, ids in zip(new, texts, self.encode(texts)):
+                self._encodings[self.system, message] = (text, tuple(ids))
+            while len(self._encodings) > 4096:
+                self._encodings.pop(next(iter(self._encodings)))
+        return {m: self._encodings[self.system, m] for m in messages}
 
     # ----------------------------------------------------------------- sampling
     def decide(self, game: MatrixGame, my_prev, opp_prev, rng: np.random.Generator) -> Decision:
@@ -594,11 +612,9 @@ class LLMPlayer:
         prompt tokens.
         """
         messages = list(messages)
-        unique = list(dict.fromkeys(messages))  # template and tokenizer run once per distinct message
-        texts = dict(zip(unique, self.chat_texts(unique)))
-        ids = dict(zip(unique, self.encode(list(texts.values()))))
-        prompts = [texts[m] for m in messages]
-        prompt_ids = [list(ids[m]) for m in messages]
+        encoded = self._encoded(messages)
+        prompts = [encoded[m][0] for m in messages]
+        prompt_ids = [list(encoded[m][1]) for m in messages]
         generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
         answer_ids: list[list[int]] = []
         with self._inference():
@@ -760,7 +776,8 @@ class LLMPlayer:
         if len(messages) == 0:
             return np.zeros((0, 3))
         unique = list(dict.fromkeys(messages))
-        prompt_ids = self.encode(self.chat_texts(unique))
+        encoded = self._encoded(unique)
+        prompt_ids = [list(encoded[m][1]) for m in unique]
         ids_c, ids_d = self.label_ids
         n = self.max_new_tokens
         # What must follow the prompt in a row so that every needed logit is computed: the label
