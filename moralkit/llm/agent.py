@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from moralkit.games import C, D, ILLEGAL, MOVE_NAMES, MatrixGame
+from moralkit.llm.compat import cache_kwargs, output_cache
 from moralkit.llm.prompts import (
     TRAIN_LABELS,
     LabelSet,
@@ -214,7 +215,7 @@ def forward_batch(
     cache = None
     if prefix >= _MIN_SHARED_PREFIX:
         head = torch.as_tensor([list(seqs[0][:prefix])], dtype=torch.long, device=device)
-        cache = model(input_ids=head, use_cache=True, logits_to_keep=1).past_key_values
+        cache = output_cache(model(input_ids=head, use_cache=True, logits_to_keep=1))
         cache.batch_repeat_interleave(n_rows)
     else:
         prefix = 0
@@ -225,12 +226,12 @@ def forward_batch(
         input_ids=ids,
         attention_mask=mask,
         position_ids=positions,
-        past_key_values=cache,
         use_cache=use_cache or cache is not None,
+        **cache_kwargs(cache),
         logits_to_keep=logits_to_keep,
         **model_kwargs,
     )
-    return ForwardResult(out.logits, out.past_key_values if use_cache else None, mask, positions[:, -1], out)
+    return ForwardResult(out.logits, output_cache(out) if use_cache else None, mask, positions[:, -1], out)
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:
@@ -450,8 +451,8 @@ class LLMPlayer:
                 input_ids=token[:, None].to(device),
                 attention_mask=mask,
                 position_ids=position[:, None],
-                past_key_values=cache,
                 use_cache=True,
+                **cache_kwargs(cache),
             ).logits
         return out
 
