@@ -55,6 +55,7 @@ import torch
 from torch import nn
 
 from .llm.agent import common_prefix_length
+from .llm.compat import cache_kwargs, output_cache
 
 __all__ = [
     "PPOConfig",
@@ -717,7 +718,7 @@ def score_answers(
         cache = None
         if prefix_len > 0:
             prefix = torch.tensor([sequences[0][:prefix_len]], dtype=torch.long, device=device)
-            cache = model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
+            cache = output_cache(model(input_ids=prefix, use_cache=True, logits_to_keep=1))
             cache.batch_repeat_interleave(n_unique)  # the prefix's keys/values, once per row
         hook = _output_head(model).register_forward_pre_hook(keep_hidden) if with_values else None
         try:
@@ -725,8 +726,8 @@ def score_answers(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
-                past_key_values=cache,
                 use_cache=cache is not None,
+                **cache_kwargs(cache),
                 logits_to_keep=width + 1,
             )
         finally:
