@@ -8,7 +8,8 @@ Where the numbers come from:
 
 * ``cpu``: measured on an idle 2-core machine with the embedded SmolLM2-135M (the README's
   chapter table; chapters 4-6 are dominated by their 11-15 minute training runs).
-* ``smoke``: measured in CI (2 cores, one torch thread, the whole workbook in about 10 minutes).
+* ``smoke``: measured on the same 2-core machine while other jobs shared it (one torch thread;
+  papermill, kernel start-up included), so rather an upper bound.
 * ``gpu``: **estimates**, not measurements (:attr:`Chapter.measured` says which is which).
   Training in the ``gpu`` profile is the paper's 1000 episodes per run; on one H100 our PPO took
   ~2.5 s per paper-preset update (DESIGN.md), i.e. ~40 minutes per run, and a T4 is slower.
@@ -59,11 +60,11 @@ def _chapter(stem: str, title: str, smoke: float, cpu: float, gpu: float, note: 
 CHAPTERS: Mapping[str, Chapter] = MappingProxyType({c.stem: c for c in (
     #         notebook                      title                                   smoke  cpu   gpu (estimate)
     _chapter("01_payoff_matrices", "Payoff matrices", 0.2, 1, 1),
-    _chapter("02_moral_rewards", "Moral rewards", 0.5, 2, 4),
-    _chapter("03_llm_players", "The LLM as a player", 2, 5, 3),
-    _chapter("04_ppo_finetuning", "Fine-tuning an LLM with moral rewards", 3, 45, 180),
-    _chapter("05_unlearning_selfishness", "Unlearning selfishness", 3, 60, 180),
-    _chapter("06_generalisation", "Did they learn a value or a token?", 2, 25, 30,
+    _chapter("02_moral_rewards", "Moral rewards", 1, 2, 4),
+    _chapter("03_llm_players", "The LLM as a player", 3, 5, 3),
+    _chapter("04_ppo_finetuning", "Fine-tuning an LLM with moral rewards", 6.5, 45, 180),
+    _chapter("05_unlearning_selfishness", "Unlearning selfishness", 5.5, 60, 180),
+    _chapter("06_generalisation", "Did they learn a value or a token?", 7, 25, 30,
              note="plus training any agent chapters 4 and 5 did not leave in the runs folder"),
 )})
 """Every chapter in order, by notebook stem. ``gpu`` minutes are estimates (see the module's docstring)."""

@@ -272,7 +272,7 @@ def run_workbook(
                     cwd=str(path.parent),
                     progress_bar=bar,
                     execution_timeout=timeout,
-                    extra_arguments=["--IPKernelApp.log_level=ERROR"],  # not the kernel's TCP notice
+                    extra_arguments=["--IPKernelApp.log_level=CRITICAL"],  # the kernel process's own log (TCP notice, shutdown)
                 )
             except pm.PapermillExecutionError as exc:
                 raise RuntimeError(

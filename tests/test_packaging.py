@@ -107,7 +107,8 @@ def test_make_setup_never_overwrites_a_users_python3_kernel(tmp_path):
     own.parent.mkdir(parents=True)
     own.write_text(json.dumps({"argv": ["/my/python", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
                                "display_name": "My own Python 3", "language": "python"}))
-    env = {**os.environ, "JUPYTER_DATA_DIR": str(tmp_path), "JUPYTER_PATH": ""}
+    env = {k: v for k, v in os.environ.items() if k != "JUPYTER_PATH"}
+    env["JUPYTER_DATA_DIR"] = str(tmp_path)  # where `ipykernel install --user` would write
     done = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "kernel", f"PYTHON={sys.executable}"],
                           env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
