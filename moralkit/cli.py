@@ -1,6 +1,6 @@
 """The ``moralkit`` command.
 
-    moralkit workbook [--profile smoke|cpu|gpu|paper|auto] [--out outputs] [--only 01 02]
+    moralkit workbook [--profile smoke|cpu|gpu|paper|auto] [--out outputs] [--only 01 02] [--notebooks DIR]
     moralkit games                      # the catalogue with its game-theoretic facts
     moralkit rewards [--game NAME]      # every moral reward as a table
     moralkit q-learning --reward game --opponent tit_for_tat [--gamma 0.9]
@@ -52,10 +52,12 @@ def arg(*args, **kwargs):
 @arg("--profile", default=None, help="smoke, cpu, gpu, paper or auto (default: $MORALKIT_PROFILE or auto)")
 @arg("--out", default="outputs", help="output folder (default: outputs)")
 @arg("--only", nargs="*", default=None, help="run only notebooks whose name contains one of these (e.g. 01 04)")
+@arg("--notebooks", default=None, metavar="DIR",
+     help="folder holding the notebooks (default: the repository's notebooks/, else ./notebooks)")
 def _workbook(ns) -> int:
     from .workbook import run_workbook
 
-    paths = run_workbook(ns.out, profile=ns.profile, notebooks=ns.only)
+    paths = run_workbook(ns.out, profile=ns.profile, notebooks=ns.only, notebooks_dir=ns.notebooks)
     print(f"[moralkit] executed {len(paths)} notebook(s); outputs in {ns.out}/ (notebooks/, figures/, tables/)")
     return 0
 
@@ -365,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ._warnings import quiet_third_party
+
+    quiet_third_party()
     parser = build_parser()
     ns = parser.parse_args(argv)
     if not ns.command:

@@ -29,7 +29,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from .env import ACTION_TYPES, IteratedGame, action_types
-from .games import EVALUATION_GAMES, MOVE_NAMES, MatrixGame, _data_file, get_game
+from .data import data_file
+from .games import EVALUATION_GAMES, MOVE_NAMES, MatrixGame, get_game
 from .rewards import R_ILLEGAL, get_reward
 
 __all__ = [
@@ -279,7 +280,7 @@ def paper_reference(path: str | Path | None = None):
     """Figure 4 of the paper, read off the image (±0.05–0.1): model, game, deont_regret, utilit_regret."""
     import pandas as pd
 
-    return pd.read_csv(path or _data_file("paper_fig4.csv"), comment="#")
+    return pd.read_csv(path or data_file("paper_fig4.csv"), comment="#")
 
 
 def compare_with_paper(summary, reference=None):

@@ -14,7 +14,7 @@ True
 >>> pd.pure_nash_equilibria()
 [('D', 'D')]
 
-The catalogue (SPEC §1 plus the IJCAI'23 Prisoner's Dilemma) lives in ``data/games.json``: a
+The catalogue (SPEC §1 plus the IJCAI'23 Prisoner's Dilemma) lives in ``moralkit/data/games.json``: a
 payoff matrix is data, never hard-coded.
 """
 
@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from .data import DATA_DIR, data_file
 
 __all__ = [
     "C",
@@ -50,20 +52,9 @@ ILLEGAL: int = -1
 """Marker for an answer that is neither action label (an LLM's format failure)."""
 MOVE_NAMES: dict[int, str] = {C: "C", D: "D", ILLEGAL: "illegal"}
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-_PACKAGE_DATA = Path(__file__).resolve().parent / "data"
-
 
 class GameError(ValueError):
     """An invalid payoff matrix or an unknown game name."""
-
-
-def _data_file(name: str) -> Path:
-    """Find a data file: the repository's ``data/`` folder, else the copy inside the package."""
-    for folder in (DATA_DIR, _PACKAGE_DATA):
-        if (folder / name).exists():
-            return folder / name
-    raise FileNotFoundError(f"moralkit data file {name!r} not found in {DATA_DIR} or {_PACKAGE_DATA}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -362,8 +353,8 @@ class MatrixGame:
 
 # --------------------------------------------------------------------- catalogue
 def load_games(path: str | Path | None = None) -> dict[str, MatrixGame]:
-    """Load a catalogue of games from a JSON file (default: ``data/games.json``)."""
-    path = Path(path) if path is not None else _data_file("games.json")
+    """Load a catalogue of games from a JSON file (default: moralkit's ``data/games.json``)."""
+    path = Path(path) if path is not None else data_file("games.json")
     raw = json.loads(Path(path).read_text())
     games = {}
     for d in raw["games"]:

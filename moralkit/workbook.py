@@ -20,11 +20,24 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from .profiles import Profile, configure_threads, get_profile
 
-__all__ = ["Workbook", "setup", "run_workbook", "notebook_paths", "NOTEBOOKS_DIR", "OutputError", "atomic_write", "save_png"]
+__all__ = [
+    "Workbook",
+    "setup",
+    "run_workbook",
+    "notebook_paths",
+    "default_notebooks_dir",
+    "progress_line",
+    "count_outputs",
+    "NOTEBOOKS_DIR",
+    "INLINE_BACKEND",
+    "OutputError",
+    "atomic_write",
+    "save_png",
+]
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -129,6 +142,9 @@ def _headless() -> bool:
 
 def setup(name: str, profile: str | Profile | None = "auto", output_dir: str | Path = "outputs", *, style: bool = True) -> Workbook:
     """Prepare a notebook run: resolve the profile, create output folders, set the plot style."""
+    from ._warnings import quiet_third_party
+
+    quiet_third_party()
     prof = get_profile(profile)
     configure_threads()
     out = Path(os.environ.get("MORALKIT_OUTPUT_DIR", output_dir)).expanduser().resolve()
@@ -149,9 +165,19 @@ def setup(name: str, profile: str | Profile | None = "auto", output_dir: str | P
     return wb
 
 
-def notebook_paths(names: Iterable[str] | None = None) -> list[Path]:
-    """The workbook's notebooks in chapter order (optionally only those whose name contains one of ``names``)."""
-    paths = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+def notebook_paths(names: Iterable[str] | None = None, notebooks_dir: str | Path | None = None) -> list[Path]:
+    """The workbook's notebooks in chapter order (optionally only those whose name contains one of ``names``).
+
+    ``notebooks_dir`` defaults to :func:`default_notebooks_dir`.
+    """
+    folder = Path(notebooks_dir).expanduser() if notebooks_dir is not None else default_notebooks_dir()
+    paths = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    if not paths:
+        raise FileNotFoundError(
+            f"No notebooks (01_*.ipynb, 02_*.ipynb, ...) in {folder}. The notebooks are not part of the installed "
+            "package: run from a copy of the workbook's repository, or pass its notebooks folder "
+            "(moralkit workbook --notebooks PATH)."
+        )
     if names:
         names = list(names)
         chosen = [p for p in paths if any(n in p.stem for n in names)]
@@ -161,17 +187,58 @@ def notebook_paths(names: Iterable[str] | None = None) -> list[Path]:
     return paths
 
 
+def default_notebooks_dir() -> Path:
+    """The repository's ``notebooks/`` beside the package (a checkout), else ``./notebooks``."""
+    return NOTEBOOKS_DIR if NOTEBOOKS_DIR.is_dir() else Path.cwd() / "notebooks"
+
+
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+"""matplotlib's backend inside a Jupyter kernel: figures become ``image/png`` outputs of their cell."""
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def progress_line(index: int, total: int, stem: str, profile: str, elapsed: float, remaining_stems: Sequence[str]) -> str:
+    """The runner's status line before a chapter: which one, time so far, and roughly what is left.
+
+    >>> progress_line(2, 6, "02_moral_rewards", "cpu", 75, ["02_moral_rewards", "03_llm_players"])
+    '[moralkit] chapter 2/6 02_moral_rewards (profile cpu) · elapsed 1:15 · left: 02-03, about 7 min'
+    """
+    from .chapters import format_minutes, remaining_minutes
+
+    left = remaining_minutes(remaining_stems, profile)
+    span = remaining_stems[0][:2] if len(remaining_stems) == 1 else f"{remaining_stems[0][:2]}-{remaining_stems[-1][:2]}"
+    estimate = "" if left == 0 else f", {format_minutes(left)}" + (" (estimated)" if profile == "gpu" else "")
+    return f"[moralkit] chapter {index}/{total} {stem} (profile {profile}) · elapsed {_clock(elapsed)} · left: {span}{estimate}"
+
+
+def count_outputs(path: str | Path, mime: str = "image/png") -> int:
+    """How many outputs of an executed notebook carry ``mime`` (e.g. inline figures)."""
+    import json
+
+    nb = json.loads(Path(path).read_text(encoding="utf-8"))
+    return sum(mime in out.get("data", {}) for cell in nb["cells"] for out in cell.get("outputs", []))
+
+
 def run_workbook(
     output_dir: str | Path = "outputs",
     profile: str | None = None,
     notebooks: Iterable[str] | None = None,
     *,
+    notebooks_dir: str | Path | None = None,
     timeout: int | None = None,
     progress: bool = True,
 ) -> list[Path]:
     """Execute notebooks headless with papermill; executed copies go to ``<output_dir>/notebooks``.
 
-    Each notebook receives ``profile`` and ``output_dir`` through its ``parameters`` cell.
+    Each notebook receives ``profile`` and ``output_dir`` through its ``parameters`` cell and runs
+    in a kernel with matplotlib's inline backend, so the executed copies carry their figures as
+    ``image/png`` outputs (the notebooks also save them as PNG files). With ``progress`` a line
+    before each chapter says which one, the time so far and roughly what is left
+    (:mod:`moralkit.chapters`), and in a terminal a bar counts the chapter's cells.
     Returns the executed notebooks' paths. Raises with the failing notebook named.
     """
     import papermill as pm
@@ -183,15 +250,19 @@ def run_workbook(
     except OSError as exc:
         raise _explain(exc, executed_dir / "x") from exc
     prof = get_profile(profile or "auto")
+    paths = notebook_paths(notebooks, notebooks_dir)
     env_backup = os.environ.get("MPLBACKEND")
-    os.environ["MPLBACKEND"] = "Agg"
+    os.environ["MPLBACKEND"] = INLINE_BACKEND  # the kernel inherits it: figures inline, not Agg
+    bar = {"desc": "  cells", "unit": "cell", "leave": False} if progress and sys.stderr.isatty() else False
     done = []
+    began = time.time()
     try:
-        for path in notebook_paths(notebooks):
+        for i, path in enumerate(paths):
             target = executed_dir / path.name
             start = time.time()
             if progress:
-                print(f"[moralkit] running {path.name} (profile {prof.name}) ...", flush=True)
+                print(progress_line(i + 1, len(paths), path.stem, prof.name, start - began, [p.stem for p in paths[i:]]),
+                      flush=True)
             try:
                 pm.execute_notebook(
                     str(path),
@@ -199,8 +270,9 @@ def run_workbook(
                     parameters={"profile": prof.name, "output_dir": str(out)},
                     kernel_name="python3",
                     cwd=str(path.parent),
-                    progress_bar=False,
+                    progress_bar=bar,
                     execution_timeout=timeout,
+                    extra_arguments=["--IPKernelApp.log_level=CRITICAL"],  # the kernel process's own log (TCP notice, shutdown)
                 )
             except pm.PapermillExecutionError as exc:
                 raise RuntimeError(
@@ -208,11 +280,15 @@ def run_workbook(
                     f"The executed copy with the error is at {target}."
                 ) from None
             if progress:
-                print(f"[moralkit]   done in {time.time() - start:.0f}s -> {target}", flush=True)
+                figures = count_outputs(target)
+                print(f"[moralkit]   done in {_clock(time.time() - start)} ({figures} figure{'' if figures == 1 else 's'} inline)"
+                      f" -> {target}", flush=True)
             done.append(target)
     finally:
         if env_backup is None:
             os.environ.pop("MPLBACKEND", None)
         else:
             os.environ["MPLBACKEND"] = env_backup
+    if progress:
+        print(f"[moralkit] {len(done)} chapter(s) in {_clock(time.time() - began)}", flush=True)
     return done

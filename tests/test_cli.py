@@ -63,3 +63,24 @@ def test_grid_verb_trains_evaluates_and_skips_finished_conditions(tmp_path, caps
     assert len(logs) == 1
     assert main(args[:-2] + ["--no-evaluate", "--out", str(out)]) == 0  # finished conditions are skipped
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/rounds.csv")} == logs
+
+
+@pytest.mark.slow
+def test_train_and_evaluate_print_no_library_warnings(tmp_path):
+    """What a student sees from the command line (a real process, Python's default warning filters)."""
+    import os
+    import re
+
+    env = {**os.environ, "MORALKIT_THREADS": "1"}
+    env.pop("MORALKIT_PROFILE", None)
+    run = tmp_path / "run"
+    printed = ""
+    for args in (["train", "--profile", "smoke", "--reward", "game", "--episodes", "2", "--out", str(run)],
+                 ["evaluate", str(run), "--games", "prisoners_dilemma", "--episodes", "1", "--out", str(tmp_path / "eval")]):
+        done = subprocess.run([sys.executable, "-m", "moralkit.cli", *args], capture_output=True, text=True, env=env,
+                              cwd=tmp_path, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        printed += done.stdout + done.stderr
+    assert (run / "adapter").is_dir() and (tmp_path / "eval" / "evaluation.csv").is_file()
+    noise = [line for line in printed.splitlines() if re.search(r"FutureWarning|DeprecationWarning|is deprecated", line)]
+    assert not noise, "\n".join(noise[:10])

@@ -50,3 +50,58 @@ def test_workbook_saves_tables_where_it_says(tmp_path):
     assert path == tmp_path / "tables" / "99_test" / "numbers.csv" and wb.saved == [path]
     assert pd.read_csv(path, index_col=0)["a"].tolist() == [1, 2]
     assert "99_test" in repr(wb) and "smoke" in repr(wb)
+
+
+def _tiny_notebook(path, cells):
+    """A notebook of code cells; the first is tagged ``parameters``."""
+    import json
+
+    nb = {"cells": [{"cell_type": "code", "execution_count": None, "id": f"c{i}", "outputs": [], "source": src,
+                     "metadata": {"tags": ["parameters"]} if i == 0 else {}} for i, src in enumerate(cells)],
+          "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+          "nbformat": 4, "nbformat_minor": 5}
+    path.write_text(json.dumps(nb))
+    return path
+
+
+def test_notebooks_are_found_in_a_given_folder_or_explained(tmp_path):
+    from moralkit.workbook import notebook_paths
+
+    with pytest.raises(FileNotFoundError, match="--notebooks PATH"):
+        notebook_paths(notebooks_dir=tmp_path)
+    for name in ("02_b.ipynb", "01_a.ipynb", "notes.ipynb"):
+        (tmp_path / name).write_text("{}")
+    assert [p.name for p in notebook_paths(notebooks_dir=tmp_path)] == ["01_a.ipynb", "02_b.ipynb"]
+    assert [p.name for p in notebook_paths(["02"], notebooks_dir=tmp_path)] == ["02_b.ipynb"]
+
+
+def test_progress_line_says_where_the_run_is_and_what_is_left():
+    from moralkit.workbook import progress_line
+
+    line = progress_line(4, 6, "04_ppo_finetuning", "cpu", 3725, ["04_ppo_finetuning", "05_unlearning_selfishness", "06_generalisation"])
+    assert line == "[moralkit] chapter 4/6 04_ppo_finetuning (profile cpu) · elapsed 1:02:05 · left: 04-06, about 2 h"
+    assert progress_line(1, 1, "01_payoff_matrices", "gpu", 5, ["01_payoff_matrices"]).endswith("left: 01, about 1 min (estimated)")
+
+
+def test_run_workbook_executes_with_inline_figures_and_reports_progress(tmp_path, monkeypatch, capsys):
+    """Even with MPLBACKEND=Agg around it, the executed copy carries the figure as image/png."""
+    from moralkit.workbook import count_outputs, run_workbook
+
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    _tiny_notebook(folder / "01_tiny.ipynb", [
+        'profile = "auto"\noutput_dir = "outputs"',
+        "import matplotlib.pyplot as plt\nfig, ax = plt.subplots()\nax.plot([0, 1], [1, 0]);",
+        "print(profile, output_dir)",
+    ])
+    [executed] = run_workbook(tmp_path / "out", profile="smoke", notebooks_dir=folder)
+    assert executed == tmp_path / "out" / "notebooks" / "01_tiny.ipynb"
+    assert count_outputs(executed, "image/png") == 1
+    assert f"smoke {tmp_path / 'out'}" in executed.read_text()
+    out = capsys.readouterr().out
+    assert "[moralkit] chapter 1/1 01_tiny (profile smoke) · elapsed 0:00 · left: 01" in out
+    assert "(1 figure inline)" in out
+    import os
+
+    assert os.environ["MPLBACKEND"] == "Agg"  # restored

@@ -4,7 +4,11 @@
 >>> player = LLMPlayer(*load_model("embedded"))         # doctest: +SKIP
 """
 
-from moralkit.llm.agent import (
+from moralkit._warnings import quiet_third_party
+
+quiet_third_party()  # before transformers and peft load: their notices about each other stay out of view
+
+from moralkit.llm.agent import (  # noqa: E402
     Decision,
     ForwardResult,
     LLMPlayer,

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
-import inspect
 from dataclasses import dataclass, field
 from typing import Any, Iterator, NamedTuple, Sequence
 
@@ -38,6 +36,7 @@ import numpy as np
 import torch
 
 from moralkit.games import C, D, ILLEGAL, MOVE_NAMES, MatrixGame
+from moralkit.llm.compat import cache_kwargs, output_cache
 from moralkit.llm.prompts import (
     TRAIN_LABELS,
     LabelSet,
@@ -56,8 +55,6 @@ __all__ = [
     "left_pad",
     "common_prefix_length",
     "PrefixCache",
-    "cache_kwargs",
-    "output_cache",
     "split_pays",
     "prefix_split_is_exact",
     "label_token_ids",
@@ -181,26 +178,6 @@ def common_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
             k += 1
         n = k
     return n
-
-
-def cache_kwargs(model, cache) -> dict[str, Any]:
-    """``{"cache": cache}`` for the model's forward, under the keyword its transformers version uses.
-
-    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns and goes in 5.40);
-    earlier 5.x releases, such as Colab's, know only ``past_key_values``.
-    """
-    return {_cache_keyword(type(_base_of(model))): cache}
-
-
-@functools.lru_cache(maxsize=None)
-def _cache_keyword(model_class: type) -> str:
-    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
-
-
-def output_cache(output) -> Any:
-    """The key/value cache a model's forward returned (``output.cache``, formerly ``past_key_values``)."""
-    cache = output.get("cache")
-    return output.get("past_key_values") if cache is None else cache
 
 
 def _base_of(model):
@@ -401,7 +378,7 @@ def forward_batch(
         position_ids=positions,
         use_cache=use_cache or cache is not None,
         logits_to_keep=logits_to_keep,
-        **cache_kwargs(model, cache),
+        **cache_kwargs(cache),
         **model_kwargs,
     )
     return ForwardResult(out.logits, output_cache(out) if use_cache else None, mask, positions[:, -1], out, prefix)
@@ -689,7 +666,7 @@ class LLMPlayer:
                 attention_mask=mask,
                 position_ids=position[:, None],
                 use_cache=True,
-                **cache_kwargs(self.model, cache),
+                **cache_kwargs(cache),
             ).logits
         return out
 
@@ -733,7 +710,7 @@ class LLMPlayer:
                 attention_mask=stray_mask,
                 position_ids=position[index][:, None],  # where the guessed token stood
                 use_cache=True,
-                **cache_kwargs(self.model, cache),
+                **cache_kwargs(cache),
             ).logits[:, -1, :]
             second_logits = second_logits.clone()
             second_logits[strays.to(device)] = extra.to(second_logits.dtype)
