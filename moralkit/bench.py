@@ -116,7 +116,7 @@ def benchmark_training(
 
 def save_benchmark(result: dict, path: str | Path) -> Path:
     """Append ``result`` as a row of the CSV file ``path`` (with a header when the file is new)."""
-    from .workbook import atomic_write
+    from .storage import atomic_write
 
     path = Path(path)
     rows = []

@@ -183,7 +183,7 @@ def _evaluate(ns) -> int:
 
     from .evaluate import compare_with_paper
     from .experiments import evaluate_runs, load_runs
-    from .workbook import atomic_write
+    from .storage import atomic_write
 
     ev = evaluate_runs(load_runs(ns.runs), value_prompted=ns.value_prompted, games=ns.games,
                        label_sets=ns.labels, episodes=ns.episodes, seed=ns.seed)
@@ -334,7 +334,7 @@ def _maxmin_report(ns) -> int:
     from .experiments import load_runs
     from .pluralistic import llm_maxmin_report
     from .rewards import AggregateReward, get_reward
-    from .workbook import atomic_write
+    from .storage import atomic_write
 
     frames = []
     for run in load_runs(ns.runs):

@@ -20,7 +20,7 @@ from .opponents import get_opponent
 from .profiles import Profile, get_profile
 from .rewards import get_reward
 from .training import LEARNER, PREDICTIONS, TrainingConfig, TrainingRun, training_summary
-from .workbook import atomic_write
+from .storage import atomic_write
 
 __all__ = ["PAPER_AGENTS", "parse_reward_spec", "condition_config", "run_folder", "train_grid", "evaluate_runs", "run_grid", "load_runs"]
 

@@ -1101,7 +1101,7 @@ def _can_show_live() -> bool:
     """Whether a live plot can be seen: a notebook kernel that is not headless and not on Agg."""
     import os
 
-    from .workbook import _headless
+    from .profiles import headless as _headless
 
     if _headless() or os.environ.get("MPLBACKEND", "").lower() == "agg":
         return False
@@ -1275,7 +1275,7 @@ __all__ += ["training_dynamics", "training_grid", "LiveTrainingPlot", "policy_be
 
 def save_figure(fig: "Figure", path, *, dpi: int = 120):
     """Save ``fig`` as PNG at ``path`` atomically (a full disk never leaves a broken file), close it."""
-    from .workbook import save_png
+    from .storage import save_png
 
     try:
         return save_png(fig, path, dpi=dpi)

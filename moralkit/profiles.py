@@ -23,9 +23,10 @@ for, so CI (``pytest --nbval-lax``, papermill) can force ``smoke`` everywhere.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import asdict, dataclass, replace
 
-__all__ = ["Profile", "PROFILES", "get_profile", "ENV_VAR", "THREADS_VAR", "configure_threads"]
+__all__ = ["Profile", "PROFILES", "get_profile", "ENV_VAR", "THREADS_VAR", "configure_threads", "headless"]
 
 ENV_VAR = "MORALKIT_PROFILE"
 THREADS_VAR = "MORALKIT_THREADS"
@@ -167,3 +168,8 @@ def configure_threads(threads: int | None = None) -> int | None:
 
     torch.set_num_threads(n)
     return n
+
+
+def headless() -> bool:
+    """Whether nobody watches: not inside a notebook kernel, or ``$MORALKIT_HEADLESS`` / ``$CI`` set."""
+    return "ipykernel" not in sys.modules or bool(os.environ.get("MORALKIT_HEADLESS")) or bool(os.environ.get("CI"))
