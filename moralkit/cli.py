@@ -150,7 +150,8 @@ def _figures_every(n: int):
 def _train(ns) -> int:
     from .experiments import run_folder
     from .plots import save_run_figures
-    from .training import TrainingRun, training_summary
+    from .analysis import training_summary
+    from .training import TrainingRun
 
     cfg = _train_config(ns)
     folder = ns.out or run_folder("runs", cfg)

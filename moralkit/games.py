@@ -450,11 +450,65 @@ def get_game(game: str | MatrixGame) -> MatrixGame:
     raise GameError(f"Unknown game {game!r}. Valid names: {', '.join(GAMES.keys())}.")
 
 
-def games_table(names: Iterable[str] | None = None):
-    """The catalogue's facts as a pandas DataFrame, one game a row."""
+SIX_GAMES: tuple[str, ...] = (
+    "prisoners_dilemma",
+    "stag_hunt",
+    "chicken",
+    "bach_or_stravinsky",
+    "defective_coordination",
+    "volunteers_dilemma",
+)
+"""The six games of docs/science.md §1, in the order the chapters show them."""
+
+
+def _number(x: float) -> str:
+    """A payoff as short text: ``3`` rather than ``3.0``, ``2.5`` stays ``2.5``."""
+    x = float(x)
+    return str(int(x)) if x.is_integer() else f"{x:.3g}"
+
+
+def game_facts(game: MatrixGame | str) -> dict:
+    """What a course says about a game, as short text: kind, equilibria (pure and mixed), Pareto cells.
+
+    Mixed equilibria come from nashpy (:meth:`MatrixGame.nash_equilibria`) and show each player's
+    probability of playing the first action and the expected payoffs.
+
+    >>> game_facts("prisoners_dilemma")["pure Nash"]
+    '(D, D)'
+    """
+    game = get_game(game)
+    equilibria = []
+    for s_m, s_o in game.nash_equilibria():
+        pay_m = float(s_m @ game.row_matrix @ s_o)
+        pay_o = float(s_m @ game.col_matrix @ s_o)
+        pure = all(np.isclose(s.max(), 1.0) for s in (s_m, s_o))
+        a = game.actions[0]
+        pick = lambda sigma: game.actions[0] if sigma[0] >= sigma[1] else game.actions[1]  # noqa: E731
+        where = (
+            f"({pick(s_m)}, {pick(s_o)})"
+            if pure
+            else f"mixed: P(M plays {a}) = {s_m[0]:.2g}, P(O plays {a}) = {s_o[0]:.2g}"
+        )
+        equilibria.append(f"{where} → {_number(round(pay_m, 3))}, {_number(round(pay_o, 3))}")
+    cells = lambda pairs: ", ".join(f"({a}, {b})" for a, b in pairs) or "none"  # noqa: E731
+    return {
+        "game": game.name,
+        "title": game.title,
+        "kind": game.classify(),
+        "symmetric": game.is_symmetric,
+        "social dilemma": game.is_social_dilemma(),
+        "pure Nash": cells(game.pure_nash_equilibria()),
+        "all Nash (payoffs M, O)": "; ".join(equilibria),
+        "Pareto-optimal": cells(game.pareto_optimal_cells()),
+        "best collective": game.best_collective,
+    }
+
+
+def games_table(names: Iterable[str | MatrixGame] | None = None):
+    """:func:`game_facts` of several games (default: the whole catalogue), one row each, indexed by name."""
     import pandas as pd
 
-    return pd.DataFrame([get_game(n).summary() for n in (names or GAMES.keys())]).set_index("game")
+    return pd.DataFrame([game_facts(n) for n in (names or GAMES.keys())]).set_index("game")
 
 
-__all__ += ["EVALUATION_GAMES", "games_table"]
+__all__ += ["EVALUATION_GAMES", "SIX_GAMES", "game_facts", "games_table"]

@@ -39,6 +39,7 @@ from typing import Callable
 
 import numpy as np
 
+from .analysis import training_summary
 from .env import ACTION_TYPES, IteratedGame
 from .games import get_game
 from .opponents import get_opponent
@@ -48,9 +49,6 @@ from .workbook import OutputError, atomic_write
 __all__ = [
     "TrainingConfig",
     "TrainingRun",
-    "training_summary",
-    "PREDICTIONS",
-    "meets_prediction",
     "LEARNER",
     "RunMismatchError",
 ]
@@ -446,72 +444,3 @@ class TrainingRun:
         """
         self.setup()
         return self.players[which] if labels is None else self.players[which].with_labels(labels)
-
-
-def training_summary(log, last: float = 0.2) -> dict:
-    """Behaviour over the last ``last`` fraction of training rounds (SPEC §5's predictions).
-
-    Returns the action-type shares, the share of D among all answers, the legal share, and the
-    conditional shares "C after the opponent's C" and "D after the opponent's D" (an illegal
-    answer counts as neither).
-    """
-    if len(log) == 0:
-        return {}
-    episodes = log["episode"].max() + 1
-    tail = log[log["episode"] >= math.floor(episodes * (1 - last))]
-    shares = tail["action_type"].value_counts(normalize=True)
-    after_c = tail[tail["opp_prev"] == "C"]
-    after_d = tail[tail["opp_prev"] == "D"]
-    return {
-        **{t: round(float(shares.get(t, 0.0)), 4) for t in ACTION_TYPES},
-        "D": round(float((tail["my_move"] == "D").mean()), 4),
-        "C": round(float((tail["my_move"] == "C").mean()), 4),
-        "legal": round(float((tail["my_move"] != "illegal").mean()), 4),
-        "C_after_C": round(float((after_c["my_move"] == "C").mean()), 4) if len(after_c) else float("nan"),
-        "D_after_D": round(float((after_d["my_move"] == "D").mean()), 4) if len(after_d) else float("nan"),
-        "rounds": int(len(tail)),
-    }
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """What SPEC §5 predicts a reward teaches against Tit-for-Tat, as thresholds on a summary."""
-
-    text: str
-    minimum: tuple[tuple[str, float], ...] = ()
-    """``(summary key, least value)`` pairs."""
-    maximum: tuple[tuple[str, float], ...] = ()
-    """``(summary key, greatest value)`` pairs."""
-
-    def holds(self, summary: dict) -> bool:
-        """Whether every threshold holds for ``summary`` (from :func:`training_summary`)."""
-        lows = all(summary.get(k, float("nan")) >= v for k, v in self.minimum)
-        highs = all(summary.get(k, float("nan")) <= v for k, v in self.maximum)
-        return bool(lows and highs)
-
-
-PREDICTIONS: dict[str, Prediction] = {
-    "game": Prediction("always D (>= 90% D)", minimum=(("D", 0.90),)),
-    "utilitarian": Prediction("always C (>= 90% C)", minimum=(("C", 0.90),)),
-    "deontological": Prediction(
-        "never D after C (<= 5% D|C, >= 95% legal)", minimum=(("legal", 0.95),), maximum=(("D|C", 0.05),)
-    ),
-    "game_deontological": Prediction(
-        "reciprocity (>= 80% C after C and D after D)", minimum=(("C_after_C", 0.80), ("D_after_D", 0.80))
-    ),
-}
-"""SPEC §5's predictions against Tit-for-Tat over the last 20% of training rounds (issue #4's bar)."""
-
-
-def meets_prediction(reward: str, summary: dict) -> bool | None:
-    """Whether a run trained with ``reward`` behaves as SPEC §5 predicts (None: no prediction).
-
-    For a reward schedule pass the reward it ends with.
-
-    >>> meets_prediction("game", {"D": 0.95})
-    True
-    >>> meets_prediction("deontological", {"D|C": 0.10, "legal": 1.0})
-    False
-    """
-    prediction = PREDICTIONS.get(reward)
-    return None if prediction is None else prediction.holds(summary)

@@ -127,4 +127,14 @@ def test_repr_and_table():
     assert repr(get_game("chicken")) == "MatrixGame('chicken': CC=(2,2), CD=(1,4), DC=(4,1), DD=(0,0))"
     assert get_game("chicken").to_frame().loc["M: D", "O: C"] == "4, 1"
     table = games_table()
-    assert table.loc["prisoners_dilemma", "social_dilemma"]
+    assert table.loc["prisoners_dilemma", "social dilemma"]
+
+
+def test_games_table_lists_pure_and_mixed_equilibria():
+    from moralkit.games import SIX_GAMES
+
+    table = games_table(SIX_GAMES)
+    assert list(table.index) == list(SIX_GAMES)
+    assert table.loc["prisoners_dilemma", "pure Nash"] == "(D, D)"
+    assert "mixed" in table.loc["stag_hunt", "all Nash (payoffs M, O)"]
+    assert table.loc["defective_coordination", "Pareto-optimal"] == "(D, D)"

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from moralkit.training import RunMismatchError, TrainingConfig, TrainingRun, training_summary
+from moralkit.analysis import training_summary
+from moralkit.training import RunMismatchError, TrainingConfig, TrainingRun
 
 TINY = dict(episodes=4, games_per_update=3, rounds=2, preset="smoke", checkpoint_every=2, seed=0,
             ppo_overrides={"learning_rate": 5e-3})
