@@ -1,13 +1,15 @@
 """Condition grids: train rewards × opponents × seeds, evaluate them, write one tidy table.
 
 A *condition* is a reward (or a schedule such as ``"game->deontological"``), an opponent and a
-seed. :func:`train_grid` trains each condition into its own run folder (resuming unfinished
-runs, skipping finished ones), :func:`evaluate_runs` evaluates finished runs with the protocol
-of SPEC §6 (paired with the untuned base model), and :func:`run_grid` does both and writes
-``training.csv``, ``unlearning.csv``, ``evaluation_rounds.csv`` and ``generalisation.csv`` into
-the grid folder.
+seed; :func:`moralkit.training.condition_config` turns it and a profile into a training config.
+:func:`train_grid` trains each condition into its own run folder (resuming unfinished runs,
+skipping finished ones), :func:`evaluate_runs` evaluates finished runs with the protocol of
+docs/science.md §6 (paired with the untuned base model), and :func:`run_grid` does both and
+writes ``training.csv``, ``unlearning.csv``, ``evaluation_rounds.csv`` and ``generalisation.csv``
+into the grid folder (the tables themselves come from :mod:`moralkit.analysis`).
 
-Schedules are written ``A->B`` (half the episodes each) or ``A:30,B:30`` (explicit lengths).
+Schedules are written ``A->B`` (the profile's ``switch_at`` share first) or ``A:30,B:30``
+(explicit lengths).
 """
 
 from __future__ import annotations
@@ -16,110 +18,12 @@ import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .opponents import get_opponent
-from .profiles import Profile, get_profile
-from .rewards import get_reward
 from .analysis import generalisation_table, reward_switches, training_table, unlearning_table
-from .training import LEARNER, TrainingConfig, TrainingRun
-from .storage import atomic_write
+from .profiles import PAPER_AGENTS, Profile, get_profile
+from .storage import atomic_write, claim_folder, read_json
+from .training import TrainingConfig, TrainingRun, condition_config
 
-__all__ = ["PAPER_AGENTS", "parse_reward_spec", "condition_config", "run_folder", "train_grid", "evaluate_runs", "run_grid", "load_runs"]
-
-PAPER_AGENTS: tuple[str, ...] = (
-    "game",
-    "deontological",
-    "utilitarian",
-    "game_deontological",
-    "game->deontological",
-    "game->utilitarian",
-)
-"""The paper's six fine-tuned agents (SPEC §5-6): four rewards and two unlearning schedules."""
-
-
-def _outside_parentheses(spec: str) -> str:
-    """``spec`` without what stands inside parentheses (an aggregate's stakeholder list)."""
-    out, depth = [], 0
-    for ch in spec:
-        depth += ch == "("
-        if depth == 0:
-            out.append(ch)
-        depth -= ch == ")" and depth > 0
-    return "".join(out)
-
-
-def _split_outside_parentheses(spec: str) -> list[str]:
-    """Split at commas that are not inside parentheses: ``"maxmin(a,b):5,game:5"`` → two parts."""
-    parts, depth, current = [], 0, ""
-    for ch in spec:
-        depth += (ch == "(") - (ch == ")")
-        if ch == "," and depth == 0:
-            parts.append(current)
-            current = ""
-        else:
-            current += ch
-    return parts + [current]
-
-
-def parse_reward_spec(spec: str, episodes: int, switch_at: float = 0.5) -> tuple[tuple[str, int], ...] | None:
-    """``"game"`` → None (a single reward); ``"game->deontological"`` → the first reward for the
-    share ``switch_at`` of the episodes (0.5: equal halves), the second for the rest (three or more
-    rewards: equal parts); ``"game:30,deontological:30"`` → explicit lengths.
-
-    >>> parse_reward_spec("game->deontological", 40)
-    (('game', 20), ('deontological', 20))
-    >>> parse_reward_spec("game->deontological", 40, switch_at=0.2)
-    (('game', 8), ('deontological', 32))
-    >>> parse_reward_spec("maxmin(game,deontological)", 40) is None     # an aggregate is one reward
-    True
-    """
-    spec = spec.strip()
-    if "->" in spec:
-        names = [s.strip() for s in spec.split("->")]
-        if not 0 < switch_at < 1:
-            raise ValueError(f"switch_at is a share of the run strictly between 0 and 1, got {switch_at}.")
-        if len(names) == 2 and episodes >= 2:
-            first = min(max(round(episodes * switch_at), 1), episodes - 1)
-            return ((names[0], first), (names[1], episodes - first))
-        base, extra = divmod(episodes, len(names))
-        return tuple((n, base + (1 if i < extra else 0)) for i, n in enumerate(names))
-    if ":" in spec or "," in _outside_parentheses(spec):
-        out = []
-        for part in _split_outside_parentheses(spec):
-            name, _, n = part.partition(":")
-            if not n:
-                raise ValueError(f"Schedule part {part!r} needs a length, e.g. 'game:30,deontological:30'.")
-            out.append((name.strip(), int(n)))
-        return tuple(out)
-    return None
-
-
-def condition_config(reward: str, opponent: str, seed: int, profile: Profile, **overrides) -> TrainingConfig:
-    """The training config of one condition under a profile (``overrides`` win).
-
-    An ``"A->B"`` schedule switches after the profile's share ``switch_at`` of the episodes (the
-    ``cpu`` profile: 15%, see :mod:`moralkit.profiles`); pass ``switch_at=`` to choose. Reward and
-    opponent aliases are resolved to their canonical names, so ``"de"`` against ``"tft"`` reuses the
-    run of ``"deontological"`` against ``"tit_for_tat"``; an unknown name raises with the valid ones.
-    """
-    episodes = overrides.pop("episodes", profile.train_episodes)
-    schedule = parse_reward_spec(reward, episodes, overrides.pop("switch_at", profile.switch_at))
-    # canonical names: "de" and "deontological", "tft" and "tit_for_tat" are one condition, one run folder
-    if schedule is not None:
-        schedule = tuple((get_reward(name).name, n) for name, n in schedule)
-    base = dict(
-        reward=get_reward(reward).name if schedule is None else schedule[0][0],
-        schedule=schedule,
-        opponent=opponent if opponent == LEARNER else get_opponent(opponent).name,
-        episodes=episodes,
-        games_per_update=profile.games_per_update,
-        rounds=profile.rounds if opponent != LEARNER else min(profile.rounds, 3),
-        preset=profile.ppo_preset,
-        model=profile.model,
-        seed=seed,
-        checkpoint_every=profile.checkpoint_every,
-    )
-    base.update(overrides)
-    return TrainingConfig(**base)
+__all__ = ["PAPER_AGENTS", "condition_config", "run_folder", "train_grid", "evaluate_runs", "run_grid", "load_runs"]
 
 
 def run_folder(root: str | Path, config: TrainingConfig) -> Path:
@@ -219,8 +123,6 @@ def load_runs(folders: str | Path | Iterable[str | Path]) -> list[TrainingRun]:
     ``folders`` is one folder or several; a grid folder (no ``config.json`` of its own, run
     folders inside) stands for all the runs in it, in name order.
     """
-    import json
-
     if isinstance(folders, (str, Path)):
         folders = [folders]
     expanded: list[Path] = []
@@ -234,7 +136,8 @@ def load_runs(folders: str | Path | Iterable[str | Path]) -> list[TrainingRun]:
     for f in expanded:
         if not (f / "config.json").exists():
             raise FileNotFoundError(f"{f} is not a training run folder (no config.json). Train one with `moralkit train`.")
-        run = TrainingRun(TrainingConfig.from_dict(json.loads((f / "config.json").read_text())), f)
+        settings = read_json(f / "config.json", fix="Its settings are lost; train the run again in a new folder.")
+        run = TrainingRun(TrainingConfig.from_dict(settings), f)
         if not run.finished:
             raise ValueError(f"{f} holds an unfinished run ({run.config.label} vs {run.config.opponent}). Finish it "
                              "first: run the `moralkit grid` / `moralkit train` command or the notebook that started "
@@ -285,6 +188,11 @@ def evaluate_runs(
     return ev
 
 
+def _is_grid_folder(folder: Path) -> bool:
+    """A folder holding at least one run folder (a grid writes its runs before its tables)."""
+    return any(folder.glob("*/config.json"))
+
+
 def run_grid(
     rewards: Sequence[str],
     opponents: Sequence[str] = ("tit_for_tat",),
@@ -307,9 +215,11 @@ def run_grid(
     once (:func:`train_grid`). Returns (training table, generalisation table or None).
     """
     prof = get_profile(profile)
+    out = Path(out)
+    claim_folder(out, marker=_is_grid_folder, kind="grid folder (no run folders inside)",
+                 fix="Choose a new or empty folder for the grid (--out), or the folder of an earlier grid.")
     runs = train_grid(rewards, opponents, seeds if seeds is not None else prof.seeds, out=out, profile=prof,
                       progress=progress, workers=workers, **overrides)
-    out = Path(out)
     train_tab = training_table(runs)
     atomic_write(out / "training.csv", lambda p: train_tab.to_csv(p, index=False))
     if any(reward_switches(run.log) for run in runs):

@@ -20,13 +20,14 @@ payoff matrix is data, never hard-coded.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from .storage import read_json
 
 __all__ = [
     "C",
@@ -362,12 +363,21 @@ class MatrixGame:
 
 # --------------------------------------------------------------------- catalogue
 def load_games(path: str | Path | None = None) -> dict[str, MatrixGame]:
-    """Load a catalogue of games from a JSON file (default: ``data/games.json``)."""
+    """Load a catalogue of games from a JSON file (default: ``data/games.json``).
+
+    A damaged file, or two games of one name, raise an error naming the file (and the game).
+    """
     path = Path(path) if path is not None else _data_file("games.json")
-    raw = json.loads(Path(path).read_text())
+    raw = read_json(path, fix="Restore the file, or pass a catalogue of your own.")
+    if not isinstance(raw, dict) or not isinstance(raw.get("games"), list):
+        raise GameError(f"{path} is not a game catalogue: it needs a list under the key 'games'.")
     games = {}
     for d in raw["games"]:
         g = MatrixGame.from_dict(d)
+        if g.name in games:
+            raise GameError(
+                f"{path} defines the game {g.name!r} twice; every game needs its own name. Rename or remove one of them."
+            )
         games[g.name] = g
     return games
 

@@ -26,6 +26,7 @@ needs the norm-violation penalty) and wrap it with :func:`make_reward`, or decor
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Mapping
 
@@ -62,6 +63,26 @@ RewardFn = Callable[..., "np.ndarray | float"]
 
 class RewardError(ValueError):
     """An unknown reward name or an unusable reward function."""
+
+
+def check_parameters(xi: float | None = None, r_illegal: float | None = None) -> None:
+    """Reject a penalty that is not a number: ξ must be finite and ≥ 0 (a size: the norm-violation
+    penalty is subtracted), R_illegal finite.
+
+    >>> check_parameters(xi=-3)
+    Traceback (most recent call last):
+    ...
+    moralkit.rewards.RewardError: xi (the norm-violation penalty) must be a finite number >= 0, got -3; it is a size: the rewards subtract it themselves.
+    """
+    if xi is not None and not (_is_number(xi) and math.isfinite(float(xi)) and float(xi) >= 0):
+        raise RewardError(f"xi (the norm-violation penalty) must be a finite number >= 0, got {xi!r}; it is a size: "
+                          "the rewards subtract it themselves.")
+    if r_illegal is not None and not (_is_number(r_illegal) and math.isfinite(float(r_illegal))):
+        raise RewardError(f"r_illegal (the reward of an illegal answer) must be a finite number, got {r_illegal!r}.")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def accepts_xi(fn: Callable) -> bool:
@@ -101,6 +122,9 @@ class Reward:
     xi: float = XI
     r_illegal: float = R_ILLEGAL
     description: str = ""
+
+    def __post_init__(self) -> None:
+        check_parameters(self.xi, self.r_illegal)
 
     def __call__(self, game: MatrixGame | str, my_move, opp_move, opp_prev_move=C, *, my_prev_move=None):
         """The reward of each round. ``my_prev_move`` (M's own previous move, the rest of the
@@ -304,6 +328,7 @@ def get_reward(reward: str | Reward | RewardFn, *, xi: float | None = None, r_il
     >>> get_reward("deontological", xi=4).xi
     4.0
     """
+    check_parameters(xi, r_illegal)
     if isinstance(reward, str) and "(" in reward:
         base = _parse_aggregate(reward, xi)
     elif isinstance(reward, str):

@@ -238,6 +238,8 @@ def read_table(path: str | Path, *, text_columns: tuple[str, ...] = ("answer", "
 
     path = Path(path)
     try:
+        if path.stat().st_size == 0:
+            return pd.DataFrame()
         if exact:
             return pd.read_csv(path, dtype=str, keep_default_na=False)
         return pd.read_csv(path, keep_default_na=False, na_values=[""], dtype={c: str for c in text_columns})

@@ -288,7 +288,7 @@ def test_unlearning_table_applies_the_bar_to_runs_that_switch(tmp_path):
 
 
 def test_reward_specs_and_where_the_switch_falls():
-    from moralkit.experiments import condition_config, parse_reward_spec
+    from moralkit.training import condition_config, parse_reward_spec
     from moralkit.profiles import get_profile
 
     assert parse_reward_spec("game", 40) is None
