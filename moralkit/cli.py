@@ -129,6 +129,10 @@ def _rewards(ns) -> int:
 def _q_learning(ns) -> int:
     from .tabular import train_q_learning
 
+    for flag in ("iterations", "runs"):
+        if getattr(ns, flag) < 1:
+            raise ValueError(f"--{flag} must be at least 1, got {getattr(ns, flag)}.")
+
     res = train_q_learning(
         ns.game, ns.reward, ns.opponent, opponent_reward=ns.opponent_reward, iterations=ns.iterations,
         n_runs=ns.runs, alpha=ns.alpha, gamma=ns.gamma, xi=ns.xi, seed=ns.seed,
