@@ -219,7 +219,8 @@ def read_json(path: str | Path, *, fix: str = "") -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        cut = " (it looks cut short, e.g. by a crash or a full disk)" if exc.pos >= len(text.rstrip()) else ""
+        ends = text.rstrip()[-1:]
+        cut = "" if ends in ("}", "]") else " (it looks cut short, e.g. by a crash or a full disk)"
         raise DamagedFileError(
             f"{path} is damaged: not valid JSON{cut} ({exc.msg}, line {exc.lineno} column {exc.colno}). {fix}".strip()
         ) from None

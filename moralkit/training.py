@@ -535,10 +535,10 @@ class TrainingRun:
         logged = self._logged_episodes()
         if not problems and logged < self.config.checkpoint_every:
             return None  # killed before its first checkpoint: those episodes are played again, identically
-        why = "; ".join(problems) or f"no checkpoint in {self.checkpoint_dir}"
+        why = "; ".join(p.rstrip(". ") for p in problems) or f"there is no checkpoint in {self.checkpoint_dir}"
         raise RunDamagedError(
-            f"{self.folder} cannot resume: {why}, although rounds.csv holds {logged} episode(s). Nothing was changed: "
-            f"the logs (rounds.csv, updates.csv) stay as they are. {self._start_over_hint()}"
+            f"{self.folder} cannot resume: {why}. Yet rounds.csv holds {logged} episode(s), so starting afresh would "
+            f"lose them. Nothing was changed: the logs (rounds.csv, updates.csv) stay as they are. {self._start_over_hint()}"
         )
 
     def _start_folder(self) -> None:
