@@ -455,7 +455,7 @@ def check_parse_answer(fn: Callable, *, verbose: bool = True) -> CheckResult:
 
     ``fn(answer)`` gets the model's answer as text (test labels: C = ``action3``, D =
     ``action4``) and returns ``C`` (0), ``D`` (1) or ``ILLEGAL`` (-1) -- or the words
-    ``"C"``, ``"D"``, ``"illegal"``. The rule (SPEC §3): strip surrounding whitespace; the
+    ``"C"``, ``"D"``, ``"illegal"``. The rule (docs/science.md §3): strip surrounding whitespace; the
     answer is legal only if what is left *equals* a label.
     """
     report = _Report(f"Checking your parser `{_fn_name(fn)}` ...", verbose)

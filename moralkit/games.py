@@ -14,7 +14,7 @@ True
 >>> pd.pure_nash_equilibria()
 [('D', 'D')]
 
-The catalogue (SPEC §1 plus the IJCAI'23 Prisoner's Dilemma) lives in ``data/games.json``: a
+The catalogue (docs/science.md §1 plus the IJCAI'23 Prisoner's Dilemma) lives in ``data/games.json``: a
 payoff matrix is data, never hard-coded.
 """
 
@@ -84,7 +84,7 @@ class MatrixGame:
     description:
         One or two sentences for a notebook.
 
-    Use :meth:`from_cells` to build a game from its four cells written as in SPEC §1.
+    Use :meth:`from_cells` to build a game from its four cells written as in docs/science.md §1.
     """
 
     name: str
@@ -437,7 +437,7 @@ EVALUATION_GAMES: tuple[str, ...] = (
     "bach_or_stravinsky",
     "defective_coordination",
 )
-"""The five games of the paper's generalisation test (SPEC §6)."""
+"""The five games of the paper's generalisation test (docs/science.md §6)."""
 
 
 def game_names() -> list[str]:

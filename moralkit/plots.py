@@ -303,7 +303,7 @@ def payoff_heatmaps(
     ncols: int = 3,
     subtitle: bool = True,
 ) -> "Figure":
-    """A grid of :func:`payoff_heatmap`, one per game (default: the six games of SPEC §1).
+    """A grid of :func:`payoff_heatmap`, one per game (default: the six games of docs/science.md §1).
 
     Under each heatmap: the kind of game (``MatrixGame.classify()``).
     """
@@ -460,7 +460,7 @@ def outcome_metrics_plot(
     hue: str = "pair",
     axes: Sequence["Axes"] | None = None,
 ) -> "Figure":
-    """The outcome metrics of SPEC §7 over training: one panel per metric, one line per pair.
+    """The outcome metrics of docs/science.md §7 over training: one panel per metric, one line per pair.
 
     ``metrics`` is :func:`moralkit.tabular.outcome_metrics` (indexed by ``window``), a dict of
     them keyed by a label (e.g. ``"game vs utilitarian"``), or one tidy table with a ``window``
@@ -530,7 +530,7 @@ def discounted_values_plot(
     return ax.figure
 
 
-# --------------------------------------------------------------------- evaluation (SPEC §6)
+# --------------------------------------------------------------------- evaluation (docs/science.md §6)
 AGENT_COLOURS: dict[str, str] = {
     "no_finetuning": "#949494",
     "game": "#DE8F05",
@@ -550,7 +550,7 @@ REGRET_METRICS: dict[str, str] = {
     "deont_regret": "deontological regret",
     "utilit_regret": "utilitarian regret",
 }
-"""The two regrets of SPEC §6 (column name -> axis label); both are "lower is better"."""
+"""The two regrets of docs/science.md §6 (column name -> axis label); both are "lower is better"."""
 
 _REGRET_RANGE = {"deont_regret": 6.0, "utilit_regret": 1.0}
 

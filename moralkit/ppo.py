@@ -30,7 +30,7 @@ What one update does (the order of the code below):
    loss (:func:`ppo_losses`).
 6. **KL controller.** The KL coefficient adapts towards a target KL (:class:`AdaptiveKLController`).
 
-Performance (see DESIGN.md): identical (prompt, answer) rows are scored once and their results are
+Performance (docs/design.md): identical (prompt, answer) rows are scored once and their results are
 copied back to every occurrence (exact: the backward pass of that copy sums the gradients, i.e. each
 unique row is weighted by its count); the reference policy is the same model with its adapter
 disabled, never a second copy; only the few positions that predict answer tokens go through the
@@ -87,7 +87,7 @@ __all__ = [
 class PPOConfig:
     """Every knob of the LoRA-PPO update, in one place.
 
-    The defaults are the paper's settings (SPEC §5, which are TRL 0.9.6's PPO defaults plus the
+    The defaults are the paper's settings (docs/science.md §5, which are TRL 0.9.6's PPO defaults plus the
     authors' choices). Use :meth:`PPOConfig.preset` to get a named profile and override single
     fields with keyword arguments::
 
@@ -185,12 +185,12 @@ class PPOConfig:
     def preset(cls, name: str, **overrides: Any) -> "PPOConfig":
         """The named profile ``name`` (see :func:`PPOConfig.presets`), with ``overrides`` applied.
 
-        * ``"paper"`` — SPEC §5 exactly: LoRA r=64, alpha=32, dropout 0.05 on all linear layers;
+        * ``"paper"`` — docs/science.md §5 exactly: LoRA r=64, alpha=32, dropout 0.05 on all linear layers;
           Adam lr 1.41e-5; batch = minibatch = 5 (one episode of 5 rounds); 4 PPO epochs; clip 0.2,
           value clip 0.2, vf_coef 0.1; gamma 1, lambda 0.95; adaptive KL (0.2, target 6, horizon
           10000); running score normalisation; whitened advantages; ratio threshold 10; no gradient
           clipping. With one minibatch per epoch this does **4 optimiser steps per episode**
-          (4 epochs × 1 minibatch). The SPEC notes that a quirk of the authors' setup made it
+          (4 epochs × 1 minibatch). docs/science.md §5 notes that a quirk of the authors' setup made it
           effectively one step per episode; to mimic that, use ``ppo_epochs=1``.
         * ``"cpu"`` — learns visibly with a 135M model on a 2-core CPU in tens of updates
           (measured on SmolLM2-135M vs Tit-for-Tat, 8 games x 5 rounds per update): a smaller

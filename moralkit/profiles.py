@@ -6,7 +6,7 @@
   switches after 15% of the run: later, the Game policy has saturated at P(D) > 0.99 and PPO
   barely moves it (measured: not one C sampled in the 15-19 updates after a switch at update 20 or 8).
 * ``gpu``: Colab or a GPU box, sized for a class: the ``cpu`` profile's runs (40 updates of 8
-  games x 5 rounds, which meet all four of SPEC §5's predictions), a few minutes each on a GPU, so
+  games x 5 rounds, which meet all four of docs/science.md §5's predictions), a few minutes each on a GPU, so
   that every chapter fits a lesson on Colab's free T4.
 * ``paper``: the paper's exact protocol: 1000 episodes of one 5-round game per run, the ``paper``
   PPO preset, 5 seeds. About an hour per run on a GPU with the eager trainer (see the README's

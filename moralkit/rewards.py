@@ -1,4 +1,4 @@
-"""Moral rewards: intrinsic rewards that encode a moral theory (SPEC §2).
+"""Moral rewards: intrinsic rewards that encode a moral theory (docs/science.md §2).
 
 A reward looks at one round of an iterated game from the learning agent M's side::
 
@@ -401,7 +401,7 @@ def weighted_sum(weights: Mapping[str | Reward, float], name: str | None = None)
 
 
 def normalised_table(reward: str | Reward | RewardFn, game: str | MatrixGame) -> np.ndarray:
-    """A reward min–max normalised to [0, 1] over the 8 legal rounds of a game (SPEC §8).
+    """A reward min–max normalised to [0, 1] over the 8 legal rounds of a game (docs/science.md §8).
 
     Returns an array ``table[my_move, opp_move, opp_prev_move]``. Rewards live on different
     scales (payoffs, ±ξ, ratios); normalise before comparing or aggregating them. A reward that
@@ -441,7 +441,7 @@ def normalised(reward: str | Reward | RewardFn, game: str | MatrixGame) -> Rewar
     return Reward(f"normalised_{reward.name}", norm, r_illegal=-1.0, description=f"{reward.name} scaled to [0, 1] on {game.title}")
 
 
-# --------------------------------------------------------------------- aggregating stakeholders (SPEC §8)
+# --------------------------------------------------------------------- aggregating stakeholders (docs/science.md §8)
 STATE_COUNT = 4
 """Memory-1 states (my previous move, opponent's previous move), indexed ``2 * my_prev + opp_prev``."""
 

@@ -1,4 +1,4 @@
-"""The pure-RL prelude (SPEC §7): tabular Q-learning agents with moral rewards.
+"""The pure-RL prelude (docs/science.md §7): tabular Q-learning agents with moral rewards.
 
 A Q-learner's state is memory-1: (O's last move, M's last move). It picks C or D ε-greedily
 (ε decays linearly from 1 to 0 over the run) and learns with the one-step Q-learning update
@@ -255,7 +255,7 @@ def train_q_learning(
 
 
 def outcome_metrics(history, window: int = 500):
-    """Outcome metrics of SPEC §7 per window of iterations (mean over runs and rounds).
+    """Outcome metrics of docs/science.md §7 per window of iterations (mean over runs and rounds).
 
     * ``collective``: R_a + R_b per round;
     * ``equality``: 1 − Gini of the two players' payoffs in the window (1 = perfectly equal);

@@ -44,7 +44,7 @@ def test_grid_verb_trains_evaluates_and_skips_finished_conditions(tmp_path, caps
     args = ["--threads", "1", "grid", "--profile", "smoke", "--rewards", "game->deontological", "--out", str(out)]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "SPEC section 5 prediction met by" in printed and "Unlearning" in printed and "Generalisation" in printed
+    assert "Prediction (docs/science.md section 5) met by" in printed and "Unlearning" in printed and "Generalisation" in printed
     for name in ("training.csv", "unlearning.csv", "evaluation_rounds.csv", "generalisation.csv"):
         assert (out / name).exists(), name
     table = pd.read_csv(out / "generalisation.csv")

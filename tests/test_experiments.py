@@ -260,7 +260,7 @@ def test_training_table_gives_the_verdict_and_the_minutes(tmp_path):
     switched = table.loc[("game_then_deontological", "tit_for_tat")]
     assert switched["meets"] == False and "D|C" in switched["predicted"]  # judged by the reward it ends with
     other = table.loc[("game", "always_cooperate")]
-    assert other["predicted"] == "" and other["meets"] is None  # SPEC §5 predicts against Tit-for-Tat only
+    assert other["predicted"] == "" and other["meets"] is None  # docs/science.md §5 predicts against Tit-for-Tat only
 
 
 def test_unlearning_table_applies_the_bar_to_runs_that_switch(tmp_path):

@@ -345,6 +345,6 @@ def test_real_embedded_model_answers_a_batch_of_64():
         f"\n64 answers in {sample_s:.1f} s, label probabilities in {probs_s:.1f} s; illegal rate "
         f"{decision.illegal_rate:.2f} (expected illegal {probs[:, 2].mean():.2f}); e.g. {decision.answers[:8]}"
     )
-    # the untuned model rarely answers in format (SPEC §3), but it does sometimes
+    # the untuned model rarely answers in format (docs/science.md §3), but it does sometimes
     assert decision.illegal_rate > 0.5
     assert 0 < probs[:, :2].sum(axis=1).mean() < 0.5

@@ -121,7 +121,7 @@ def test_pretty_name():
     assert plots.pretty_name("virtue_equality") == "virtue equality"
 
 
-# --------------------------------------------------------------------- evaluation figures (SPEC §6)
+# --------------------------------------------------------------------- evaluation figures (docs/science.md §6)
 def _summary(agents=("no_finetuning", "my_agent"), games=("prisoners_dilemma", "stag_hunt", "chicken")):
     """A hand-made evaluation summary: known regrets and action-type shares."""
     rows = []

@@ -569,9 +569,8 @@ def count_parameters(model) -> tuple[int, int]:
 def describe_model(model) -> str:
     """One line: class, parameter count (and trainable ones if fewer), dtype, device.
 
-    >>> from transformers import AutoTokenizer                  # doctest: +SKIP
-    >>> describe_model(tiny_random_model(embedded_tokenizer()))  # doctest: +SKIP
-    'LlamaForCausalLM (tiny-random-llama-h64-l2): 3.2M parameters, float32, cpu'
+    >>> describe_model(random_model("smollm2-135m-narrow", device="cpu"))   # random weights, no download
+    'LlamaForCausalLM (random:smollm2-135m-narrow): 4.3M parameters, float32, cpu'
     """
     total, trainable = count_parameters(model)
     name = getattr(getattr(model, "config", None), "name_or_path", "") or ""
