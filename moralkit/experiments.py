@@ -61,10 +61,14 @@ def train_grid(
                 cfg = condition_config(reward, opponent, seed, prof, **dict(overrides))
                 runs.append(TrainingRun(cfg, run_folder(out, cfg)))
     todo = [run for run in runs if not run.finished]
-    if progress:
-        for run in runs:
-            if run.finished:
-                print(f"[moralkit] {run.folder.name}: finished earlier, skipped")
+    for run in runs:
+        changes = run.ppo_changes() if run.finished else None
+        if changes:  # a finished run is reused as it is, but say that it was trained otherwise
+            shown = ", ".join(f"{name} {old!r} (now {new!r})" for name, old, new in changes[:4])
+            print(f"[moralkit] {run.folder.name}: finished earlier with other PPO settings: {shown}; reused as it is. "
+                  "Delete the folder to train it with the current settings.")
+        elif progress and run.finished:
+            print(f"[moralkit] {run.folder.name}: finished earlier, skipped")
     if workers == 1 or len(todo) <= 1:
         for run in todo:
             run.train(progress=progress)
@@ -210,8 +214,8 @@ def run_grid(
 
     ``training.csv`` (:func:`training_table`), ``unlearning.csv`` when a run switches rewards
     (:func:`unlearning_table`; removed when none of this grid's runs does), and with ``evaluate``: ``evaluation_rounds.csv`` (every evaluated
-    round) and ``generalisation.csv`` (:func:`generalisation_table`: every agent and baseline ×
-    the five games, the paper's values beside ours). ``workers``: train that many conditions at
+    round) and ``generalisation.csv`` (:func:`~moralkit.analysis.generalisation_table`: every agent and
+    baseline × the profile's evaluation games, the paper's values beside ours). ``workers``: train that many conditions at
     once (:func:`train_grid`). Returns (training table, generalisation table or None).
     """
     prof = get_profile(profile)
@@ -229,8 +233,8 @@ def run_grid(
         (out / "unlearning.csv").unlink(missing_ok=True)
     table = None
     if evaluate:
-        ev = evaluate_runs(runs, value_prompted=value_prompted, episodes=prof.eval_episodes, seed=prof.eval_seed,
-                           progress=progress)
+        ev = evaluate_runs(runs, value_prompted=value_prompted, games=prof.eval_games, episodes=prof.eval_episodes,
+                           seed=prof.eval_seed, progress=progress)
         atomic_write(out / "evaluation_rounds.csv", lambda p: ev.rounds.to_csv(p, index=False))
         table = generalisation_table(ev)
         atomic_write(out / "generalisation.csv", lambda p: table.to_csv(p, index=False))

@@ -398,20 +398,32 @@ class TrainingRun:
                 return read_json(path, fix=f"The run's PPO settings are unknown. {self._start_over_hint()}")
         return None
 
-    def _check_ppo_settings(self, saved: dict) -> None:
-        """Refuse to resume under other PPO settings than the run started with (an edited preset)."""
+    def ppo_changes(self) -> list[tuple[str, object, object]] | None:
+        """``(field, value in the run folder, value now)`` for each resolved PPO setting that differs.
+
+        None when the folder records no PPO settings (no run yet, or an older folder without a
+        checkpoint copy). A finished run stays usable whatever this says; an unfinished one
+        refuses to resume unless it is empty.
+        """
         from .ppo import REMOVED_FIELDS
 
-        recorded = self._recorded_ppo(saved)
+        saved = self._saved_settings()
+        recorded = self._recorded_ppo(saved) if saved is not None else None
         if recorded is None:
+            return None
+        recorded = {k: v for k, v in recorded.items() if k not in REMOVED_FIELDS}
+        return _differences(recorded, self.config.ppo_config().to_dict(), prefix="ppo.")
+
+    def _check_ppo_settings(self, saved: dict) -> None:
+        """Refuse to resume under other PPO settings than the run started with (an edited preset)."""
+        diffs = self.ppo_changes()
+        if diffs is None:
             if folder_versions(self.checkpoint_dir):
                 raise RunMismatchError(
                     f"{self.folder} was started by an older moralkit that did not record its PPO settings, so it "
                     f"cannot be resumed safely. Its logs stay readable. {self._start_over_hint()}"
                 )
             return  # nothing trained yet that could disagree: the run starts afresh
-        recorded = {k: v for k, v in recorded.items() if k not in REMOVED_FIELDS}
-        diffs = _differences(recorded, self.config.ppo_config().to_dict(), prefix="ppo.")
         if diffs:
             raise RunMismatchError(
                 f"{self.folder} holds an unfinished run that started with other PPO settings:\n{_diff_text(diffs)}\n"

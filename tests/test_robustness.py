@@ -306,6 +306,17 @@ def test_resuming_after_a_preset_was_edited_is_refused_with_the_difference(tmp_p
     assert seen == [3, 4] and json.loads((folder / "config.json").read_text())["format"] == 2  # recorded now
 
 
+def test_a_finished_run_stays_readable_after_a_preset_was_edited(tmp_path, monkeypatch):
+    from moralkit import ppo
+    from test_training import train
+
+    run = train(tmp_path / "done", episodes=2)
+    monkeypatch.setitem(ppo._PRESETS, "smoke", {**ppo._PRESETS["smoke"], "ppo_epochs": 3})
+    again = TrainingRun(run.config, run.folder)  # no refusal: nothing will be trained
+    assert again.finished and again.ppo_changes() == [("ppo.ppo_epochs", 1, 3)]
+    assert len(again.log) == len(run.log)
+
+
 def test_an_old_run_folder_still_loads_and_resumes(tmp_path):
     """A folder of the format before issue 13: no PPO settings in config.json, batch_size in the checkpoint."""
     import torch
