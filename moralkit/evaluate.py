@@ -279,7 +279,7 @@ def paper_reference(path: str | Path | None = None):
     """Figure 4 of the paper, read off the image (±0.05–0.1): model, game, deont_regret, utilit_regret."""
     import pandas as pd
 
-    return pd.read_csv(path or _data_file("paper_fig4.csv"), comment="#")
+    return pd.read_csv(path or _data_file("paper_fig4.csv"), comment="#", keep_default_na=False, na_values=[""])
 
 
 def compare_with_paper(summary, reference=None):
