@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         if ns.threads is not None or ns.command in ("train", "evaluate", "grid", "bench"):
             from .profiles import configure_threads, get_profile
 
-            fallback = get_profile(ns.profile).threads if getattr(ns, "profile", None) is not None else None
+            fallback = get_profile(ns.profile).threads if hasattr(ns, "profile") else None  # smoke: 1 thread
             configure_threads(ns.threads, fallback=fallback)
         return COMMANDS[ns.command][1](ns) or 0
     except (ValueError, OSError, RuntimeError) as exc:
