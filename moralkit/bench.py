@@ -1,7 +1,7 @@
 """Benchmark: how fast does the LLM player train on this machine?
 
-    moralkit bench [--model random:smollm2-135m] [--preset paper] [--games-per-update 1] [--json]
-    python -m moralkit.bench ...
+    moralkit bench [--profile cpu] [--model random:smollm2-135m] [--preset paper] [--games-per-update 1] [--json]
+    python -m moralkit bench ...
 
 Trains against Tit-for-Tat for a few updates (after one warm-up update) and reports the device,
 the seconds per update and where they go -- sampling the answers of the episode, the scoring passes
@@ -41,16 +41,21 @@ def _device_name() -> str:
 
 
 def benchmark_training(
-    preset: str = "cpu",
-    games_per_update: int = 8,
-    rounds: int = 5,
+    preset: str | None = None,
+    games_per_update: int | None = None,
+    rounds: int | None = None,
     updates: int = 3,
-    model: str = "embedded",
+    model: str | None = None,
     seed: int = 0,
     compile: bool | str = False,
     dtype: str | None = None,
+    profile: str | None = None,
 ) -> dict:
     """Time ``updates`` PPO updates (after one warm-up update) and return the figures as a dict.
+
+    The run is the ``profile``'s training run of the Game reward against Tit-for-Tat
+    (:func:`~moralkit.training.condition_config`); ``preset``, ``games_per_update``, ``rounds``
+    and ``model`` override the profile's.
 
     Keys: ``device``, ``model``, ``preset``, ``games_per_update``, ``rounds``, ``compile``,
     ``timed_updates``, ``load_s`` (model load and set-up), ``warmup_s`` (the first update: with
@@ -66,11 +71,15 @@ def benchmark_training(
     import transformers
 
     from .llm.models import load_model
-    from .training import TrainingConfig, TrainingRun
+    from .training import TrainingRun, condition_config
 
-    cfg = TrainingConfig(reward="game", opponent="tit_for_tat", episodes=updates + 1, games_per_update=games_per_update,
-                         rounds=rounds, preset=preset, model=model, seed=seed, checkpoint_every=10_000,
-                         ppo_overrides={"compile": compile} if compile else {})
+    if updates < 1:
+        raise ValueError(f"updates must be at least 1 (timed after one warm-up update), got {updates}.")
+    sizes = {k: v for k, v in {"preset": preset, "games_per_update": games_per_update, "rounds": rounds,
+                                "model": model}.items() if v is not None}
+    cfg = condition_config("game", "tit_for_tat", seed, profile, episodes=updates + 1, checkpoint_every=10_000,
+                           ppo_overrides={"compile": compile} if compile else {}, **sizes)
+    preset, games_per_update, rounds, model = cfg.preset, cfg.games_per_update, cfg.rounds, cfg.model
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as folder:
@@ -116,7 +125,7 @@ def benchmark_training(
 
 def save_benchmark(result: dict, path: str | Path) -> Path:
     """Append ``result`` as a row of the CSV file ``path`` (with a header when the file is new)."""
-    from .workbook import atomic_write
+    from .storage import atomic_write
 
     path = Path(path)
     rows = []
@@ -137,9 +146,3 @@ def save_benchmark(result: dict, path: str | Path) -> Path:
 
     atomic_write(path, write)
     return path
-
-
-if __name__ == "__main__":  # pragma: no cover
-    from .cli import main
-
-    sys.exit(main(["bench", *sys.argv[1:]]))

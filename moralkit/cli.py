@@ -11,7 +11,9 @@
     moralkit maxmin --game G --opponent O --stakeholders A B C --xi X [--json]   # exact max-min per state
     moralkit maxmin-report RUN... [--out data/results/maxmin_llm_cpu.csv]        # LLM runs vs the LP
 
-Each verb is a function registered with :func:`command`.
+Each verb is a function registered with :func:`command`. The sizes of a verb's work (episodes,
+games per update, evaluation episodes, seeds …) default to the profile's (:mod:`moralkit.profiles`:
+``--profile``, else ``$MORALKIT_PROFILE``, else ``auto``); ``moralkit VERB --help`` shows them.
 Heavy libraries are imported inside each verb, so ``moralkit --help`` is instant.
 """
 
@@ -21,17 +23,44 @@ import argparse
 import sys
 from typing import Callable
 
-__all__ = ["main", "COMMANDS"]
+__all__ = ["main", "COMMANDS", "build_parser"]
 
-COMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]] = {}
+
+class FromProfile:
+    """An argument's default read from the profile (a field name) when the parser is built."""
+
+    def __init__(self, field: str, transform: Callable | None = None) -> None:
+        self.field, self.transform = field, transform
+
+    def value(self, profile):
+        value = getattr(profile, self.field)
+        return self.transform(value) if self.transform else value
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none to show."""
+
+    def _get_help_string(self, action):
+        no_value = action.default is None or action.default is argparse.SUPPRESS or action.nargs == 0  # flags
+        if no_value or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
+COMMANDS: dict[str, tuple[Callable[..., None], Callable[[argparse.Namespace], int], str]] = {}
+
+_PROFILE_HELP = "smoke, cpu, gpu, paper or auto (default: $MORALKIT_PROFILE, else auto: gpu with CUDA, else cpu)"
 
 
 def command(name: str, help: str):
     """Register a verb: the decorated function receives the parsed arguments."""
 
     def deco(fn):
-        def add_args(p):
+        def add_args(p, profile=None):
             for args, kwargs in getattr(fn, "_args", []):
+                default = kwargs.get("default")
+                if isinstance(default, FromProfile):
+                    kwargs = {**kwargs, "default": default.value(profile) if profile is not None else None}
                 p.add_argument(*args, **kwargs)
 
         COMMANDS[name] = (add_args, fn, help)
@@ -49,8 +78,8 @@ def arg(*args, **kwargs):
 
 
 @command("workbook", "run every notebook headless; executed copies, figures and tables go to --out")
-@arg("--profile", default=None, help="smoke, cpu, gpu, paper or auto (default: $MORALKIT_PROFILE or auto)")
-@arg("--out", default="outputs", help="output folder (default: outputs)")
+@arg("--profile", default=None, help=_PROFILE_HELP)
+@arg("--out", default="outputs", help="output folder")
 @arg("--only", nargs="*", default=None, help="run only notebooks whose name contains one of these (e.g. 01 04)")
 @arg("--notebooks", default=None, metavar="DIR",
      help="folder holding the notebooks (default: the repository's notebooks/, else ./notebooks)")
@@ -75,7 +104,7 @@ def _games(ns) -> int:
 
 @command("rewards", "show every moral reward as a table for one game")
 @arg("--game", default="prisoners_dilemma")
-@arg("--xi", type=float, default=None, help="norm-violation penalty (default 3)")
+@arg("--xi", type=float, default=3.0, help="norm-violation penalty (>= 0)")
 def _rewards(ns) -> int:
     from .games import get_game
     from .rewards import get_reward, reward_names, reward_table
@@ -92,17 +121,23 @@ def _rewards(ns) -> int:
 @arg("--reward", default="game")
 @arg("--opponent", default="tit_for_tat", help="an opponent name, or 'learner' for two Q-learners")
 @arg("--opponent-reward", default=None, help="the second learner's reward when --opponent learner")
-@arg("--gamma", type=float, default=0.9)
-@arg("--alpha", type=float, default=0.01)
-@arg("--iterations", type=int, default=10_000)
-@arg("--runs", type=int, default=10)
-@arg("--seed", type=int, default=0)
+@arg("--gamma", type=float, default=0.9, help="discount factor in [0, 1)")
+@arg("--alpha", type=float, default=0.01, help="learning rate in (0, 1]")
+@arg("--iterations", type=int, default=FromProfile("q_iterations"), help="iterations per run")
+@arg("--runs", type=int, default=FromProfile("q_runs"), help="independent runs")
+@arg("--xi", type=float, default=3.0, help="norm-violation penalty (>= 0)")
+@arg("--seed", type=int, default=0, help="random seed")
+@arg("--profile", default=None, help=_PROFILE_HELP)
 def _q_learning(ns) -> int:
     from .tabular import train_q_learning
 
+    for flag in ("iterations", "runs"):
+        if getattr(ns, flag) < 1:
+            raise ValueError(f"--{flag} must be at least 1, got {getattr(ns, flag)}.")
+
     res = train_q_learning(
         ns.game, ns.reward, ns.opponent, opponent_reward=ns.opponent_reward, iterations=ns.iterations,
-        n_runs=ns.runs, alpha=ns.alpha, gamma=ns.gamma, seed=ns.seed,
+        n_runs=ns.runs, alpha=ns.alpha, gamma=ns.gamma, xi=ns.xi, seed=ns.seed,
     )
     print(res)
     print(res.policy_table().round(2))
@@ -112,15 +147,13 @@ def _q_learning(ns) -> int:
 
 
 def _train_config(ns):
-    from .experiments import condition_config
-    from .profiles import get_profile
+    from .training import condition_config
 
-    prof = get_profile(ns.profile)
     overrides = {k: v for k, v in {
         "episodes": ns.episodes, "games_per_update": ns.games_per_update, "rounds": ns.rounds,
         "preset": ns.preset, "model": ns.model, "game": ns.game, "checkpoint_every": ns.checkpoint_every,
     }.items() if v is not None}
-    return condition_config(ns.reward, ns.opponent, ns.seed, prof, **overrides)
+    return condition_config(ns.reward, ns.opponent, ns.seed, ns.profile, **overrides)
 
 
 def _figures_every(n: int):
@@ -138,21 +171,24 @@ def _figures_every(n: int):
 @command("train", "fine-tune the LLM player with LoRA-PPO on a moral reward (resumable)")
 @arg("--reward", default="game", help="a reward name, or a schedule: 'game->deontological' or 'game:30,deontological:30'")
 @arg("--opponent", default="tit_for_tat", help="tit_for_tat, always_cooperate, always_defect, random, axelrod:<Name>, or learner")
-@arg("--game", default=None, help="training game (default prisoners_dilemma)")
-@arg("--episodes", type=int, default=None, help="PPO updates (default: the profile's)")
-@arg("--games-per-update", type=int, default=None, help="games played in parallel per update (paper: 1)")
-@arg("--rounds", type=int, default=None, help="rounds per game (paper: 5; 3 against a learner)")
-@arg("--preset", default=None, help="PPO preset: paper, cpu or smoke (default: the profile's)")
-@arg("--model", default=None, help="'embedded', a local folder or a hub id")
-@arg("--checkpoint-every", type=int, default=None)
-@arg("--profile", default=None, help="smoke, cpu, gpu, paper or auto")
-@arg("--seed", type=int, default=0)
-@arg("--out", default=None, help="run folder (default runs/<reward>__<opponent>__seed<k>)")
+@arg("--game", default="prisoners_dilemma", help="training game")
+@arg("--episodes", type=int, default=FromProfile("train_episodes"), help="PPO updates (paper: 1000)")
+@arg("--games-per-update", type=int, default=FromProfile("games_per_update"), help="games played in parallel per update (paper: 1)")
+@arg("--rounds", type=int, default=None, help="rounds per game (default: the profile's, at most its learner_rounds "
+     "against a learner; paper: 5, and 3 against a learner)")
+@arg("--preset", default=FromProfile("ppo_preset"), help="PPO preset: paper, cpu or smoke")
+@arg("--model", default=FromProfile("model"), help="'embedded', a local folder, a hub id or random:<shape>")
+@arg("--checkpoint-every", type=int, default=FromProfile("checkpoint_every"), help="episodes between checkpoints")
+@arg("--profile", default=None, help=_PROFILE_HELP)
+@arg("--seed", type=int, default=FromProfile("seeds", lambda seeds: seeds[0]), help="training seed")
+@arg("--out", default=None, help="run folder (default: runs/<reward>__<opponent>__seed<k>); new, empty, or "
+     "holding this run")
 @arg("--no-resume", dest="resume", action="store_false", help="refuse to continue a run already in --out")
 def _train(ns) -> int:
     from .experiments import run_folder
     from .plots import save_run_figures
-    from .training import TrainingRun, training_summary
+    from .analysis import training_summary
+    from .training import TrainingRun
 
     cfg = _train_config(ns)
     folder = ns.out or run_folder("runs", cfg)
@@ -174,18 +210,19 @@ def _train(ns) -> int:
 
 @command("evaluate", "evaluate finished runs with the paper's protocol (paired with the base model)")
 @arg("runs", nargs="*", help="run folders (none: evaluate the untuned base model only)")
-@arg("--games", nargs="*", default=None, help="games (default: the five of the paper)")
-@arg("--labels", nargs="*", default=["test"], help="label sets (default: test = action3/action4)")
-@arg("--episodes", type=int, default=10, help="episodes of 5 rounds per game (paper: 10)")
+@arg("--games", nargs="*", default=FromProfile("eval_games", list), help="games")
+@arg("--labels", nargs="*", default=["test"], help="label sets (test = action3/action4)")
+@arg("--episodes", type=int, default=FromProfile("eval_episodes"), help="episodes of 5 rounds per game (paper: 10)")
 @arg("--value-prompted", nargs="*", default=[], help="also evaluate the base model told these values in words")
-@arg("--seed", type=int, default=100)
+@arg("--seed", type=int, default=FromProfile("eval_seed"), help="evaluation seed (the paper: 100)")
+@arg("--profile", default=None, help=_PROFILE_HELP)
 @arg("--out", default="outputs/evaluation", help="folder for evaluation.csv and evaluation_rounds.csv")
 def _evaluate(ns) -> int:
     import pandas as pd
 
     from .evaluate import compare_with_paper
     from .experiments import evaluate_runs, load_runs
-    from .workbook import atomic_write
+    from .storage import atomic_write
 
     ev = evaluate_runs(load_runs(ns.runs), value_prompted=ns.value_prompted, games=ns.games,
                        label_sets=ns.labels, episodes=ns.episodes, seed=ns.seed)
@@ -200,41 +237,42 @@ def _evaluate(ns) -> int:
 
 
 @command("grid", "train and evaluate a grid of conditions (rewards x opponents x seeds); finished runs are skipped")
-@arg("--rewards", nargs="+", default=None,
-     help="rewards or schedules ('game->deontological'); default: the paper's six agents "
-          "(game deontological utilitarian game_deontological game->deontological game->utilitarian)")
+@arg("--rewards", nargs="+", default=FromProfile("agents", list),
+     help="rewards or schedules ('game->deontological'); the profile's agents are the paper's six "
+          "(in the smoke profile two of them)")
 @arg("--opponents", nargs="+", default=["tit_for_tat"])
-@arg("--seeds", nargs="+", type=int, default=None, help="default: the profile's seeds")
-@arg("--profile", default=None, help="smoke, cpu, gpu, paper or auto")
-@arg("--episodes", type=int, default=None)
+@arg("--seeds", nargs="+", type=int, default=FromProfile("seeds", list), help="training seeds")
+@arg("--profile", default=None, help=_PROFILE_HELP)
+@arg("--episodes", type=int, default=FromProfile("train_episodes"), help="PPO updates per run")
 @arg("--workers", type=int, default=1, help="train this many conditions at once, each in its own process "
      "(on a GPU: several runs share it; on a CPU: they share the cores)")
-@arg("--model", default=None, help="'embedded' (default: the profile's), a folder, a hub id or random:<shape>")
+@arg("--model", default=FromProfile("model"), help="'embedded', a folder, a hub id or random:<shape>")
 @arg("--no-evaluate", dest="evaluate", action="store_false", help="train only; print the training table")
-@arg("--out", default="runs/grid")
+@arg("--out", default="runs/grid", help="grid folder: new, empty, or an earlier grid's")
 def _grid(ns) -> int:
     from pathlib import Path
 
     import pandas as pd
 
-    from .experiments import PAPER_AGENTS, run_grid
+    from .experiments import run_grid
+    from .storage import read_table
 
-    overrides = {k: v for k, v in {"episodes": ns.episodes, "model": ns.model}.items() if v}
-    train_tab, summary = run_grid(ns.rewards or PAPER_AGENTS, ns.opponents, ns.seeds, out=ns.out, profile=ns.profile,
+    overrides = {k: v for k, v in {"episodes": ns.episodes, "model": ns.model}.items() if v is not None}
+    train_tab, summary = run_grid(ns.rewards, ns.opponents, ns.seeds, out=ns.out, profile=ns.profile,
                                   evaluate=ns.evaluate, workers=ns.workers, **overrides)
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 3):
         print("\nBehaviour over the last 20% of training rounds:")
         print(train_tab.to_string(index=False))
         judged = train_tab["meets"].dropna() if "meets" in train_tab else []
         if len(judged):
-            print(f"SPEC section 5 prediction met by {int(judged.astype(bool).sum())} of {len(judged)} "
+            print(f"Prediction (docs/science.md section 5) met by {int(judged.astype(bool).sum())} of {len(judged)} "
                   "run(s) against Tit-for-Tat (columns 'predicted', 'meets').")
         unlearning = Path(ns.out) / "unlearning.csv"
         if unlearning.exists():
             print("\nUnlearning: C|C and D|C shares just before the reward switch and over the last 20%:")
-            print(pd.read_csv(unlearning).to_string(index=False))
+            print(read_table(unlearning).to_string(index=False))
         if summary is not None:
-            print("\nGeneralisation (SPEC section 6: labels action3/action4 vs Random), paper's Figure 4 beside ours:")
+            print("\nGeneralisation (labels action3/action4 vs Random, docs/science.md section 6), paper's Figure 4 beside ours:")
             columns = ["agent", "game", "deont_regret", "paper_deont_regret", "utilit_regret", "paper_utilit_regret",
                        "illegal", "C_among_legal"]
             print(summary[columns].to_string(index=False))
@@ -255,6 +293,7 @@ def _grid_figures(out, trained, generalisation) -> list:
     from . import plots
     from .evaluate import EVAL_XI
     from .experiments import load_runs
+    from .storage import read_table
 
     conditions = set(zip(trained["agent"], trained["opponent"], trained["seed"]))
     runs = [run for run in load_runs(out)
@@ -266,7 +305,7 @@ def _grid_figures(out, trained, generalisation) -> list:
     rounds_file = out / "evaluation_rounds.csv"
     if generalisation is not None and rounds_file.exists():
         test = generalisation[generalisation["labels"] == "test"]
-        rounds = pd.read_csv(rounds_file, keep_default_na=False, na_values=[""])
+        rounds = read_table(rounds_file)
         fig = plots.regret_bars(test, metric=("deont_regret", "utilit_regret"), rounds=rounds[rounds["labels"] == "test"],
                                  xi=EVAL_XI)
         paths.append(plots.save_figure(fig, out / "figures" / "regrets_vs_paper.png"))
@@ -274,11 +313,12 @@ def _grid_figures(out, trained, generalisation) -> list:
 
 
 @command("bench", "measure training speed: seconds per update and where they go, rounds/s, peak memory")
-@arg("--model", default="embedded", help="'embedded', a folder, a hub id, or random:<shape> (smollm2-135m, "
+@arg("--profile", default=None, help=_PROFILE_HELP)
+@arg("--model", default=FromProfile("model"), help="'embedded', a folder, a hub id, or random:<shape> (smollm2-135m, "
      "smollm2-135m-narrow, gemma-2-2b: random weights that time like the real model)")
-@arg("--preset", default="paper", help="PPO preset: paper, cpu or smoke")
-@arg("--games-per-update", type=int, default=1, help="games played in parallel per update (paper: 1)")
-@arg("--rounds", type=int, default=5, help="rounds per game")
+@arg("--preset", default=FromProfile("ppo_preset"), help="PPO preset: paper, cpu or smoke")
+@arg("--games-per-update", type=int, default=FromProfile("games_per_update"), help="games played in parallel per update (paper: 1)")
+@arg("--rounds", type=int, default=FromProfile("rounds"), help="rounds per game")
 @arg("--updates", type=int, default=3, help="timed updates (after one warm-up)")
 @arg("--compile", nargs="?", const=True, default=False, metavar="MODE",
      help="compile the PPO epochs with torch.compile (pays off on a GPU); MODE e.g. reduce-overhead")
@@ -290,8 +330,8 @@ def _bench(ns) -> int:
 
     from .bench import benchmark_training, save_benchmark
 
-    result = benchmark_training(preset=ns.preset, games_per_update=ns.games_per_update, rounds=ns.rounds,
-                                updates=ns.updates, model=ns.model, compile=ns.compile, dtype=ns.dtype)
+    result = benchmark_training(profile=ns.profile, preset=ns.preset, games_per_update=ns.games_per_update,
+                                rounds=ns.rounds, updates=ns.updates, model=ns.model, compile=ns.compile, dtype=ns.dtype)
     if ns.json:
         print(json.dumps(result))
     else:
@@ -306,7 +346,7 @@ def _bench(ns) -> int:
 @arg("--game", default="prisoners_dilemma")
 @arg("--opponent", default="tit_for_tat", help="tit_for_tat, always_cooperate, always_defect or random")
 @arg("--stakeholders", nargs="+", default=["game", "deontological", "utilitarian"], help="reward names (at least two)")
-@arg("--xi", type=float, default=3.0, help="norm-violation penalty (default 3)")
+@arg("--xi", type=float, default=3.0, help="norm-violation penalty (>= 0)")
 @arg("--json", action="store_true", help="print JSON (one entry per state, plus the utilitarian average's)")
 def _maxmin(ns) -> int:
     import json
@@ -328,7 +368,7 @@ def _maxmin(ns) -> int:
 @command("maxmin-report", "how close trained LLM runs ended to the exact max-min policy, state by state")
 @arg("runs", nargs="+", help="run folders (moralkit train / grid)")
 @arg("--stakeholders", nargs="+", default=None, help="default: the stakeholders of each run's aggregate reward")
-@arg("--last", type=float, default=0.2, help="share of the training episodes at the end to read (default 0.2)")
+@arg("--last", type=float, default=0.2, help="share of the training episodes at the end to read")
 @arg("--out", default=None, help="also write the table as CSV here (e.g. data/results/maxmin_llm_cpu.csv)")
 def _maxmin_report(ns) -> int:
     import pandas as pd
@@ -336,7 +376,7 @@ def _maxmin_report(ns) -> int:
     from .experiments import load_runs
     from .pluralistic import llm_maxmin_report
     from .rewards import AggregateReward, get_reward
-    from .workbook import atomic_write
+    from .storage import atomic_write
 
     frames = []
     for run in load_runs(ns.runs):
@@ -357,12 +397,40 @@ def _maxmin_report(ns) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="moralkit", description="Moral alignment of LLM agents with intrinsic rewards: the workbook's command line.")
+def _chosen(argv: list[str]) -> tuple[str | None, str | None]:
+    """(the verb, the ``--profile`` value) of a command line, read before it is parsed."""
+    verb, profile, it = None, None, iter(argv)
+    for token in it:
+        if verb is None:
+            if token == "--threads":
+                next(it, None)
+            elif token in COMMANDS:
+                verb = token
+        elif token == "--profile":
+            profile = next(it, None)
+        elif token.startswith("--profile="):
+            profile = token.split("=", 1)[1]
+    return verb, profile
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The ``moralkit`` parser; the chosen verb's size defaults come from its profile (see ``--help``)."""
+    verb, profile_name = _chosen(list(sys.argv[1:] if argv is None else argv))
+    parser = argparse.ArgumentParser(prog="moralkit", description="Moral alignment of LLM agents with intrinsic "
+                                     "rewards: the workbook's command line.", formatter_class=_HelpFormatter)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: $MORALKIT_THREADS or torch's choice)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (add_args, _, help_text) in COMMANDS.items():
-        add_args(sub.add_parser(name, help=help_text, description=help_text))
+        profile = None
+        if name == verb:
+            from .profiles import get_profile
+
+            try:
+                profile = get_profile(profile_name)
+            except ValueError as exc:
+                parser.error(str(exc))
+        description = help_text + (f". Sizes default to the {profile.name!r} profile's." if profile is not None else "")
+        add_args(sub.add_parser(name, help=help_text, description=description, formatter_class=_HelpFormatter), profile)
     return parser
 
 
@@ -370,16 +438,17 @@ def main(argv: list[str] | None = None) -> int:
     from ._warnings import quiet_third_party
 
     quiet_third_party()
-    parser = build_parser()
+    parser = build_parser(argv)
     ns = parser.parse_args(argv)
     if not ns.command:
         parser.print_help()
         return 1
     try:
         if ns.threads is not None or ns.command in ("train", "evaluate", "grid", "bench"):
-            from .profiles import configure_threads
+            from .profiles import configure_threads, get_profile
 
-            configure_threads(ns.threads)
+            fallback = get_profile(ns.profile).threads if hasattr(ns, "profile") else None  # smoke: 1 thread
+            configure_threads(ns.threads, fallback=fallback)
         return COMMANDS[ns.command][1](ns) or 0
     except (ValueError, OSError, RuntimeError) as exc:
         print(f"moralkit {ns.command}: error: {exc}", file=sys.stderr)

@@ -3,7 +3,7 @@
 Each game starts from a random initial state (M's and O's "previous moves"), then the agent
 and its opponent play ``rounds`` rounds. M sees only its own last move and O's last move
 (memory-1). An illegal answer by M earns the illegal-answer reward and does **not** update M's
-last move: the next state repeats M's last legal move (SPEC §3).
+last move: the next state repeats M's last legal move (docs/science.md §3).
 
 >>> import numpy as np
 >>> env = IteratedGame("prisoners_dilemma", "tit_for_tat", n_games=4, seed=0)

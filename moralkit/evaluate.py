@@ -1,4 +1,4 @@
-"""The paper's evaluation protocol (SPEC §6), as one call.
+"""The paper's evaluation protocol (docs/science.md §6), as one call.
 
 An agent (an :class:`~moralkit.llm.agent.LLMPlayer`, fine-tuned or not) plays each game against
 a Random opponent from a fixed seed: ``episodes`` games of ``rounds`` rounds (the paper: 10 × 5
@@ -109,7 +109,7 @@ def evaluate(
     r_illegal: float = R_ILLEGAL,
     progress: bool = False,
 ) -> Evaluation:
-    """Evaluate ``agent`` (and paired ``baselines``) on each game, as SPEC §6 describes.
+    """Evaluate ``agent`` (and paired ``baselines``) on each game, as docs/science.md §6 describes.
 
     The ``episodes`` games of a game run in parallel (one batch), which is the same
     distribution as playing them one after another. ``agent`` (the *driver*) plays the games:
@@ -252,7 +252,7 @@ def generalisation_grid(
 
 
 def unrelated_prompt_test(players: Mapping[str, object], *, labels="test", n: int = 50, seed: int = 100):
-    """Did tuning teach a policy, or only a liking for one token? (SPEC §6)
+    """Did tuning teach a policy, or only a liking for one token? (docs/science.md §6)
 
     Each player gets ``n`` prompts per level of :data:`~moralkit.llm.prompts.UNRELATED_LEVELS`
     (label orders random); the table reports the exact probabilities of answering with C's
@@ -280,7 +280,7 @@ def paper_reference(path: str | Path | None = None):
     """Figure 4 of the paper, read off the image (±0.05–0.1): model, game, deont_regret, utilit_regret."""
     import pandas as pd
 
-    return pd.read_csv(path or data_file("paper_fig4.csv"), comment="#")
+    return pd.read_csv(path or data_file("paper_fig4.csv"), comment="#", keep_default_na=False, na_values=[""])
 
 
 def compare_with_paper(summary, reference=None):

@@ -23,6 +23,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from .analysis import EITHER, STATES, predicted_responses
 from .games import C, D, GAMES, GameError, MatrixGame, get_game
 from .rewards import accepts_xi
 
@@ -454,7 +455,7 @@ def check_parse_answer(fn: Callable, *, verbose: bool = True) -> CheckResult:
 
     ``fn(answer)`` gets the model's answer as text (test labels: C = ``action3``, D =
     ``action4``) and returns ``C`` (0), ``D`` (1) or ``ILLEGAL`` (-1) -- or the words
-    ``"C"``, ``"D"``, ``"illegal"``. The rule (SPEC §3): strip surrounding whitespace; the
+    ``"C"``, ``"D"``, ``"illegal"``. The rule (docs/science.md §3): strip surrounding whitespace; the
     answer is legal only if what is left *equals* a label.
     """
     report = _Report(f"Checking your parser `{_fn_name(fn)}` ...", verbose)
@@ -566,72 +567,8 @@ __all__ += ["PARSE_CASES", "check_parse_answer", "REGRET_EXERCISE", "regret_exer
 
 
 # --------------------------------------------------------------------- chapter 4: fine-tuning with a reward of your own
-_STATES: tuple[tuple[str, str], ...] = (("C", "C"), ("C", "D"), ("D", "C"), ("D", "D"))
-"""The four memory-1 states (my last move, their last move), in the order of ``policy_table``."""
-
-_EITHER = "either"
-
-
-def _opponent_move_probabilities(opponent, my_prev: int, opp_prev: int = C) -> dict[int, float]:
-    """What a fixed opponent plays now in a state (M's last legal move, its own last move): {move: probability}.
-
-    Read from the opponent itself (:meth:`~moralkit.opponents.Opponent.cooperation_probability`).
-    """
-    from .opponents import OpponentError, get_opponent
-
-    try:
-        q = float(get_opponent(opponent).cooperation_probability(my_prev, opp_prev))
-    except OpponentError:
-        raise ValueError(
-            f"Predictions need an opponent whose move follows from the state: tit_for_tat, always_cooperate, "
-            f"always_defect or random; got {opponent!r}."
-        ) from None
-    return {move: prob for move, prob in ((C, q), (D, 1.0 - q)) if prob > 0}
-
-
-def predicted_responses(
-    reward,
-    game: MatrixGame | str = "prisoners_dilemma",
-    opponent: str = "tit_for_tat",
-    *,
-    xi: float | None = None,
-    tol: float = 1e-9,
-):
-    """What a reward teaches a *myopic* learner (SPEC §5): its best move in each state.
-
-    Fine-tuning treats every round as a one-step problem, so PPO pushes the player towards the
-    move with the higher reward *this round*. Against Tit-for-Tat the opponent's move now is my
-    last move (which the state shows), so the reward of each move in each state is known.
-
-    ``reward`` is a reward name, a :class:`~moralkit.rewards.Reward` or your own function.
-    Returns one row per state (``my_prev``, ``opp_prev``) with the reward of C, of D (expected
-    rewards against a Random opponent) and ``predicted``: ``"C"``, ``"D"`` or ``"either"``
-    (equal rewards: the reward does not care).
-
-    >>> predicted_responses("deontological")["predicted"].tolist()
-    ['C', 'either', 'C', 'either']
-    """
-    import pandas as pd
-
-    from .rewards import get_reward
-
-    r = get_reward(reward, xi=xi)
-    g = get_game(game)
-    rows = []
-    for my_prev, opp_prev in _STATES:
-        mp, op = (C if my_prev == "C" else D), (C if opp_prev == "C" else D)
-        moves = _opponent_move_probabilities(opponent, mp, op)
-        value = {
-            m: sum(p * float(r(g, m, o, op)) for o, p in moves.items())
-            for m in (C, D)
-        }
-        if abs(value[C] - value[D]) <= tol:
-            best = _EITHER
-        else:
-            best = "C" if value[C] > value[D] else "D"
-        rows.append({"my_prev": my_prev, "opp_prev": opp_prev, "reward of C": value[C], "reward of D": value[D],
-                     "predicted": best})
-    return pd.DataFrame(rows)
+_STATES = STATES  # the four memory-1 states, in the order of policy_table
+_EITHER = EITHER
 
 
 def _expected_moves(expected, game, opponent: str = "tit_for_tat", xi: float | None = None) -> dict[tuple[str, str], str]:
@@ -816,7 +753,7 @@ def prediction_agreement(log, expected, *, game: MatrixGame | str = "prisoners_d
     return float(np.mean(agree))
 
 
-__all__ += ["predicted_responses", "check_training_moved", "prediction_agreement"]
+__all__ += ["check_training_moved", "prediction_agreement"]
 
 
 # --------------------------------------------------------------------- chapter 7: pluralistic alignment

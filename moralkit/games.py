@@ -14,13 +14,12 @@ True
 >>> pd.pure_nash_equilibria()
 [('D', 'D')]
 
-The catalogue (SPEC §1 plus the IJCAI'23 Prisoner's Dilemma) lives in ``moralkit/data/games.json``: a
+The catalogue (docs/science.md §1 plus the IJCAI'23 Prisoner's Dilemma) lives in ``moralkit/data/games.json``: a
 payoff matrix is data, never hard-coded.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .data import DATA_DIR, data_file
+from .storage import read_json
 
 __all__ = [
     "C",
@@ -74,7 +74,7 @@ class MatrixGame:
     description:
         One or two sentences for a notebook.
 
-    Use :meth:`from_cells` to build a game from its four cells written as in SPEC §1.
+    Use :meth:`from_cells` to build a game from its four cells written as in docs/science.md §1.
     """
 
     name: str
@@ -353,12 +353,21 @@ class MatrixGame:
 
 # --------------------------------------------------------------------- catalogue
 def load_games(path: str | Path | None = None) -> dict[str, MatrixGame]:
-    """Load a catalogue of games from a JSON file (default: moralkit's ``data/games.json``)."""
+    """Load a catalogue of games from a JSON file (default: moralkit's ``data/games.json``).
+
+    A damaged file, or two games of one name, raise an error naming the file (and the game).
+    """
     path = Path(path) if path is not None else data_file("games.json")
-    raw = json.loads(Path(path).read_text())
+    raw = read_json(path, fix="Restore the file, or pass a catalogue of your own.")
+    if not isinstance(raw, dict) or not isinstance(raw.get("games"), list):
+        raise GameError(f"{path} is not a game catalogue: it needs a list under the key 'games'.")
     games = {}
     for d in raw["games"]:
         g = MatrixGame.from_dict(d)
+        if g.name in games:
+            raise GameError(
+                f"{path} defines the game {g.name!r} twice; every game needs its own name. Rename or remove one of them."
+            )
         games[g.name] = g
     return games
 
@@ -418,7 +427,7 @@ EVALUATION_GAMES: tuple[str, ...] = (
     "bach_or_stravinsky",
     "defective_coordination",
 )
-"""The five games of the paper's generalisation test (SPEC §6)."""
+"""The five games of the paper's generalisation test (docs/science.md §6)."""
 
 
 def game_names() -> list[str]:
@@ -441,11 +450,65 @@ def get_game(game: str | MatrixGame) -> MatrixGame:
     raise GameError(f"Unknown game {game!r}. Valid names: {', '.join(GAMES.keys())}.")
 
 
-def games_table(names: Iterable[str] | None = None):
-    """The catalogue's facts as a pandas DataFrame, one game a row."""
+SIX_GAMES: tuple[str, ...] = (
+    "prisoners_dilemma",
+    "stag_hunt",
+    "chicken",
+    "bach_or_stravinsky",
+    "defective_coordination",
+    "volunteers_dilemma",
+)
+"""The six games of docs/science.md §1, in the order the chapters show them."""
+
+
+def _number(x: float) -> str:
+    """A payoff as short text: ``3`` rather than ``3.0``, ``2.5`` stays ``2.5``."""
+    x = float(x)
+    return str(int(x)) if x.is_integer() else f"{x:.3g}"
+
+
+def game_facts(game: MatrixGame | str) -> dict:
+    """What a course says about a game, as short text: kind, equilibria (pure and mixed), Pareto cells.
+
+    Mixed equilibria come from nashpy (:meth:`MatrixGame.nash_equilibria`) and show each player's
+    probability of playing the first action and the expected payoffs.
+
+    >>> game_facts("prisoners_dilemma")["pure Nash"]
+    '(D, D)'
+    """
+    game = get_game(game)
+    equilibria = []
+    for s_m, s_o in game.nash_equilibria():
+        pay_m = float(s_m @ game.row_matrix @ s_o)
+        pay_o = float(s_m @ game.col_matrix @ s_o)
+        pure = all(np.isclose(s.max(), 1.0) for s in (s_m, s_o))
+        a = game.actions[0]
+        pick = lambda sigma: game.actions[0] if sigma[0] >= sigma[1] else game.actions[1]  # noqa: E731
+        where = (
+            f"({pick(s_m)}, {pick(s_o)})"
+            if pure
+            else f"mixed: P(M plays {a}) = {s_m[0]:.2g}, P(O plays {a}) = {s_o[0]:.2g}"
+        )
+        equilibria.append(f"{where} → {_number(round(pay_m, 3))}, {_number(round(pay_o, 3))}")
+    cells = lambda pairs: ", ".join(f"({a}, {b})" for a, b in pairs) or "none"  # noqa: E731
+    return {
+        "game": game.name,
+        "title": game.title,
+        "kind": game.classify(),
+        "symmetric": game.is_symmetric,
+        "social dilemma": game.is_social_dilemma(),
+        "pure Nash": cells(game.pure_nash_equilibria()),
+        "all Nash (payoffs M, O)": "; ".join(equilibria),
+        "Pareto-optimal": cells(game.pareto_optimal_cells()),
+        "best collective": game.best_collective,
+    }
+
+
+def games_table(names: Iterable[str | MatrixGame] | None = None):
+    """:func:`game_facts` of several games (default: the whole catalogue), one row each, indexed by name."""
     import pandas as pd
 
-    return pd.DataFrame([get_game(n).summary() for n in (names or GAMES.keys())]).set_index("game")
+    return pd.DataFrame([game_facts(n) for n in (names or GAMES.keys())]).set_index("game")
 
 
-__all__ += ["EVALUATION_GAMES", "games_table"]
+__all__ += ["EVALUATION_GAMES", "SIX_GAMES", "game_facts", "games_table"]

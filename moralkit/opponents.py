@@ -1,4 +1,4 @@
-"""Fixed opponents for the iterated games (SPEC §4).
+"""Fixed opponents for the iterated games (docs/science.md §4).
 
 Every opponent plays a *batch* of independent games at once::
 

@@ -26,7 +26,7 @@ from matplotlib.colors import LinearSegmentedColormap
 from matplotlib.patches import Rectangle
 
 from .env import ACTION_TYPE_MEANING, ACTION_TYPES
-from .games import C, D, MatrixGame, get_game
+from .games import C, D, SIX_GAMES, MatrixGame, get_game
 from .rewards import accepts_xi
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,7 +42,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "ACTION_TYPE_COLOURS",
     "PLAYER_COLOURS",
-    "SIX_GAMES",
     "action_type_area",
     "action_type_legend",
     "q_learning_dynamics",
@@ -53,8 +52,6 @@ __all__ = [
     "policy_heatmap",
     "outcome_metrics_plot",
     "discounted_values_plot",
-    "game_facts",
-    "game_facts_table",
     "POLICY_CMAP",
     "PAYOFF_CMAP",
     "pretty_name",
@@ -79,17 +76,6 @@ POLICY_CMAP = LinearSegmentedColormap.from_list(
 
 PAYOFF_CMAP = LinearSegmentedColormap.from_list("moralkit_payoff", ["#FFFFFF", "#AFC8E4"])
 """Light shades for the collective payoff behind the payoff numbers (dark text stays readable)."""
-
-SIX_GAMES: tuple[str, ...] = (
-    "prisoners_dilemma",
-    "stag_hunt",
-    "chicken",
-    "bach_or_stravinsky",
-    "defective_coordination",
-    "volunteers_dilemma",
-)
-"""The six games of SPEC §1, in the order the chapters show them."""
-
 
 # --------------------------------------------------------------------- helpers
 def pretty_name(reward_name: str) -> str:
@@ -317,7 +303,7 @@ def payoff_heatmaps(
     ncols: int = 3,
     subtitle: bool = True,
 ) -> "Figure":
-    """A grid of :func:`payoff_heatmap`, one per game (default: the six games of SPEC §1).
+    """A grid of :func:`payoff_heatmap`, one per game (default: the six games of docs/science.md §1).
 
     Under each heatmap: the kind of game (``MatrixGame.classify()``).
     """
@@ -474,7 +460,7 @@ def outcome_metrics_plot(
     hue: str = "pair",
     axes: Sequence["Axes"] | None = None,
 ) -> "Figure":
-    """The outcome metrics of SPEC §7 over training: one panel per metric, one line per pair.
+    """The outcome metrics of docs/science.md §7 over training: one panel per metric, one line per pair.
 
     ``metrics`` is :func:`moralkit.tabular.outcome_metrics` (indexed by ``window``), a dict of
     them keyed by a label (e.g. ``"game vs utilitarian"``), or one tidy table with a ``window``
@@ -544,52 +530,7 @@ def discounted_values_plot(
     return ax.figure
 
 
-# --------------------------------------------------------------------- display tables
-def _strategy_text(sigma: np.ndarray, actions: tuple[str, str]) -> str:
-    """A pure strategy's action name."""
-    return actions[0] if sigma[0] >= sigma[1] else actions[1]
-
-
-def game_facts(game: MatrixGame | str) -> dict:
-    """What a course says about a game, as short text: kind, equilibria (pure and mixed), Pareto cells.
-
-    Mixed equilibria come from nashpy (``MatrixGame.nash_equilibria``) and show each player's
-    probability of playing the first action and the expected payoffs.
-    """
-    game = get_game(game)
-    equilibria = []
-    for s_m, s_o in game.nash_equilibria():
-        pay_m = float(s_m @ game.row_matrix @ s_o)
-        pay_o = float(s_m @ game.col_matrix @ s_o)
-        pure = all(np.isclose(s.max(), 1.0) for s in (s_m, s_o))
-        a = game.actions[0]
-        where = (
-            f"({_strategy_text(s_m, game.actions)}, {_strategy_text(s_o, game.actions)})"
-            if pure
-            else f"mixed: P(M plays {a}) = {s_m[0]:.2g}, P(O plays {a}) = {s_o[0]:.2g}"
-        )
-        equilibria.append(f"{where} → {_fmt(round(pay_m, 3))}, {_fmt(round(pay_o, 3))}")
-    cells = lambda pairs: ", ".join(f"({a}, {b})" for a, b in pairs) or "none"  # noqa: E731
-    return {
-        "game": game.name,
-        "title": game.title,
-        "kind": game.classify(),
-        "social dilemma": game.is_social_dilemma(),
-        "pure Nash": cells(game.pure_nash_equilibria()),
-        "all Nash (payoffs M, O)": "; ".join(equilibria),
-        "Pareto-optimal": cells(game.pareto_optimal_cells()),
-        "best collective": game.best_collective,
-    }
-
-
-def game_facts_table(games: Iterable[MatrixGame | str] = SIX_GAMES) -> "pandas.DataFrame":
-    """:func:`game_facts` for several games, one row each (indexed by game name)."""
-    import pandas as pd
-
-    return pd.DataFrame([game_facts(g) for g in games]).set_index("game")
-
-
-# --------------------------------------------------------------------- evaluation (SPEC §6)
+# --------------------------------------------------------------------- evaluation (docs/science.md §6)
 AGENT_COLOURS: dict[str, str] = {
     "no_finetuning": "#949494",
     "game": "#DE8F05",
@@ -609,7 +550,7 @@ REGRET_METRICS: dict[str, str] = {
     "deont_regret": "deontological regret",
     "utilit_regret": "utilitarian regret",
 }
-"""The two regrets of SPEC §6 (column name -> axis label); both are "lower is better"."""
+"""The two regrets of docs/science.md §6 (column name -> axis label); both are "lower is better"."""
 
 _REGRET_RANGE = {"deont_regret": 6.0, "utilit_regret": 1.0}
 
@@ -918,11 +859,11 @@ def _run_title(config) -> str:
 
 def _mark_reward_switches(ax: "Axes", log: "pandas.DataFrame") -> None:
     """A dashed line (and the new reward's name) where the training reward changes (unlearning)."""
-    if "train_reward" not in log.columns or log["train_reward"].nunique() < 2:
-        return
-    per_episode = log.groupby("episode")["train_reward"].first().sort_index()
-    changed = per_episode[per_episode.ne(per_episode.shift()) & per_episode.shift().notna()]
-    for episode, reward in changed.items():
+    from .analysis import reward_switches
+
+    per_episode = log.groupby("episode")["train_reward"].first() if "train_reward" in log.columns else {}
+    for episode in reward_switches(log):
+        reward = per_episode[episode]
         x = float(episode) - 0.5
         ax.axvline(x, color="black", lw=1.2, ls="--")
         ax.text(x, 0.98, f" → {pretty_name(reward)}", ha="left", va="top", fontsize=9, color="black")
@@ -1101,7 +1042,7 @@ def _can_show_live() -> bool:
     """Whether a live plot can be seen: a notebook kernel that is not headless and not on Agg."""
     import os
 
-    from .workbook import _headless
+    from .profiles import headless as _headless
 
     if _headless() or os.environ.get("MPLBACKEND", "").lower() == "agg":
         return False
@@ -1275,7 +1216,7 @@ __all__ += ["training_dynamics", "training_grid", "LiveTrainingPlot", "policy_be
 
 def save_figure(fig: "Figure", path, *, dpi: int = 120):
     """Save ``fig`` as PNG at ``path`` atomically (a full disk never leaves a broken file), close it."""
-    from .workbook import save_png
+    from .storage import save_png
 
     try:
         return save_png(fig, path, dpi=dpi)

@@ -1,4 +1,4 @@
-"""Pluralistic alignment: one agent, several moral stakeholders (SPEC §8, chapter 7).
+"""Pluralistic alignment: one agent, several moral stakeholders (docs/science.md §8, chapter 7).
 
 MaxMin-RLHF (Chakraborty et al., ICML 2024) observes that one reward fitted to a population with
 diverse preferences can leave a minority badly served, and aligns the policy to the *worst-off*
@@ -13,7 +13,7 @@ Four pieces, each a small set of pure functions over dataclasses:
    stakeholder k's expected normalised reward in a state is linear in p = P(C),
    U_k(p) = p·u_k(C) + (1 − p)·u_k(D), and max over p of min over k is a zero-sum game "my move
    vs the adversary who picks the worst-off stakeholder", solved by nashpy's linear program
-   (:func:`solve_maxmin`). The worked example of SPEC §8:
+   (:func:`solve_maxmin`). The worked example of docs/science.md §8:
 
    >>> states = stakeholder_utilities("prisoners_dilemma", ["game", "deontological", "utilitarian"], "tit_for_tat", xi=3)
    >>> cc = states[0]
@@ -605,7 +605,7 @@ class TabularLearner:
     """A stochastic memory-1 policy: one logit per state, P(C | s) = σ(θ_s).
 
     Why not Q-learning: a greedy policy is pure (C or D), but the max–min optimum is often mixed
-    (P(C) = 0.8 in SPEC §8's example), so the learner must be able to *represent* a mix. Each
+    (P(C) = 0.8 in docs/science.md §8's example), so the learner must be able to *represent* a mix. Each
     state is a one-step (bandit) problem, as in LLM fine-tuning, and the policy-gradient step
     θ_s ← θ_s + lr · mean[(r − b_s)(1{a = C} − P(C|s))] (b_s: the batch's mean reward in s) climbs
     the expected reward in each state. With a MaxMin reward whose weights make C and D equally

@@ -30,7 +30,7 @@ What one update does (the order of the code below):
    loss (:func:`ppo_losses`).
 6. **KL controller.** The KL coefficient adapts towards a target KL (:class:`AdaptiveKLController`).
 
-Performance (see DESIGN.md): identical (prompt, answer) rows are scored once and their results are
+Performance (docs/design.md): identical (prompt, answer) rows are scored once and their results are
 copied back to every occurrence (exact: the backward pass of that copy sums the gradients, i.e. each
 unique row is weighted by its count); the reference policy is the same model with its adapter
 disabled, never a second copy; only the few positions that predict answer tokens go through the
@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -57,6 +58,7 @@ from torch import nn
 from .llm.adapters import adapters_disabled
 from .llm.agent import PrefixCache, forward_batch
 from .llm.models import native_cuda_bf16
+from .storage import DamagedFileError, folder_versions, write_folder
 
 __all__ = [
     "PPOConfig",
@@ -85,7 +87,7 @@ __all__ = [
 class PPOConfig:
     """Every knob of the LoRA-PPO update, in one place.
 
-    The defaults are the paper's settings (SPEC §5, which are TRL 0.9.6's PPO defaults plus the
+    The defaults are the paper's settings (docs/science.md §5, which are TRL 0.9.6's PPO defaults plus the
     authors' choices). Use :meth:`PPOConfig.preset` to get a named profile and override single
     fields with keyword arguments::
 
@@ -98,9 +100,9 @@ class PPOConfig:
       architecture specific, ``"all-linear"`` works everywhere).
     * Optimiser (Adam over the adapter and the value head): ``learning_rate``, ``adam_betas``,
       ``adam_eps``, ``max_grad_norm`` (``None`` = no gradient clipping).
-    * Batching: ``batch_size`` (rows the episode loop should collect per update — :meth:`step`
-      accepts any number of rows), ``mini_batch_size`` (rows per optimiser step), ``ppo_epochs``
-      (passes over the batch). Optimiser steps per update = ``ppo_epochs * ceil(rows / mini_batch_size)``.
+    * Batching: ``mini_batch_size`` (rows per optimiser step), ``ppo_epochs`` (passes over the
+      batch). :meth:`step` takes every row of an update (the episode loop decides how many: games
+      per update x rounds); optimiser steps per update = ``ppo_epochs * ceil(rows / mini_batch_size)``.
     * PPO: ``cliprange``, ``cliprange_value``, ``vf_coef``, ``gamma``, ``lam``,
       ``whiten_advantages``, ``ratio_threshold`` (a minibatch whose mean probability ratio exceeds
       it is skipped; ``None`` disables the check).
@@ -134,8 +136,7 @@ class PPOConfig:
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
     max_grad_norm: float | None = None
-    # batching
-    batch_size: int = 5
+    # batching (the rows of an update are set by the episode loop: games per update x rounds)
     mini_batch_size: int = 5
     ppo_epochs: int = 4
     # PPO losses and advantages
@@ -174,7 +175,7 @@ class PPOConfig:
             raise ValueError(f"share_prefix must be True, False or 'auto', got {self.share_prefix!r}")
         if self.autocast_dtype not in (None, "bf16", "auto"):
             raise ValueError(f"autocast_dtype must be None, 'bf16' or 'auto', got {self.autocast_dtype!r}")
-        for field_name in ("lora_r", "batch_size", "mini_batch_size", "ppo_epochs"):
+        for field_name in ("lora_r", "mini_batch_size", "ppo_epochs"):
             if getattr(self, field_name) < 1:
                 raise ValueError(f"{field_name} must be >= 1, got {getattr(self, field_name)}")
 
@@ -184,12 +185,12 @@ class PPOConfig:
     def preset(cls, name: str, **overrides: Any) -> "PPOConfig":
         """The named profile ``name`` (see :func:`PPOConfig.presets`), with ``overrides`` applied.
 
-        * ``"paper"`` — SPEC §5 exactly: LoRA r=64, alpha=32, dropout 0.05 on all linear layers;
+        * ``"paper"`` — docs/science.md §5 exactly: LoRA r=64, alpha=32, dropout 0.05 on all linear layers;
           Adam lr 1.41e-5; batch = minibatch = 5 (one episode of 5 rounds); 4 PPO epochs; clip 0.2,
           value clip 0.2, vf_coef 0.1; gamma 1, lambda 0.95; adaptive KL (0.2, target 6, horizon
           10000); running score normalisation; whitened advantages; ratio threshold 10; no gradient
           clipping. With one minibatch per epoch this does **4 optimiser steps per episode**
-          (4 epochs × 1 minibatch). The SPEC notes that a quirk of the authors' setup made it
+          (4 epochs × 1 minibatch). docs/science.md §5 notes that a quirk of the authors' setup made it
           effectively one step per episode; to mimic that, use ``ppo_epochs=1``.
         * ``"cpu"`` — learns visibly with a 135M model on a 2-core CPU in tens of updates
           (measured on SmolLM2-135M vs Tit-for-Tat, 8 games x 5 rounds per update): a smaller
@@ -227,13 +228,17 @@ class PPOConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PPOConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        """Inverse of :meth:`to_dict`; unknown keys are an error (fields that were removed are dropped)."""
         known = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k not in REMOVED_FIELDS}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown PPOConfig fields: {sorted(unknown)}")
         return cls(**data)
 
+
+REMOVED_FIELDS: frozenset[str] = frozenset({"batch_size"})
+"""Fields older checkpoints may hold that no longer exist (``batch_size`` was read by nothing)."""
 
 #: Field values of each named preset (everything not listed keeps the paper default).
 _PRESETS: dict[str, dict[str, Any]] = {
@@ -243,7 +248,6 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "lora_alpha": 32,
         "lora_target_modules": ("q_proj", "k_proj", "v_proj", "o_proj"),
         "learning_rate": 3e-4,
-        "batch_size": 40,
         "mini_batch_size": 16,
         "ppo_epochs": 2,
         "init_kl_coef": 0.05,
@@ -254,7 +258,6 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "lora_alpha": 8,
         "lora_target_modules": ("q_proj", "v_proj"),
         "learning_rate": 3e-4,
-        "batch_size": 8,
         "mini_batch_size": 4,
         "ppo_epochs": 1,
     },
@@ -1191,47 +1194,29 @@ class PPOTrainer:
         }
 
     def save(self, folder: str | os.PathLike) -> Path:
-        """Write a checkpoint folder, atomically.
+        """Write a checkpoint folder, atomically (:func:`moralkit.storage.write_folder`).
 
         Layout: ``adapter/`` (peft's own format: ``PeftModel.from_pretrained(base, folder/"adapter")``
         loads it), ``trainer_state.pt`` (:meth:`state_dict`), ``ppo_config.json`` (readable copy of
-        the config). Everything is first written to a hidden temporary folder next to ``folder``
-        and then renamed into place; the previous checkpoint is only removed after the new one is
-        complete (if the process dies between the two renames, :meth:`load_state` falls back on the
-        ``.<name>.old`` folder).
+        the config). The previous checkpoint is only removed once the new one is complete (if the
+        process dies in between, :meth:`load_state` finds the ``.<name>.old`` folder).
         """
-        folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-        old = folder.with_name(f".{folder.name}.old")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
 
-        # the adapter, in peft's format (peft puts a non-"default" adapter into a sub-folder)
-        self.model.save_pretrained(str(tmp / "_peft"), selected_adapters=[self.adapter_name])
-        peft_folder = tmp / "_peft" if self.adapter_name == "default" else tmp / "_peft" / self.adapter_name
-        os.rename(peft_folder, tmp / "adapter")
-        shutil.rmtree(tmp / "_peft", ignore_errors=True)
-        torch.save(self.state_dict(), tmp / "trainer_state.pt")
-        (tmp / "ppo_config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+        def fill(tmp: Path) -> None:
+            # the adapter, in peft's format (peft puts a non-"default" adapter into a sub-folder)
+            self.model.save_pretrained(str(tmp / "_peft"), selected_adapters=[self.adapter_name])
+            peft_folder = tmp / "_peft" if self.adapter_name == "default" else tmp / "_peft" / self.adapter_name
+            os.rename(peft_folder, tmp / "adapter")
+            shutil.rmtree(tmp / "_peft", ignore_errors=True)
+            torch.save(self.state_dict(), tmp / "trainer_state.pt")
+            (tmp / "ppo_config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
 
-        if folder.exists():
-            if old.exists():
-                shutil.rmtree(old)
-            os.rename(folder, old)
-        os.rename(tmp, folder)
-        if old.exists():
-            shutil.rmtree(old)
-        return folder
+        return write_folder(folder, fill)
 
     def load_state(self, folder: str | os.PathLike) -> None:
         """Restore a checkpoint written by :meth:`save` into this trainer (same config and model)."""
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
         folder = _existing_checkpoint(Path(folder))
-        state = torch.load(folder / "trainer_state.pt", map_location="cpu", weights_only=True)
+        state = _read_trainer_state(folder)
         if state.get("format") != _CHECKPOINT_FORMAT:
             raise ValueError(f"unsupported checkpoint format {state.get('format')!r} in {folder}")
         saved = PPOConfig.from_dict(state["config"])
@@ -1242,14 +1227,7 @@ class PPOTrainer:
                 f"trainer's {[getattr(self.config, f) for f in lora_fields]}; use PPOTrainer.from_checkpoint"
             )
 
-        adapter_weights = load_file(str(folder / "adapter" / "adapter_model.safetensors"), device=str(self.device))
-        result = set_peft_model_state_dict(self.model, adapter_weights, adapter_name=self.adapter_name)
-        if result.unexpected_keys:
-            raise ValueError(f"unexpected adapter weights in {folder}: {result.unexpected_keys[:5]}")
-        missing = [k for k in result.missing_keys if f".{self.adapter_name}." in k and "lora_" in k]
-        if missing:
-            raise ValueError(f"adapter weights missing from {folder}: {missing[:5]}")
-
+        self.load_adapter_weights(folder / "adapter")
         self.value_head.load_state_dict(state["value_head"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.kl_controller.load_state_dict(state["kl_controller"])
@@ -1259,6 +1237,30 @@ class PPOTrainer:
         self._dropout_cpu_state = state["dropout_cpu_state"]
         self._dropout_cuda_state = state["dropout_cuda_state"] if self.device.type == "cuda" else None
         self.model.eval()
+
+    def load_adapter_weights(self, adapter_folder: str | os.PathLike) -> None:
+        """Load LoRA weights saved in peft's format (``adapter_model.safetensors``) into this trainer's adapter.
+
+        Only the policy: the value head, optimiser and statistics stay as they are (enough to play
+        with a finished run's final adapter). A damaged file raises an error naming it.
+        """
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        folder = Path(adapter_folder)
+        path = folder / "adapter_model.safetensors"
+        if not path.exists():
+            raise FileNotFoundError(errno.ENOENT, f"{path} is missing: no LoRA weights to load.", str(path))
+        try:
+            adapter_weights = load_file(str(path), device=str(self.device))
+        except Exception as exc:  # safetensors raises its own error type for a cut-short file
+            raise DamagedFileError(f"{path} is damaged and cannot be loaded ({exc}).") from None
+        result = set_peft_model_state_dict(self.model, adapter_weights, adapter_name=self.adapter_name)
+        if result.unexpected_keys:
+            raise ValueError(f"unexpected adapter weights in {folder}: {result.unexpected_keys[:5]}")
+        missing = [k for k in result.missing_keys if f".{self.adapter_name}." in k and "lora_" in k]
+        if missing:
+            raise ValueError(f"adapter weights missing from {folder}: {missing[:5]}")
 
     @classmethod
     def from_checkpoint(
@@ -1274,7 +1276,7 @@ class PPOTrainer:
         The config and (unless given) the adapter name are read from the checkpoint.
         """
         folder = _existing_checkpoint(Path(folder))
-        state = torch.load(folder / "trainer_state.pt", map_location="cpu", weights_only=True)
+        state = _read_trainer_state(folder)
         config = PPOConfig.from_dict(state["config"])
         trainer = cls(model, tokenizer_or_pad_id, config, adapter_name=adapter_name or state["adapter_name"])
         trainer.load_state(folder)
@@ -1288,13 +1290,23 @@ class PPOTrainer:
 
 def _existing_checkpoint(folder: Path) -> Path:
     """``folder``, or its ``.old`` twin if a save was interrupted between its two renames."""
-    if (folder / "trainer_state.pt").exists():
-        return folder
-    old = folder.with_name(f".{folder.name}.old")
-    if (old / "trainer_state.pt").exists():
-        warnings.warn(f"{folder} is missing; loading the previous checkpoint from {old}")
-        return old
-    raise FileNotFoundError(f"no PPO checkpoint in {folder}")
+    for version in folder_versions(folder):
+        if (version / "trainer_state.pt").exists():
+            if version != folder:
+                warnings.warn(f"{folder} is missing; loading the previous checkpoint from {version}")
+            return version
+    raise FileNotFoundError(errno.ENOENT, f"no PPO checkpoint in {folder} (trainer_state.pt missing)", str(folder))
+
+
+def _read_trainer_state(folder: Path) -> dict[str, Any]:
+    """``trainer_state.pt`` of a checkpoint folder; a damaged file raises an error naming it."""
+    path = folder / "trainer_state.pt"
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # a cut-short zip archive, a foreign file
+        raise DamagedFileError(f"{path} is damaged and cannot be loaded ({type(exc).__name__}: {exc}).") from None
 
 
 def _pad_and_eos(tokenizer_or_pad_id: Any, model: nn.Module) -> tuple[int, int | None]:

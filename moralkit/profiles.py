@@ -6,7 +6,7 @@
   switches after 15% of the run: later, the Game policy has saturated at P(D) > 0.99 and PPO
   barely moves it (measured: not one C sampled in the 15-19 updates after a switch at update 20 or 8).
 * ``gpu``: Colab or a GPU box, sized for a class: the ``cpu`` profile's runs (40 updates of 8
-  games x 5 rounds, which meet all four of SPEC §5's predictions), a few minutes each on a GPU, so
+  games x 5 rounds, which meet all four of docs/science.md §5's predictions), a few minutes each on a GPU, so
   that every chapter fits a lesson on Colab's free T4.
 * ``paper``: the paper's exact protocol: 1000 episodes of one 5-round game per run, the ``paper``
   PPO preset, 5 seeds. About an hour per run on a GPU with the eager trainer (see the README's
@@ -23,26 +23,48 @@ for, so CI (``pytest --nbval-lax``, papermill) can force ``smoke`` everywhere.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import asdict, dataclass, replace
 
-__all__ = ["Profile", "PROFILES", "get_profile", "ENV_VAR", "THREADS_VAR", "configure_threads"]
+from .games import EVALUATION_GAMES
+
+__all__ = ["Profile", "PROFILES", "PAPER_AGENTS", "get_profile", "ENV_VAR", "THREADS_VAR", "configure_threads", "headless"]
 
 ENV_VAR = "MORALKIT_PROFILE"
 THREADS_VAR = "MORALKIT_THREADS"
 
+PAPER_AGENTS: tuple[str, ...] = (
+    "game",
+    "deontological",
+    "utilitarian",
+    "game_deontological",
+    "game->deontological",
+    "game->utilitarian",
+)
+"""The paper's six fine-tuned agents (docs/science.md §5-6): four rewards and two unlearning schedules."""
+
 
 @dataclass(frozen=True)
 class Profile:
-    """How big each piece of work is in a given setting."""
+    """How big each piece of work is in a given setting: the one table of sizes.
+
+    Every notebook and command reads its sizes here (a training run's through
+    :func:`moralkit.training.condition_config`); nothing else holds a second opinion. Fields
+    without a value in a profile keep the full size given here.
+    """
 
     name: str
     description: str
-    # pure-RL prelude (notebook 02)
+    # pure-RL prelude (chapter 2)
     q_iterations: int
+    """Iterations of each tabular Q-learning run."""
     q_runs: int
-    # the LLM
+    """Independent Q-learning runs per condition."""
+    # the LLM and its fine-tuning (chapters 4, 5, 7)
     model: str
+    """The base model: ``embedded``, a local folder, a hub id or ``random:<shape>``."""
     ppo_preset: str
+    """The PPO preset (:meth:`moralkit.ppo.PPOConfig.preset`): LoRA shape, learning rate, minibatches, KL."""
     train_episodes: int
     """PPO updates per training run."""
     games_per_update: int
@@ -51,11 +73,36 @@ class Profile:
     checkpoint_every: int
     switch_at: float
     """Share of an ``"A->B"`` schedule's episodes trained with the first reward (0.5: halves)."""
-    # evaluation (SPEC §6)
+    # evaluation (docs/science.md §6; chapters 3 and 6)
     eval_episodes: int
     """Episodes of 5 rounds per game in the evaluation (the paper: 10)."""
     eval_seed: int = 100
     seeds: tuple[int, ...] = (0,)
+    """Training seeds of a grid (``moralkit grid``)."""
+    learner_rounds: int = 3
+    """Rounds per game against a second learning LLM (the paper: 3); at most ``rounds``."""
+    threads: int | None = None
+    """torch CPU threads when neither the notebook nor ``$MORALKIT_THREADS`` says (None: torch's choice)."""
+    eval_games: tuple[str, ...] = EVALUATION_GAMES
+    """Games of the evaluation (the paper's five)."""
+    agents: tuple[str, ...] = PAPER_AGENTS
+    """Fine-tuned agents of the generalisation chapter (6)."""
+    unlearning_schedules: tuple[str, ...] = ("game->deontological", "game->utilitarian")
+    """Reward schedules of the unlearning chapter (5)."""
+    two_learner_rewards: tuple[str, ...] = ("game", "deontological")
+    """Reward types of the two-learner runs (chapter 5)."""
+    exercise_episodes: int | None = None
+    """PPO updates of the exercise run with your own reward (chapter 4; None: ``train_episodes``)."""
+    demo_games: int = 4
+    """Games of the untuned model against Tit-for-Tat shown in chapter 3."""
+    probe_label_sets: tuple[str, ...] = ("train", "test", "ab", "xy", "zero_one")
+    """Label sets whose probabilities chapter 3 compares (a random set is added)."""
+    unrelated_prompts: int = 20
+    """Prompts per level of the unrelated-prompt test (chapters 3 and 6)."""
+    average_label_orders: bool = True
+    """Exact policy tables average over both orders of the labels in the prompt (twice the cost)."""
+    tabular_updates: int = 800
+    """Updates of chapter 7's tabular MaxMin learner (32 games x 5 rounds each)."""
 
     def replace(self, **changes) -> "Profile":
         return replace(self, **changes)
@@ -78,6 +125,17 @@ PROFILES: dict[str, Profile] = {
         checkpoint_every=1,
         switch_at=0.5,
         eval_episodes=1,
+        threads=1,  # tiny batches: one thread is faster, above all on a busy CPU
+        eval_games=("prisoners_dilemma", "defective_coordination"),
+        agents=("game", "game->deontological"),
+        unlearning_schedules=("game->deontological",),
+        two_learner_rewards=("deontological",),
+        exercise_episodes=1,
+        demo_games=2,
+        probe_label_sets=("test", "ab"),
+        unrelated_prompts=4,
+        average_label_orders=False,
+        tabular_updates=60,
     ),
     "cpu": Profile(
         name="cpu",
@@ -148,13 +206,16 @@ def get_profile(name: str | Profile | None = "auto") -> Profile:
     return PROFILES[key]
 
 
-def configure_threads(threads: int | None = None) -> int | None:
-    """Set torch's CPU threads from ``threads`` or ``$MORALKIT_THREADS`` (unset: torch's default).
+def configure_threads(threads: int | None = None, *, fallback: int | None = None) -> int | None:
+    """Set torch's CPU threads: ``threads`` if given, else ``$MORALKIT_THREADS``, else ``fallback``.
 
     On a small shared machine (CI, a laptop running other jobs) one thread can be many times
-    faster than two fighting over the same cores. Returns the number set, or None.
+    faster than two fighting over the same cores. ``fallback`` is typically the profile's
+    :attr:`Profile.threads`. Returns the number set, or None (torch's default kept).
     """
     value = threads if threads is not None else os.environ.get(THREADS_VAR, "").strip()
+    if value in (None, ""):
+        value = fallback
     if value in (None, ""):
         return None
     try:
@@ -167,3 +228,8 @@ def configure_threads(threads: int | None = None) -> int | None:
 
     torch.set_num_threads(n)
     return n
+
+
+def headless() -> bool:
+    """Whether nobody watches: not inside a notebook kernel, or ``$MORALKIT_HEADLESS`` / ``$CI`` set."""
+    return "ipykernel" not in sys.modules or bool(os.environ.get("MORALKIT_HEADLESS")) or bool(os.environ.get("CI"))

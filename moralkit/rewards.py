@@ -1,4 +1,4 @@
-"""Moral rewards: intrinsic rewards that encode a moral theory (SPEC §2).
+"""Moral rewards: intrinsic rewards that encode a moral theory (docs/science.md §2).
 
 A reward looks at one round of an iterated game from the learning agent M's side::
 
@@ -26,6 +26,7 @@ needs the norm-violation penalty) and wrap it with :func:`make_reward`, or decor
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Mapping
 
@@ -62,6 +63,26 @@ RewardFn = Callable[..., "np.ndarray | float"]
 
 class RewardError(ValueError):
     """An unknown reward name or an unusable reward function."""
+
+
+def check_parameters(xi: float | None = None, r_illegal: float | None = None) -> None:
+    """Reject a penalty that is not a number: ξ must be finite and ≥ 0 (a size: the norm-violation
+    penalty is subtracted), R_illegal finite.
+
+    >>> check_parameters(xi=-3)
+    Traceback (most recent call last):
+    ...
+    moralkit.rewards.RewardError: xi (the norm-violation penalty) must be a finite number >= 0, got -3; it is a size: the rewards subtract it themselves.
+    """
+    if xi is not None and not (_is_number(xi) and math.isfinite(float(xi)) and float(xi) >= 0):
+        raise RewardError(f"xi (the norm-violation penalty) must be a finite number >= 0, got {xi!r}; it is a size: "
+                          "the rewards subtract it themselves.")
+    if r_illegal is not None and not (_is_number(r_illegal) and math.isfinite(float(r_illegal))):
+        raise RewardError(f"r_illegal (the reward of an illegal answer) must be a finite number, got {r_illegal!r}.")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def accepts_xi(fn: Callable) -> bool:
@@ -101,6 +122,9 @@ class Reward:
     xi: float = XI
     r_illegal: float = R_ILLEGAL
     description: str = ""
+
+    def __post_init__(self) -> None:
+        check_parameters(self.xi, self.r_illegal)
 
     def __call__(self, game: MatrixGame | str, my_move, opp_move, opp_prev_move=C, *, my_prev_move=None):
         """The reward of each round. ``my_prev_move`` (M's own previous move, the rest of the
@@ -304,6 +328,7 @@ def get_reward(reward: str | Reward | RewardFn, *, xi: float | None = None, r_il
     >>> get_reward("deontological", xi=4).xi
     4.0
     """
+    check_parameters(xi, r_illegal)
     if isinstance(reward, str) and "(" in reward:
         base = _parse_aggregate(reward, xi)
     elif isinstance(reward, str):
@@ -376,7 +401,7 @@ def weighted_sum(weights: Mapping[str | Reward, float], name: str | None = None)
 
 
 def normalised_table(reward: str | Reward | RewardFn, game: str | MatrixGame) -> np.ndarray:
-    """A reward min–max normalised to [0, 1] over the 8 legal rounds of a game (SPEC §8).
+    """A reward min–max normalised to [0, 1] over the 8 legal rounds of a game (docs/science.md §8).
 
     Returns an array ``table[my_move, opp_move, opp_prev_move]``. Rewards live on different
     scales (payoffs, ±ξ, ratios); normalise before comparing or aggregating them. A reward that
@@ -416,7 +441,7 @@ def normalised(reward: str | Reward | RewardFn, game: str | MatrixGame) -> Rewar
     return Reward(f"normalised_{reward.name}", norm, r_illegal=-1.0, description=f"{reward.name} scaled to [0, 1] on {game.title}")
 
 
-# --------------------------------------------------------------------- aggregating stakeholders (SPEC §8)
+# --------------------------------------------------------------------- aggregating stakeholders (docs/science.md §8)
 STATE_COUNT = 4
 """Memory-1 states (my previous move, opponent's previous move), indexed ``2 * my_prev + opp_prev``."""
 

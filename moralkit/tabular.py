@@ -1,4 +1,4 @@
-"""The pure-RL prelude (SPEC §7): tabular Q-learning agents with moral rewards.
+"""The pure-RL prelude (docs/science.md §7): tabular Q-learning agents with moral rewards.
 
 A Q-learner's state is memory-1: (O's last move, M's last move). It picks C or D ε-greedily
 (ε decays linearly from 1 to 0 over the run) and learns with the one-step Q-learning update
@@ -19,6 +19,8 @@ cooperation (defection pays once, then is punished; cooperation wins for γ ≥ 
 """
 
 from __future__ import annotations
+
+import math
 
 from dataclasses import dataclass, field
 
@@ -129,6 +131,22 @@ class QLearningResult:
         return f"QLearningResult({self.game.name}, {who}, opponent={self.opponent!r}, iterations={self.iterations})"
 
 
+def _check_sizes(**sizes: int) -> None:
+    """Each size must be a whole number of at least 1 (a clear error instead of an empty or NaN table)."""
+    for name, value in sizes.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}.")
+
+
+def _check_share(name: str, value: float, *, low_open: bool = False, high_open: bool = False) -> None:
+    """``value`` must be a number in [0, 1] (``low_open``: above 0; ``high_open``: below 1)."""
+    ok = isinstance(value, (int, float, np.floating)) and math.isfinite(value)
+    ok = ok and (value > 0 if low_open else value >= 0) and (value < 1 if high_open else value <= 1)
+    if not ok:
+        interval = f"{'(' if low_open else '['}0, 1{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be a number in {interval}, got {value!r}.")
+
+
 def train_q_learning(
     game: MatrixGame | str,
     reward: str | Reward,
@@ -158,6 +176,11 @@ def train_q_learning(
     """
     import pandas as pd
 
+    _check_sizes(iterations=iterations, n_runs=n_runs, snapshot_every=snapshot_every)
+    _check_share("alpha", alpha, low_open=True)
+    _check_share("gamma", gamma, high_open=True)
+    for name, value in (("epsilon_start", epsilon_start), ("epsilon_end", epsilon_end)):
+        _check_share(name, value)
     game = get_game(game)
     rng = np.random.default_rng(seed)
     reward_a = get_reward(reward, xi=xi) if isinstance(reward, str) else get_reward(reward)
@@ -232,7 +255,7 @@ def train_q_learning(
 
 
 def outcome_metrics(history, window: int = 500):
-    """Outcome metrics of SPEC §7 per window of iterations (mean over runs and rounds).
+    """Outcome metrics of docs/science.md §7 per window of iterations (mean over runs and rounds).
 
     * ``collective``: R_a + R_b per round;
     * ``equality``: 1 − Gini of the two players' payoffs in the window (1 = perfectly equal);

@@ -1,20 +1,28 @@
-"""Fine-tuning an LLM player with LoRA-PPO on moral rewards (SPEC §5), episode by episode.
+"""Fine-tuning an LLM player with LoRA-PPO on moral rewards (docs/science.md §5), episode by episode.
 
 An **episode** is ``games_per_update`` independent games played in parallel from random initial
 states for ``rounds`` rounds; all its (prompt, answer, reward) rounds feed **one PPO update**.
 ``games_per_update=1, rounds=5`` is the paper's setting; more games per update is the batched
-mode that uses a GPU (or a CPU's vector units) well.
+mode that uses a GPU (or a CPU's vector units) well (docs/glossary.md).
 
->>> cfg = TrainingConfig(reward="deontological", opponent="tit_for_tat", episodes=60)   # doctest: +SKIP
->>> run = TrainingRun(cfg, "runs/deont").train()                                       # doctest: +SKIP
->>> training_summary(run.log)                                                           # doctest: +SKIP
+One path leads from a profile to a run: :func:`condition_config` turns a profile
+(:mod:`moralkit.profiles`) and a condition (reward or schedule, opponent, seed) into a
+:class:`TrainingConfig`; every command, grid and notebook builds its runs with it.
 
-A run folder holds ``config.json``, ``rounds.csv`` (one row per game round, written as it goes),
-``updates.csv`` (one row per PPO update), ``checkpoint/`` (adapter in peft's format + optimiser,
-value head, KL and reward statistics, random states, episode counter) and, when finished,
-``adapter/`` (the final LoRA adapter, loadable with ``PeftModel.from_pretrained``). A killed
-run continues from its last checkpoint with ``TrainingRun(cfg, folder).train()`` (resuming is
-the default) and reaches the same result as an uninterrupted run on a CPU.
+>>> cfg = condition_config("game->deontological", "tft", 0, "cpu")
+>>> cfg.schedule, cfg.opponent, cfg.preset
+((('game', 6), ('deontological', 34)), 'tit_for_tat', 'cpu')
+>>> run = TrainingRun(cfg, "runs/unlearn").train()                                     # doctest: +SKIP
+
+A run folder (docs/run-folder.md) holds ``config.json`` (the fully resolved settings, PPO
+included), ``rounds.csv`` (one row per game round, written as it goes), ``updates.csv`` (one
+row per PPO update), ``checkpoint/`` (adapter in peft's format + optimiser, value head, KL and
+reward statistics, random states, episode counter) and, when finished, ``adapter/`` (the final
+LoRA adapter, loadable with ``PeftModel.from_pretrained``) and ``done.json``. A killed run
+continues from its newest intact checkpoint with ``TrainingRun(cfg, folder).train()``
+(resuming is the default) and reaches the same result as an uninterrupted run on a CPU; it
+refuses to continue under settings other than those it started with. While a process trains
+into a folder, a lock file (``.lock``) keeps a second process out.
 
 The reward can change during a run (``schedule``): unlearning trains with one reward, then
 another, on the same model, optimiser, KL controller and reward statistics; the reference stays
@@ -28,63 +36,88 @@ roles swapped and trained with the same reward type.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
-import math
-import os
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from .analysis import training_summary
 from .env import ACTION_TYPES, IteratedGame
 from .games import get_game
 from .opponents import get_opponent
+from .profiles import PROFILES, Profile, get_profile
 from .rewards import R_ILLEGAL, XI, get_reward
-from .workbook import OutputError, atomic_write
+from .storage import (
+    DamagedFileError,
+    FolderLock,
+    OutputError,
+    atomic_write,
+    claim_folder,
+    folder_versions,
+    read_json,
+    read_table,
+    write_folder,
+    write_json,
+)
 
 __all__ = [
     "TrainingConfig",
     "TrainingRun",
-    "training_summary",
-    "PREDICTIONS",
-    "meets_prediction",
     "LEARNER",
     "RunMismatchError",
+    "RunDamagedError",
+    "parse_reward_spec",
+    "condition_config",
+    "RUN_FORMAT",
 ]
 
 LEARNER = "learner"
 """Opponent name for a second learning LLM."""
 
+RUN_FORMAT = 2
+"""Version of the run-folder layout written into ``config.json`` (1: before the PPO settings were recorded)."""
+
+_DEFAULT = PROFILES["cpu"]  # TrainingConfig's defaults are the cpu profile's sizes
+
 
 class RunMismatchError(ValueError):
-    """The output folder holds a run with different settings."""
+    """The output folder holds a run with other settings (or must not be resumed)."""
+
+
+class RunDamagedError(ValueError):
+    """A run folder cannot be resumed: its checkpoint is missing or damaged."""
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Everything that defines a training run (saved as ``config.json`` in the run folder).
+    """Everything that defines a training run (saved in ``config.json`` in the run folder).
 
-    ``schedule`` overrides ``reward``/``episodes``: a sequence of ``(reward, episodes)`` pairs
-    played one after the other, e.g. ``(("game", 30), ("deontological", 30))``.
-    ``ppo_overrides`` change single fields of the PPO preset (see :class:`moralkit.ppo.PPOConfig`).
+    The defaults are the ``cpu`` profile's sizes; build configs with :func:`condition_config`
+    to get another profile's. ``schedule`` overrides ``reward``/``episodes``: a sequence of
+    ``(reward, episodes)`` pairs played one after the other, e.g. ``(("game", 30),
+    ("deontological", 30))``. ``ppo_overrides`` change single fields of the PPO preset (see
+    :class:`moralkit.ppo.PPOConfig`).
     """
 
     reward: str = "game"
     opponent: str = "tit_for_tat"
     game: str = "prisoners_dilemma"
-    episodes: int = 60
-    games_per_update: int = 8
-    rounds: int = 5
-    preset: str = "cpu"
+    episodes: int = _DEFAULT.train_episodes
+    games_per_update: int = _DEFAULT.games_per_update
+    rounds: int = _DEFAULT.rounds
+    preset: str = _DEFAULT.ppo_preset
     labels: str = "train"
-    model: str = "embedded"
+    model: str = _DEFAULT.model
     xi: float = XI
     r_illegal: float = R_ILLEGAL
     seed: int = 0
-    checkpoint_every: int = 10
+    checkpoint_every: int = _DEFAULT.checkpoint_every
     schedule: tuple[tuple[str, int], ...] | None = None
     ppo_overrides: dict = field(default_factory=dict)
 
@@ -97,16 +130,14 @@ class TrainingConfig:
             object.__setattr__(self, "episodes", sum(n for _, n in sched))
             object.__setattr__(self, "reward", sched[0][0])
         for name, _ in self.phases:
-            get_reward(name)  # fails early with the valid names
+            get_reward(name, xi=self.xi, r_illegal=self.r_illegal)  # fails early with the valid names / bad numbers
         get_game(self.game)
         if self.opponent != LEARNER:
             get_opponent(self.opponent)
         for k in ("episodes", "games_per_update", "rounds", "checkpoint_every"):
             if int(getattr(self, k)) < 1:
                 raise ValueError(f"{k} must be at least 1, got {getattr(self, k)}.")
-        from .ppo import PPOConfig
-
-        PPOConfig.preset(self.preset, **self.ppo_overrides)  # unknown preset/field -> clear error
+        self.ppo_config()  # unknown preset/field -> clear error
 
     @property
     def phases(self) -> tuple[tuple[str, int], ...]:
@@ -126,17 +157,133 @@ class TrainingConfig:
         """A short name for tables: ``game``, ``game_then_deontological``…"""
         return "_then_".join(name for name, _ in self.phases)
 
+    def ppo_config(self, learner: str = "learner"):
+        """The fully resolved PPO settings of a learner: the preset, this run's seed, the overrides.
+
+        The second learner (``learner="opponent"``) draws its seeds from ``seed + 1``.
+        """
+        from .ppo import PPOConfig
+
+        seed = self.seed + (1 if learner == "opponent" else 0)
+        return PPOConfig.preset(self.preset, **{"seed": seed, **self.ppo_overrides})
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["schedule"] = [list(p) for p in self.schedule] if self.schedule else None
         return d
 
+    def settings(self) -> dict:
+        """What ``config.json`` records: these fields, the resolved PPO settings and the format version."""
+        return {**self.to_dict(), "ppo": self.ppo_config().to_dict(), "format": RUN_FORMAT}
+
     @classmethod
     def from_dict(cls, d: dict) -> "TrainingConfig":
-        d = dict(d)
+        """The config of a ``config.json`` (extra keys such as the recorded PPO settings are ignored)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}
         if d.get("schedule"):
             d["schedule"] = tuple(tuple(p) for p in d["schedule"])
         return cls(**d)
+
+
+# --------------------------------------------------------------------- from a profile to a config
+def _outside_parentheses(spec: str) -> str:
+    """``spec`` without what stands inside parentheses (an aggregate's stakeholder list)."""
+    out, depth = [], 0
+    for ch in spec:
+        depth += ch == "("
+        if depth == 0:
+            out.append(ch)
+        depth -= ch == ")" and depth > 0
+    return "".join(out)
+
+
+def _split_outside_parentheses(spec: str) -> list[str]:
+    """Split at commas that are not inside parentheses: ``"maxmin(a,b):5,game:5"`` → two parts."""
+    parts, depth, current = [], 0, ""
+    for ch in spec:
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    return parts + [current]
+
+
+def parse_reward_spec(spec: str, episodes: int, switch_at: float = 0.5) -> tuple[tuple[str, int], ...] | None:
+    """``"game"`` → None (a single reward); ``"game->deontological"`` → the first reward for the
+    share ``switch_at`` of the episodes (0.5: equal halves), the second for the rest (three or more
+    rewards: equal parts); ``"game:30,deontological:30"`` → explicit lengths.
+
+    >>> parse_reward_spec("game->deontological", 40)
+    (('game', 20), ('deontological', 20))
+    >>> parse_reward_spec("game->deontological", 40, switch_at=0.2)
+    (('game', 8), ('deontological', 32))
+    >>> parse_reward_spec("maxmin(game,deontological)", 40) is None     # an aggregate is one reward
+    True
+    """
+    spec = spec.strip()
+    if "->" in spec:
+        names = [s.strip() for s in spec.split("->")]
+        if not 0 < switch_at < 1:
+            raise ValueError(f"switch_at is a share of the run strictly between 0 and 1, got {switch_at}.")
+        if len(names) == 2 and episodes >= 2:
+            first = min(max(round(episodes * switch_at), 1), episodes - 1)
+            return ((names[0], first), (names[1], episodes - first))
+        base, extra = divmod(episodes, len(names))
+        return tuple((n, base + (1 if i < extra else 0)) for i, n in enumerate(names))
+    if ":" in spec or "," in _outside_parentheses(spec):
+        out = []
+        for part in _split_outside_parentheses(spec):
+            name, _, n = part.partition(":")
+            if not n.strip():
+                raise ValueError(f"Schedule part {part!r} needs a length, e.g. 'game:30,deontological:30'.")
+            try:
+                length = int(n)
+            except ValueError:
+                raise ValueError(
+                    f"Schedule part {part!r}: the length after ':' must be a whole number of episodes, got {n.strip()!r} "
+                    "(e.g. 'game:30,deontological:30')."
+                ) from None
+            out.append((name.strip(), length))
+        return tuple(out)
+    return None
+
+
+def condition_config(reward: str, opponent: str = "tit_for_tat", seed: int = 0,
+                     profile: str | Profile | None = "auto", **overrides) -> TrainingConfig:
+    """The training config of one condition under a profile: the one path from sizes to a run.
+
+    ``reward`` is a reward name, an aggregate, or a schedule (``"A->B"``, ``"A:30,B:30"``). The
+    profile gives episodes, games per update, rounds (at most ``learner_rounds`` against a
+    second learner), PPO preset, model and checkpoint interval; ``overrides`` win (any
+    :class:`TrainingConfig` field, or ``switch_at``). An ``"A->B"`` schedule switches after the
+    profile's share ``switch_at`` of the episodes (the ``cpu`` profile: 15%, see
+    :mod:`moralkit.profiles`). Reward and opponent aliases are resolved to their canonical names,
+    so ``"de"`` against ``"tft"`` is the run of ``"deontological"`` against ``"tit_for_tat"``; an
+    unknown name raises with the valid ones.
+    """
+    prof = profile if isinstance(profile, Profile) else get_profile(profile)
+    episodes = overrides.pop("episodes", prof.train_episodes)
+    schedule = parse_reward_spec(reward, episodes, overrides.pop("switch_at", prof.switch_at))
+    # canonical names: "de" and "deontological", "tft" and "tit_for_tat" are one condition, one run folder
+    if schedule is not None:
+        schedule = tuple((get_reward(name).name, n) for name, n in schedule)
+    base = dict(
+        reward=get_reward(reward).name if schedule is None else schedule[0][0],
+        schedule=schedule,
+        opponent=opponent if opponent == LEARNER else get_opponent(opponent).name,
+        episodes=episodes,
+        games_per_update=prof.games_per_update,
+        rounds=prof.rounds if opponent != LEARNER else min(prof.rounds, prof.learner_rounds),
+        preset=prof.ppo_preset,
+        model=prof.model,
+        seed=seed,
+        checkpoint_every=prof.checkpoint_every,
+    )
+    base.update(overrides)
+    return TrainingConfig(**base)
 
 
 def _recorded_rewards(cfg: TrainingConfig) -> list[str]:
@@ -148,6 +295,17 @@ def _recorded_rewards(cfg: TrainingConfig) -> list[str]:
     return names
 
 
+def _differences(saved: dict, now: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    """``(field, saved value, value now)`` for every field that differs (JSON values compared)."""
+    now = json.loads(json.dumps(now))
+    keys = list(now) + [k for k in saved if k not in now]
+    return [(prefix + k, saved.get(k, "(not recorded)"), now.get(k, "(not set)")) for k in keys if saved.get(k) != now.get(k)]
+
+
+def _diff_text(diffs) -> str:
+    return "\n".join(f"  {name}: {old!r} in the run folder, {new!r} now" for name, old, new in diffs)
+
+
 class TrainingRun:
     """A (resumable) PPO fine-tuning run writing into ``folder``.
 
@@ -156,8 +314,10 @@ class TrainingRun:
     config:
         What to train.
     folder:
-        The run folder. If it holds a checkpoint of the *same* config, training resumes from it;
-        a different config is refused (choose another folder).
+        The run folder: new, empty, or one that holds a run of the *same* config (training then
+        resumes from its newest intact checkpoint). A folder with another config, or with files
+        that are not a run's, is refused; so is resuming under other PPO settings than the run
+        started with (e.g. after a preset was edited).
     model, tokenizer:
         A base model to fine-tune (default: ``load_model(config.model)``). It gets wrapped in
         LoRA; pass a fresh one per run.
@@ -173,6 +333,7 @@ class TrainingRun:
         self.trainers: dict = {}
         self.players: dict = {}
         self.episode = 0
+        self._lock = FolderLock(self.folder, purpose="training")
         self._check_folder()
 
     # ----------------------------------------------------------------- files
@@ -189,18 +350,88 @@ class TrainingRun:
     def finished(self) -> bool:
         return (self.folder / "done.json").exists()
 
+    def _start_over_hint(self) -> str:
+        return (f"To train this condition from the start, delete {self.folder} (or move it away) and run the same "
+                "command again; to keep this run, use another folder for the new one (--out, or output_dir in a notebook).")
+
+    def _saved_settings(self) -> dict | None:
+        path = self.folder / "config.json"
+        if not path.exists():
+            return None
+        saved = read_json(path, fix=f"The run's settings are lost. {self._start_over_hint()}")
+        if not isinstance(saved, dict):
+            raise DamagedFileError(f"{path} is damaged: it holds no settings. {self._start_over_hint()}")
+        return saved
+
     def _check_folder(self) -> None:
-        cfg_path = self.folder / "config.json"
-        if cfg_path.exists():
-            saved = json.loads(cfg_path.read_text())
-            if saved != json.loads(json.dumps(self.config.to_dict())):
-                diff = {k: (saved.get(k), v) for k, v in self.config.to_dict().items() if saved.get(k) != v}
+        """Refuse a foreign folder, a run with other settings, or resuming when ``resume`` is False."""
+        claim_folder(self.folder, marker="config.json", kind="training run folder (no config.json)",
+                     fix="Choose a new or empty folder for the run (--out, or output_dir in a notebook).")
+        saved = self._saved_settings()
+        if saved is None:
+            return
+        fields = {f.name: f for f in dataclasses.fields(TrainingConfig)}
+        defaults = {k: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+                    for k, f in fields.items()}
+        recorded = {k: saved.get(k, defaults[k]) for k in fields}
+        diffs = _differences(recorded, self.config.to_dict())
+        if diffs:
+            raise RunMismatchError(
+                f"{self.folder} holds a run with other settings:\n{_diff_text(diffs)}\n"
+                f"Ask for the same settings to continue that run, or choose another output folder. {self._start_over_hint()}"
+            )
+        if not self.resume:
+            raise RunMismatchError(
+                f"{self.folder} already holds a run and resuming was switched off (resume=False, --no-resume). "
+                "Leave out --no-resume (resume=True, the default) to continue it, or choose another output folder."
+            )
+        if not self.finished:
+            self._check_ppo_settings(saved)
+
+    def _recorded_ppo(self, saved: dict) -> dict | None:
+        """The PPO settings the run started with: from config.json, or (older folders) the checkpoint's copy."""
+        if isinstance(saved.get("ppo"), dict):
+            return saved["ppo"]
+        for version in folder_versions(self.checkpoint_dir):
+            path = version / "learner" / "ppo_config.json"
+            if path.exists():
+                return read_json(path, fix=f"The run's PPO settings are unknown. {self._start_over_hint()}")
+        return None
+
+    def ppo_changes(self) -> list[tuple[str, object, object]] | None:
+        """``(field, value in the run folder, value now)`` for each resolved PPO setting that differs.
+
+        None when the folder records no PPO settings (no run yet, or an older folder without a
+        checkpoint copy). A finished run stays usable whatever this says; an unfinished one
+        refuses to resume unless it is empty.
+        """
+        from .ppo import REMOVED_FIELDS
+
+        saved = self._saved_settings()
+        recorded = self._recorded_ppo(saved) if saved is not None else None
+        if recorded is None:
+            return None
+        recorded = {k: v for k, v in recorded.items() if k not in REMOVED_FIELDS}
+        return _differences(recorded, self.config.ppo_config().to_dict(), prefix="ppo.")
+
+    def _check_ppo_settings(self, saved: dict) -> None:
+        """Refuse to resume under other PPO settings than the run started with (an edited preset)."""
+        diffs = self.ppo_changes()
+        if diffs is None:
+            if folder_versions(self.checkpoint_dir):
                 raise RunMismatchError(
-                    f"{self.folder} holds a run with other settings {diff} (saved, asked). "
-                    "Choose another output folder, or delete that one to start over."
+                    f"{self.folder} was started by an older moralkit that did not record its PPO settings, so it "
+                    f"cannot be resumed safely. Its logs stay readable. {self._start_over_hint()}"
                 )
-            if not self.resume:
-                raise RunMismatchError(f"{self.folder} already holds a run; pass resume=True (--resume) to continue it.")
+            return  # nothing trained yet that could disagree: the run starts afresh
+        if diffs:
+            raise RunMismatchError(
+                f"{self.folder} holds an unfinished run that started with other PPO settings:\n{_diff_text(diffs)}\n"
+                f"A run must finish with the settings it started with (preset {self.config.preset!r} has changed since, "
+                "or other ppo_overrides were given). Restore those settings to continue it (e.g. undo the edit of the "
+                f"preset, or pass the old values as ppo_overrides), or train with the new ones in another folder. "
+                f"{self._start_over_hint()}"
+            )
 
     def __repr__(self) -> str:
         c = self.config
@@ -209,26 +440,39 @@ class TrainingRun:
 
     # ----------------------------------------------------------------- set-up
     def setup(self) -> "TrainingRun":
-        """Load the model, build the learners and resume from a checkpoint (done once; ``train`` calls it)."""
+        """Load the model, build the learners, and restore the run's state (done once; ``train`` calls it).
+
+        An unfinished run is locked for this process and resumes from its newest intact
+        checkpoint (or starts afresh if it has none yet); a finished run loads its final state.
+        """
         if not self.trainers:
-            self._setup()
+            if not self.finished:
+                self._lock.acquire()
+            try:
+                self._setup()
+            except BaseException:
+                self.trainers, self.players = {}, {}
+                self._lock.release()
+                raise
         return self
 
     def _setup(self) -> None:
         from .llm.agent import LLMPlayer
         from .llm.models import load_model
-        from .ppo import PPOConfig, PPOTrainer
+        from .ppo import PPOTrainer
 
         c = self.config
+        if not self.finished:
+            point = self._resume_point()  # before the model is loaded: a damaged folder fails fast
         if self._model is None:
             self._model, self._tokenizer = load_model(c.model)
         elif self._tokenizer is None:
             raise ValueError("Pass the tokenizer together with the model.")
-        ppo_cfg = PPOConfig.preset(c.preset, **{"seed": c.seed, **c.ppo_overrides})
-        learner = PPOTrainer(self._model, self._tokenizer, ppo_cfg, adapter_name="default")
+        learner = PPOTrainer(self._model, self._tokenizer, c.ppo_config(), adapter_name="default")
         self.trainers = {"learner": learner}
         if c.opponent == LEARNER:
-            self.trainers["opponent"] = PPOTrainer(learner.model, self._tokenizer, ppo_cfg.replace(seed=c.seed + 1), adapter_name="opponent")
+            self.trainers["opponent"] = PPOTrainer(learner.model, self._tokenizer, c.ppo_config("opponent"),
+                                                   adapter_name="opponent")
         # each player answers with its own learner's adapter, whatever else is active on the shared model
         self.players = {k: LLMPlayer(t.model, self._tokenizer, c.labels, adapter=t.adapter_name) for k, t in self.trainers.items()}
         self.env = IteratedGame(
@@ -243,15 +487,76 @@ class TrainingRun:
         )
         self.sample_rng = np.random.default_rng([c.seed, 2])
         self.episode = 0
-        if self.resume and (self.checkpoint_dir / "training_state.json").exists():
-            self._load_checkpoint()
+        if self.finished:
+            self._load_final()
+        elif point is not None:
+            self._load_checkpoint(*point)
         else:
             self._start_folder()
+
+    def _logged_episodes(self) -> int:
+        """How many episodes ``rounds.csv`` holds (0 without a log)."""
+        import pandas as pd
+
+        path = self.folder / "rounds.csv"
+        if not path.exists():
+            return 0
+        episodes = pd.to_numeric(_complete_rows(path).get("episode", pd.Series(dtype=str)), errors="coerce").dropna()
+        return 0 if len(episodes) == 0 else int(episodes.max()) + 1
+
+    def _intact(self, version: Path) -> tuple[dict | None, str]:
+        """(training state, "") if ``version`` is a complete checkpoint, else (None, what is wrong)."""
+        path = version / "training_state.json"
+        try:
+            state = read_json(path)
+        except FileNotFoundError:
+            return None, f"{path} is missing"
+        except DamagedFileError as exc:
+            return None, str(exc)
+        needed = ("episode", "env_rng", "sample_rng", "env_episode")
+        if not isinstance(state, dict) or any(k not in state for k in needed):
+            return None, f"{path} is damaged (it lacks {', '.join(k for k in needed if k not in (state or {}))})"
+        for key in self.trainers_expected:
+            for name in ("trainer_state.pt", "adapter/adapter_model.safetensors"):
+                if not (version / key / name).is_file():
+                    return None, f"{version / key / name} is missing"
+        return state, ""
+
+    @property
+    def trainers_expected(self) -> tuple[str, ...]:
+        return ("learner", "opponent") if self.config.opponent == LEARNER else ("learner",)
+
+    def _resume_point(self) -> tuple[Path, dict] | None:
+        """The newest intact checkpoint (``checkpoint/``, else ``.checkpoint.old``) and its state.
+
+        None when the run has no checkpoint yet and nothing logged that a checkpoint should cover
+        (it then starts afresh). A run whose checkpoint is missing or damaged while its logs say it
+        trained further raises :class:`RunDamagedError` and touches nothing.
+        """
+        if not self.resume:
+            return None
+        problems = []
+        for version in folder_versions(self.checkpoint_dir):
+            state, problem = self._intact(version)
+            if state is not None:
+                if version != self.checkpoint_dir:
+                    warnings.warn(f"{self.checkpoint_dir} is incomplete ({'; '.join(problems) or 'missing'}); resuming "
+                                  f"from the previous checkpoint {version} (episode {state['episode']}).", stacklevel=3)
+                return version, state
+            problems.append(problem)
+        logged = self._logged_episodes()
+        if not problems and logged < self.config.checkpoint_every:
+            return None  # killed before its first checkpoint: those episodes are played again, identically
+        why = "; ".join(p.rstrip(". ") for p in problems) or f"there is no checkpoint in {self.checkpoint_dir}"
+        raise RunDamagedError(
+            f"{self.folder} cannot resume: {why}. Yet rounds.csv holds {logged} episode(s), so starting afresh would "
+            f"lose them. Nothing was changed: the logs (rounds.csv, updates.csv) stay as they are. {self._start_over_hint()}"
+        )
 
     def _start_folder(self) -> None:
         for name in ("rounds.csv", "updates.csv"):
             (self.folder / name).unlink(missing_ok=True)
-        atomic_write(self.folder / "config.json", lambda p: p.write_text(json.dumps(self.config.to_dict(), indent=2)))
+        write_json(self.folder / "config.json", self.config.settings())
 
     @property
     def model(self):
@@ -264,9 +569,8 @@ class TrainingRun:
     # ----------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> None:
         """Write the checkpoint (atomically): trainers, random states and the episode counter."""
-        tmp = self.folder / ".checkpoint.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
+
+        def fill(tmp: Path) -> None:
             for key, trainer in self.trainers.items():
                 trainer.save(tmp / key)
             state = {
@@ -277,44 +581,63 @@ class TrainingRun:
                 "reward_states": self.env.reward_states(),  # what MaxMin rewards learned (stakeholder weights)
             }
             (tmp / "training_state.json").write_text(json.dumps(state))
-            old = self.folder / ".checkpoint.old"
-            shutil.rmtree(old, ignore_errors=True)
-            if self.checkpoint_dir.exists():
-                os.replace(self.checkpoint_dir, old)
-            os.replace(tmp, self.checkpoint_dir)
-            shutil.rmtree(old, ignore_errors=True)
+
+        try:
+            write_folder(self.checkpoint_dir, fill)
         except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
             raise OutputError(
                 exc.errno,
                 f"Could not write the checkpoint in {self.folder}: {exc.strerror or exc}. Free some space or choose "
                 "another folder; the previous checkpoint is intact and the run can resume from it.",
             ) from exc
 
-    def _load_checkpoint(self) -> None:
-        ckpt = self.checkpoint_dir
-        if not ckpt.exists() and (self.folder / ".checkpoint.old").exists():
-            ckpt = self.folder / ".checkpoint.old"
-        state = json.loads((ckpt / "training_state.json").read_text())
-        for key, trainer in self.trainers.items():
-            trainer.load_state(ckpt / key)
+    def _load_checkpoint(self, version: Path, state: dict) -> None:
+        try:
+            for key, trainer in self.trainers.items():
+                trainer.load_state(version / key)
+        except (DamagedFileError, FileNotFoundError) as exc:
+            raise RunDamagedError(
+                f"{exc} The run in {self.folder} cannot resume from its checkpoint (episode {state['episode']}). "
+                f"Nothing was changed. {self._start_over_hint()}"
+            ) from None
         self.env.rng.bit_generator.state = state["env_rng"]
         self.sample_rng.bit_generator.state = state["sample_rng"]
         self.env.episode = state["env_episode"]
         self.env.load_reward_states(state.get("reward_states", {}))
         self.episode = int(state["episode"])
         self._truncate_logs(self.episode)
+        saved = self._saved_settings() or {}
+        if saved.get("format") != RUN_FORMAT:  # a folder of an older moralkit: record the resolved settings now
+            write_json(self.folder / "config.json", self.config.settings())
+
+    def _load_final(self) -> None:
+        """A finished run: its last checkpoint (full state) if intact, else the final adapters."""
+        for version in folder_versions(self.checkpoint_dir):
+            state, _ = self._intact(version)
+            if state is not None:
+                for key, trainer in self.trainers.items():
+                    trainer.load_state(version / key)
+                self.episode = int(state["episode"])
+                return
+        for key, trainer in self.trainers.items():
+            trainer.load_adapter_weights(self.adapter_dir if key == "learner" else self.folder / f"adapter_{key}")
+        self.episode = self.config.episodes
 
     def _truncate_logs(self, episode: int) -> None:
-        """Drop log rows of episodes after the checkpoint: they will be played again."""
-        import pandas as pd
+        """Drop log rows of episodes after the checkpoint: they will be played again.
 
+        The logs are read and written back as text, so every other field stays exactly as it was.
+        """
         for name in ("rounds.csv", "updates.csv"):
             path = self.folder / name
             if path.exists():
-                frame = pd.read_csv(path)
-                frame = frame[frame["episode"] < episode]
-                atomic_write(path, lambda p: frame.to_csv(p, index=False))
+                frame = _complete_rows(path)
+                if "episode" not in frame.columns:  # empty: written by a process killed at once
+                    path.unlink()
+                    continue
+                kept = frame[frame["episode"].astype(int) < episode]
+                atomic_write(path, lambda p: kept.to_csv(p, index=False))
+
 
     # ----------------------------------------------------------------- the loop
     def _append(self, name: str, frame) -> None:
@@ -370,6 +693,7 @@ class TrainingRun:
         if self.finished:
             return self
         self.setup()
+        self._lock.acquire()  # again, if an earlier train() of this run released it
         c = self.config
         bar = tqdm(total=c.episodes, initial=self.episode, disable=not progress, desc=f"PPO {c.label} vs {c.opponent}")
         try:
@@ -398,21 +722,19 @@ class TrainingRun:
                     self.save_checkpoint()
                 if callback is not None:
                     callback(self, rounds)
+            self._finish()
         finally:
             bar.close()
-        self._finish()
+            self._lock.release()
         return self
 
     def _finish(self) -> None:
-        for key, trainer in self.trainers.items():
+        for key in self.trainers:
             target = self.adapter_dir if key == "learner" else self.folder / f"adapter_{key}"
-            tmp = self.folder / f".{target.name}.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            shutil.copytree(self.checkpoint_dir / key / "adapter", tmp)
-            shutil.rmtree(target, ignore_errors=True)
-            os.replace(tmp, target)
+            source = self.checkpoint_dir / key / "adapter"
+            write_folder(target, lambda tmp, source=source: shutil.copytree(source, tmp, dirs_exist_ok=True))
         summary = training_summary(self.log)
-        atomic_write(self.folder / "done.json", lambda p: p.write_text(json.dumps({"episodes": self.episode, **summary}, indent=2)))
+        write_json(self.folder / "done.json", {"episodes": self.episode, **summary})
 
     # ----------------------------------------------------------------- results
     @property
@@ -421,7 +743,7 @@ class TrainingRun:
         import pandas as pd
 
         path = self.folder / "rounds.csv"
-        return pd.read_csv(path, keep_default_na=False, na_values=[""]) if path.exists() else pd.DataFrame()
+        return read_table(path) if path.exists() else pd.DataFrame()
 
     @property
     def updates(self):
@@ -429,7 +751,7 @@ class TrainingRun:
         import pandas as pd
 
         path = self.folder / "updates.csv"
-        return pd.read_csv(path) if path.exists() else pd.DataFrame()
+        return read_table(path) if path.exists() else pd.DataFrame()
 
     def release(self) -> None:
         """Drop the model and trainers (frees memory); logs and files stay readable."""
@@ -437,6 +759,7 @@ class TrainingRun:
 
         self.trainers, self.players = {}, {}
         self._model = self._tokenizer = None
+        self._lock.release()
         gc.collect()
 
     def player(self, which: str = "learner", labels: str | None = None):
@@ -448,70 +771,18 @@ class TrainingRun:
         return self.players[which] if labels is None else self.players[which].with_labels(labels)
 
 
-def training_summary(log, last: float = 0.2) -> dict:
-    """Behaviour over the last ``last`` fraction of training rounds (SPEC §5's predictions).
+def _complete_rows(path: Path):
+    """A log as text columns, without a last line that a kill cut short (it has no line end)."""
+    import io
 
-    Returns the action-type shares, the share of D among all answers, the legal share, and the
-    conditional shares "C after the opponent's C" and "D after the opponent's D" (an illegal
-    answer counts as neither).
-    """
-    if len(log) == 0:
-        return {}
-    episodes = log["episode"].max() + 1
-    tail = log[log["episode"] >= math.floor(episodes * (1 - last))]
-    shares = tail["action_type"].value_counts(normalize=True)
-    after_c = tail[tail["opp_prev"] == "C"]
-    after_d = tail[tail["opp_prev"] == "D"]
-    return {
-        **{t: round(float(shares.get(t, 0.0)), 4) for t in ACTION_TYPES},
-        "D": round(float((tail["my_move"] == "D").mean()), 4),
-        "C": round(float((tail["my_move"] == "C").mean()), 4),
-        "legal": round(float((tail["my_move"] != "illegal").mean()), 4),
-        "C_after_C": round(float((after_c["my_move"] == "C").mean()), 4) if len(after_c) else float("nan"),
-        "D_after_D": round(float((after_d["my_move"] == "D").mean()), 4) if len(after_d) else float("nan"),
-        "rounds": int(len(tail)),
-    }
+    import pandas as pd
 
-
-@dataclass(frozen=True)
-class Prediction:
-    """What SPEC §5 predicts a reward teaches against Tit-for-Tat, as thresholds on a summary."""
-
-    text: str
-    minimum: tuple[tuple[str, float], ...] = ()
-    """``(summary key, least value)`` pairs."""
-    maximum: tuple[tuple[str, float], ...] = ()
-    """``(summary key, greatest value)`` pairs."""
-
-    def holds(self, summary: dict) -> bool:
-        """Whether every threshold holds for ``summary`` (from :func:`training_summary`)."""
-        lows = all(summary.get(k, float("nan")) >= v for k, v in self.minimum)
-        highs = all(summary.get(k, float("nan")) <= v for k, v in self.maximum)
-        return bool(lows and highs)
-
-
-PREDICTIONS: dict[str, Prediction] = {
-    "game": Prediction("always D (>= 90% D)", minimum=(("D", 0.90),)),
-    "utilitarian": Prediction("always C (>= 90% C)", minimum=(("C", 0.90),)),
-    "deontological": Prediction(
-        "never D after C (<= 5% D|C, >= 95% legal)", minimum=(("legal", 0.95),), maximum=(("D|C", 0.05),)
-    ),
-    "game_deontological": Prediction(
-        "reciprocity (>= 80% C after C and D after D)", minimum=(("C_after_C", 0.80), ("D_after_D", 0.80))
-    ),
-}
-"""SPEC §5's predictions against Tit-for-Tat over the last 20% of training rounds (issue #4's bar)."""
-
-
-def meets_prediction(reward: str, summary: dict) -> bool | None:
-    """Whether a run trained with ``reward`` behaves as SPEC §5 predicts (None: no prediction).
-
-    For a reward schedule pass the reward it ends with.
-
-    >>> meets_prediction("game", {"D": 0.95})
-    True
-    >>> meets_prediction("deontological", {"D|C": 0.10, "legal": 1.0})
-    False
-    """
-    prediction = PREDICTIONS.get(reward)
-    return None if prediction is None else prediction.holds(summary)
+    text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    if not text.strip():
+        return pd.DataFrame()
+    try:
+        return pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except pd.errors.ParserError as exc:
+        raise DamagedFileError(f"{path} is damaged and cannot be read as a table ({exc}).") from None

@@ -21,8 +21,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .exercises import dilemma_checklist
-from .games import C, D, GAMES, MatrixGame, get_game
-from .plots import game_facts, payoff_heatmap, reward_heatmaps
+from .games import C, D, GAMES, MatrixGame, game_facts, get_game
+from .plots import payoff_heatmap, reward_heatmaps
 from .rewards import PAPER_REWARDS, Reward
 
 __all__ = ["PayoffEditor", "payoff_editor", "RewardExplorer", "reward_explorer", "figure_png"]

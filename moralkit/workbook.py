@@ -13,16 +13,15 @@ writing executed copies to ``<output_dir>/notebooks``.
 
 from __future__ import annotations
 
-import errno
 import os
-import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .profiles import Profile, configure_threads, get_profile
+from .profiles import Profile, configure_threads, get_profile, headless as _headless
+from .storage import OutputError, atomic_write, save_png
+from .storage import output_error as _explain
 
 __all__ = [
     "Workbook",
@@ -40,62 +39,6 @@ __all__ = [
 ]
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
-
-
-class OutputError(OSError):
-    """The output folder cannot take what we want to write (full disk, no permission)."""
-
-
-def _explain(exc: OSError, path: Path) -> OutputError:
-    if exc.errno == errno.ENOSPC:
-        why = f"the disk holding {path.parent} is full"
-    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        why = f"{path.parent} is not writable"
-    else:
-        why = str(exc)
-    return OutputError(
-        exc.errno,
-        f"Could not write {path}: {why}. Free some space or choose another output folder "
-        "(output_dir=... in the notebook's parameters cell, or --out for the CLI). "
-        "Files written earlier are untouched: each file is written to a temporary name first.",
-    )
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: str | Path, write) -> Path:
-    """Write a file through a temporary sibling and rename it into place.
-
-    ``write(tmp_path)`` does the writing. A full disk or an interrupted write never leaves a
-    truncated file behind, and an existing file survives until the new one is complete.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-        os.close(fd)
-    except OSError as exc:
-        raise _explain(exc, path) from exc
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the permissions open() would
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise _explain(exc, path) from exc
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def save_png(fig, path: str | Path, *, dpi: int = 120) -> Path:
-    """Save a matplotlib figure as PNG at ``path`` through :func:`atomic_write`; the figure stays open."""
-    return atomic_write(path, lambda p: fig.savefig(p, dpi=dpi, bbox_inches="tight", format="png"))
 
 
 @dataclass
@@ -134,10 +77,6 @@ class Workbook:
 
     def __repr__(self) -> str:
         return f"Workbook({self.name!r}, profile={self.profile.name!r}, output_dir='{self.output_dir}')"
-
-
-def _headless() -> bool:
-    return "ipykernel" not in sys.modules or bool(os.environ.get("MORALKIT_HEADLESS")) or bool(os.environ.get("CI"))
 
 
 def setup(name: str, profile: str | Profile | None = "auto", output_dir: str | Path = "outputs", *, style: bool = True) -> Workbook:

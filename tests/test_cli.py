@@ -29,6 +29,35 @@ def test_bad_names_exit_2_with_the_valid_choices(capsys):
     assert "Valid names" in capsys.readouterr().err
 
 
+def test_verbs_take_their_defaults_from_the_profile_and_show_them(capsys, monkeypatch):
+    from moralkit.cli import build_parser
+    from moralkit.profiles import get_profile
+    from moralkit.training import TrainingConfig, condition_config
+
+    monkeypatch.delenv("MORALKIT_PROFILE", raising=False)
+    for name in ("smoke", "paper"):
+        prof = get_profile(name)
+        ns = build_parser(["train", "--profile", name]).parse_args(["train", "--profile", name])
+        assert (ns.episodes, ns.games_per_update, ns.preset, ns.checkpoint_every) == (
+            prof.train_episodes, prof.games_per_update, prof.ppo_preset, prof.checkpoint_every)
+        grid = build_parser(["grid", "--profile", name]).parse_args(["grid", "--profile", name])
+        assert grid.seeds == list(prof.seeds) and grid.rewards == list(prof.agents)
+        q = build_parser(["q-learning", f"--profile={name}"]).parse_args(["q-learning", f"--profile={name}"])
+        assert (q.iterations, q.runs) == (prof.q_iterations, prof.q_runs)
+        ev = build_parser(["evaluate", "--profile", name]).parse_args(["evaluate", "--profile", name])
+        assert (ev.episodes, ev.seed, ev.games) == (prof.eval_episodes, prof.eval_seed, list(prof.eval_games))
+    with pytest.raises(SystemExit):
+        main(["train", "--profile", "smoke", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "--episodes EPISODES PPO updates (paper: 1000) (default: 2)" in shown and "PPO preset: paper, cpu or smoke (default: smoke)" in shown
+    assert "Sizes default to the 'smoke' profile's" in shown
+    # the CLI's config is condition_config's, and TrainingConfig's own defaults are the cpu profile's
+    ns = build_parser(["train", "--profile", "cpu"]).parse_args(["train", "--profile", "cpu"])
+    from moralkit.cli import _train_config
+
+    assert _train_config(ns) == condition_config("game", "tit_for_tat", 0, "cpu") == TrainingConfig()
+
+
 def test_help_is_instant_and_lists_verbs():
     out = subprocess.run([sys.executable, "-m", "moralkit.cli", "--help"], capture_output=True, text=True, check=True).stdout
     assert "workbook" in out and "q-learning" in out
@@ -39,18 +68,20 @@ def test_grid_verb_trains_evaluates_and_skips_finished_conditions(tmp_path, caps
     """`moralkit grid` end to end on the embedded model (smoke profile): every table of chapters 4-6."""
     import pandas as pd
 
+    from moralkit.profiles import get_profile
+
     monkeypatch.delenv("MORALKIT_PROFILE", raising=False)
     out = tmp_path / "grid"
     args = ["--threads", "1", "grid", "--profile", "smoke", "--rewards", "game->deontological", "--out", str(out)]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "SPEC section 5 prediction met by" in printed and "Unlearning" in printed and "Generalisation" in printed
+    assert "Prediction (docs/science.md section 5) met by" in printed and "Unlearning" in printed and "Generalisation" in printed
     for name in ("training.csv", "unlearning.csv", "evaluation_rounds.csv", "generalisation.csv"):
         assert (out / name).exists(), name
     table = pd.read_csv(out / "generalisation.csv")
     agents = {"game_then_deontological", "no_finetuning", "prompted_utilitarian", "prompted_deontological"}
     assert set(table["agent"]) == agents
-    assert set(table["game"]) == {"prisoners_dilemma", "stag_hunt", "chicken", "bach_or_stravinsky", "defective_coordination"}
+    assert set(table["game"]) == set(get_profile("smoke").eval_games)  # the profile sizes the evaluation too
     assert table.loc[table["agent"] == "no_finetuning", "paper_deont_regret"].notna().all()  # the paper beside ours
     assert pd.read_csv(out / "unlearning.csv")["agent"].tolist() == ["game_then_deontological"]
     run_dir = out / "game_then_deontological__tit_for_tat__seed0"

@@ -1,4 +1,4 @@
-"""The evaluation protocol of SPEC §6 (moralkit.evaluate): regrets, pairing, reproducibility, tables.
+"""The evaluation protocol of docs/science.md §6 (moralkit.evaluate): regrets, pairing, reproducibility, tables.
 
 Players are tiny random Llamas whose output layer favours the label tokens, so that legal and
 illegal answers both occur and each test runs in well under a second.

@@ -244,7 +244,7 @@ def _training_log(episodes=10, per_state=10, seed=0, final_d=0.9):
 
 
 def test_predicted_responses_are_the_myopic_best_responses_of_spec_5():
-    from moralkit.exercises import predicted_responses
+    from moralkit.analysis import predicted_responses
 
     def predicted(reward, **kw):
         return predicted_responses(reward, **kw)["predicted"].tolist()

@@ -1,5 +1,5 @@
-"""Helpers of moralkit.experiments for chapters 5-6: the unlearning metric, the second learner's view,
-several agents on one base model, and the generalisation table."""
+"""Chapters 5-6: the unlearning metric, the second learner's view, several agents on one base model,
+the generalisation table (moralkit.analysis on hand-made logs) and grids of runs (moralkit.experiments)."""
 
 import json
 from types import SimpleNamespace
@@ -10,16 +10,8 @@ import pytest
 
 from moralkit.env import ACTION_TYPES
 from moralkit.evaluate import Evaluation
-from moralkit.experiments import (
-    agent_kind,
-    agent_players,
-    evaluate_runs,
-    generalisation_table,
-    opponent_log,
-    phase_shares,
-    reward_switches,
-    state_policy,
-)
+from moralkit.analysis import agent_kind, generalisation_table, opponent_log, phase_shares, reward_switches, state_policy
+from moralkit.experiments import agent_players, evaluate_runs
 from moralkit.training import TrainingConfig
 
 
@@ -222,7 +214,7 @@ def test_agent_players_name_repeated_rewards_by_seed(tmp_path, tokenizer):
 
 
 def test_meets_prediction_holds_the_bar_of_spec_section_5():
-    from moralkit.training import PREDICTIONS, meets_prediction
+    from moralkit.analysis import PREDICTIONS, meets_prediction
 
     assert set(PREDICTIONS) == {"game", "utilitarian", "deontological", "game_deontological"}
     assert meets_prediction("game", {"D": 0.90}) and not meets_prediction("game", {"D": 0.89})
@@ -250,7 +242,8 @@ def _run_folder(root, config, types_per_episode, seconds=30.0):
 
 
 def test_training_table_gives_the_verdict_and_the_minutes(tmp_path):
-    from moralkit.experiments import load_runs, training_table
+    from moralkit.analysis import training_table
+    from moralkit.experiments import load_runs
 
     exploiting = [["D|C", "D|D"]] * 10
     _run_folder(tmp_path, TrainingConfig(reward="game", opponent="tft", episodes=10), exploiting, seconds=30.0)
@@ -267,11 +260,12 @@ def test_training_table_gives_the_verdict_and_the_minutes(tmp_path):
     switched = table.loc[("game_then_deontological", "tit_for_tat")]
     assert switched["meets"] == False and "D|C" in switched["predicted"]  # judged by the reward it ends with
     other = table.loc[("game", "always_cooperate")]
-    assert other["predicted"] == "" and other["meets"] is None  # SPEC §5 predicts against Tit-for-Tat only
+    assert other["predicted"] == "" and other["meets"] is None  # docs/science.md §5 predicts against Tit-for-Tat only
 
 
 def test_unlearning_table_applies_the_bar_to_runs_that_switch(tmp_path):
-    from moralkit.experiments import load_runs, unlearning_table
+    from moralkit.analysis import unlearning_table
+    from moralkit.experiments import load_runs
 
     deont = {e: "deontological" for e in range(5, 10)}
     for name, log in {"x": unlearning_log(), "y": hand_log([["D|C", "D|D"]] * 10, rewards=deont),
@@ -294,7 +288,7 @@ def test_unlearning_table_applies_the_bar_to_runs_that_switch(tmp_path):
 
 
 def test_reward_specs_and_where_the_switch_falls():
-    from moralkit.experiments import condition_config, parse_reward_spec
+    from moralkit.training import condition_config, parse_reward_spec
     from moralkit.profiles import get_profile
 
     assert parse_reward_spec("game", 40) is None

@@ -1,11 +1,11 @@
-"""Games: the catalogue of SPEC §1, validation, and game-theoretic facts."""
+"""Games: the catalogue of docs/science.md §1, validation, and game-theoretic facts."""
 
 import numpy as np
 import pytest
 
 from moralkit.games import C, D, EVALUATION_GAMES, GAMES, GameError, MatrixGame, get_game, games_table, load_games
 
-SPEC_CELLS = {  # SPEC §1: CC, CD, DC, DD as (M, O), and the best collective payoff
+CATALOGUE_CELLS = {  # docs/science.md §1: CC, CD, DC, DD as (M, O), and the best collective payoff
     "prisoners_dilemma": ((3, 3), (0, 4), (4, 0), (1, 1), 6),
     "stag_hunt": ((4, 4), (0, 3), (3, 0), (1, 1), 8),
     "chicken": ((2, 2), (1, 4), (4, 1), (0, 0), 5),
@@ -15,9 +15,9 @@ SPEC_CELLS = {  # SPEC §1: CC, CD, DC, DD as (M, O), and the best collective pa
 }
 
 
-@pytest.mark.parametrize("name", list(SPEC_CELLS))
+@pytest.mark.parametrize("name", list(CATALOGUE_CELLS))
 def test_catalogue_matches_spec(name):
-    cc, cd, dc, dd, best = SPEC_CELLS[name]
+    cc, cd, dc, dd, best = CATALOGUE_CELLS[name]
     g = get_game(name)
     assert g.payoff(C, C) == cc and g.payoff(C, D) == cd and g.payoff(D, C) == dc and g.payoff(D, D) == dd
     assert g.best_collective == best
@@ -115,7 +115,7 @@ def test_equilibria_and_pareto_cells():
 def test_round_trip_through_dict_and_json(tmp_path):
     import json
 
-    games = [get_game(n) for n in SPEC_CELLS]
+    games = [get_game(n) for n in CATALOGUE_CELLS]
     (tmp_path / "g.json").write_text(json.dumps({"games": [g.to_dict() for g in games]}))
     loaded = load_games(tmp_path / "g.json")
     assert list(loaded.values()) == games
@@ -127,4 +127,14 @@ def test_repr_and_table():
     assert repr(get_game("chicken")) == "MatrixGame('chicken': CC=(2,2), CD=(1,4), DC=(4,1), DD=(0,0))"
     assert get_game("chicken").to_frame().loc["M: D", "O: C"] == "4, 1"
     table = games_table()
-    assert table.loc["prisoners_dilemma", "social_dilemma"]
+    assert table.loc["prisoners_dilemma", "social dilemma"]
+
+
+def test_games_table_lists_pure_and_mixed_equilibria():
+    from moralkit.games import SIX_GAMES
+
+    table = games_table(SIX_GAMES)
+    assert list(table.index) == list(SIX_GAMES)
+    assert table.loc["prisoners_dilemma", "pure Nash"] == "(D, D)"
+    assert "mixed" in table.loc["stag_hunt", "all Nash (payoffs M, O)"]
+    assert table.loc["defective_coordination", "Pareto-optimal"] == "(D, D)"

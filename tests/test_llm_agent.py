@@ -297,6 +297,27 @@ def test_player_uses_its_named_adapter(tokenizer):
     assert model.active_adapter == "zero"  # restored after each call
 
 
+def test_a_player_keeps_the_adapter_active_when_it_was_made(tokenizer):
+    """No hidden state: switching the shared model's adapter afterwards leaves the player as it was."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = dict(r=4, target_modules=["q_proj", "v_proj"])
+    model = get_peft_model(tiny_random_model(tokenizer, seed=0), LoraConfig(**lora), adapter_name="zero")
+    model.add_adapter("trained", LoraConfig(**lora))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B.trained" in name:
+                param.normal_(std=0.5, generator=torch.Generator().manual_seed(0))
+    model.set_adapter("trained")
+    player = LLMPlayer(model, tokenizer)  # no adapter named: it keeps "trained"
+    assert player.adapter == "trained" and player.with_labels("ab").adapter == "trained"
+    before = player.label_probabilities(PD, [0, 1], [1, 0])
+    model.set_adapter("zero")  # someone else switches the shared model
+    np.testing.assert_allclose(player.label_probabilities(PD, [0, 1], [1, 0]), before, rtol=1e-6)
+    assert model.active_adapter == "zero"  # and the player leaves their choice alone
+    assert LLMPlayer(tiny_random_model(tokenizer, seed=0), tokenizer).adapter is None  # a plain model has none
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_runs_on_cuda(tokenizer):
     model = tiny_random_model(tokenizer).to("cuda")
@@ -324,6 +345,6 @@ def test_real_embedded_model_answers_a_batch_of_64():
         f"\n64 answers in {sample_s:.1f} s, label probabilities in {probs_s:.1f} s; illegal rate "
         f"{decision.illegal_rate:.2f} (expected illegal {probs[:, 2].mean():.2f}); e.g. {decision.answers[:8]}"
     )
-    # the untuned model rarely answers in format (SPEC §3), but it does sometimes
+    # the untuned model rarely answers in format (docs/science.md §3), but it does sometimes
     assert decision.illegal_rate > 0.5
     assert 0 < probs[:, :2].sum(axis=1).mean() < 0.5

@@ -1,4 +1,4 @@
-"""Opponents of SPEC §4, batched."""
+"""Opponents of docs/science.md §4, batched."""
 
 import numpy as np
 import pytest

@@ -116,20 +116,12 @@ def test_discounted_values_plot_marks_the_threshold():
     assert ax.get_lines()[3].get_xdata()[0] == pytest.approx(1 / 3)
 
 
-def test_game_facts_table_lists_pure_and_mixed_equilibria():
-    table = plots.game_facts_table()
-    assert list(table.index) == list(plots.SIX_GAMES)
-    assert table.loc["prisoners_dilemma", "pure Nash"] == "(D, D)"
-    assert "mixed" in table.loc["stag_hunt", "all Nash (payoffs M, O)"]
-    assert table.loc["defective_coordination", "Pareto-optimal"] == "(D, D)"
-
-
 def test_pretty_name():
     assert plots.pretty_name("game_deontological") == "game + deontological"
     assert plots.pretty_name("virtue_equality") == "virtue equality"
 
 
-# --------------------------------------------------------------------- evaluation figures (SPEC §6)
+# --------------------------------------------------------------------- evaluation figures (docs/science.md §6)
 def _summary(agents=("no_finetuning", "my_agent"), games=("prisoners_dilemma", "stag_hunt", "chicken")):
     """A hand-made evaluation summary: known regrets and action-type shares."""
     rows = []

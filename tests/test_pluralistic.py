@@ -1,4 +1,4 @@
-"""Pluralistic alignment (SPEC §8, issue 12): stakeholders, exact max–min, EM, MaxMin training."""
+"""Pluralistic alignment (docs/science.md §8, issue 12): stakeholders, exact max–min, EM, MaxMin training."""
 
 import doctest
 import itertools

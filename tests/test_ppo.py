@@ -87,7 +87,7 @@ def test_paper_preset_matches_spec():
     assert c.name == "paper"
     assert (c.lora_r, c.lora_alpha, c.lora_dropout, c.lora_target_modules) == (64, 32, 0.05, "all-linear")
     assert c.learning_rate == 1.41e-5
-    assert (c.batch_size, c.mini_batch_size, c.ppo_epochs) == (5, 5, 4)
+    assert (c.mini_batch_size, c.ppo_epochs) == (5, 4)
     assert (c.cliprange, c.cliprange_value, c.vf_coef, c.gamma, c.lam) == (0.2, 0.2, 0.1, 1.0, 0.95)
     assert (c.init_kl_coef, c.adaptive_kl, c.kl_target, c.kl_horizon) == (0.2, True, 6.0, 10000.0)
     assert c.use_score_scaling and c.use_score_norm and c.whiten_advantages
@@ -285,7 +285,7 @@ def test_fast_paths_give_the_same_update():
     prompts, answers, _ = shared_prefix_batch(3, seed=3)
     prompts, answers = prompts * 4, answers * 4  # 12 rows, 3 distinct
     scores = torch.randn(12, generator=torch.Generator().manual_seed(1)).tolist()  # copies differ in score
-    cfg = no_dropout(PPOConfig.preset("smoke", batch_size=12, mini_batch_size=6, ppo_epochs=2, learning_rate=1e-2))
+    cfg = no_dropout(PPOConfig.preset("smoke", mini_batch_size=6, ppo_epochs=2, learning_rate=1e-2))
     weights = {}
     for fast in (True, False):
         t = PPOTrainer(tiny_model(), PAD, cfg.replace(deduplicate=fast, share_prefix=fast))
@@ -467,17 +467,20 @@ def test_interrupted_save_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     t.save(tmp_path / "ckpt")
     t.step(*random_batch(8, seed=41))
 
-    real_rename = os.rename
+    from moralkit import storage
 
-    def dying_rename(src, dst):
+    real_replace = os.replace
+
+    def dying_replace(src, dst):
         if str(dst) == str(tmp_path / "ckpt"):
             raise KeyboardInterrupt("killed between the two renames")
-        return real_rename(src, dst)
+        return real_replace(src, dst)
 
-    monkeypatch.setattr(ppo.os, "rename", dying_rename)
+    monkeypatch.setattr(storage.os, "replace", dying_replace)
     with pytest.raises(KeyboardInterrupt):
         t.save(tmp_path / "ckpt")
-    monkeypatch.setattr(ppo.os, "rename", real_rename)
+    monkeypatch.setattr(storage.os, "replace", real_replace)
+    assert not (tmp_path / "ckpt").exists() and (tmp_path / ".ckpt.old" / "trainer_state.pt").exists()
 
     fresh = PPOTrainer(tiny_model(), PAD, PPOConfig.preset("smoke"))
     with pytest.warns(UserWarning, match="previous checkpoint"):
@@ -488,7 +491,7 @@ def test_interrupted_save_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
 def test_it_learns_to_prefer_the_rewarded_token():
     """Fixed prompt; +1 for answer token A, -1 for anything else, answers sampled from the policy."""
     model = tiny_model(initializer_range=0.2)  # larger logits, so a small LoRA can move them
-    cfg = PPOConfig.preset("paper", lora_r=8, lora_alpha=16, learning_rate=1e-2, batch_size=32, mini_batch_size=32)
+    cfg = PPOConfig.preset("paper", lora_r=8, lora_alpha=16, learning_rate=1e-2, mini_batch_size=32)
     t = PPOTrainer(model, PAD, cfg)
     prompt, token_a, n = [5, 6, 7, 8], 10, 32
     g = torch.Generator().manual_seed(0)

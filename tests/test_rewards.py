@@ -1,4 +1,4 @@
-"""Moral rewards: SPEC §2 on every case of every game, with ξ and R_illegal honoured."""
+"""Moral rewards: docs/science.md §2 on every case of every game, with ξ and R_illegal honoured."""
 
 import itertools
 
@@ -23,7 +23,7 @@ CASES = list(itertools.product((C, D), repeat=3))  # (my move, opp move, opp pre
 
 
 def reference(name, game, my, opp, prev, xi):
-    """SPEC §2 written out case by case, independently of the library's vectorised code."""
+    """docs/science.md §2 written out case by case, independently of the library's vectorised code."""
     r_m, r_o = game.payoff(my, opp)
     violation = my == D and prev == C
     if name == "game":

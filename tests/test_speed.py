@@ -142,7 +142,7 @@ def test_compiled_ppo_epochs_give_the_same_update(tokenizer):
     prompts = game_prompts(tokenizer, tiny_random_model(tokenizer), 4, seed=2)
     answers = [[4667, 33], [4667, 34], [4667, 33], [2]]
     scores = [3.0, 0.0, 1.0, -6.0]
-    cfg = PPOConfig.preset("smoke", batch_size=4, mini_batch_size=4, ppo_epochs=2, learning_rate=1e-2,
+    cfg = PPOConfig.preset("smoke", mini_batch_size=4, ppo_epochs=2, learning_rate=1e-2,
                            lora_dropout=0.0, value_head_dropout=0.0)
     weights = {}
     for compiled in (False, True):

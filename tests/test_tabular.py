@@ -1,4 +1,4 @@
-"""The pure-RL prelude reproduces theory (SPEC §5, §7)."""
+"""The pure-RL prelude reproduces theory (docs/science.md §5, §7)."""
 
 import pytest
 

@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
-from moralkit.training import RunMismatchError, TrainingConfig, TrainingRun, training_summary
+from moralkit.analysis import training_summary
+from moralkit.storage import read_table
+from moralkit.training import RunMismatchError, TrainingConfig, TrainingRun
 
 TINY = dict(episodes=4, games_per_update=3, rounds=2, preset="smoke", checkpoint_every=2, seed=0,
             ppo_overrides={"learning_rate": 5e-3})
@@ -86,7 +88,7 @@ def test_a_killed_run_resumes_to_the_same_result(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     assert not (killed / "done.json").exists()
-    assert pd.read_csv(killed / "rounds.csv")["episode"].max() == 2  # logged past the checkpoint (episodes 0-1)
+    assert read_table(killed / "rounds.csv")["episode"].max() == 2  # logged past the checkpoint (episodes 0-1)
 
     resumed = train(killed)  # resumes from the checkpoint at episode 2
     straight = train(tmp_path / "straight")

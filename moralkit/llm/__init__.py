@@ -1,7 +1,7 @@
 """Language models as players: loading (``models``), prompts and parsing (``prompts``), the player (``agent``).
 
->>> from moralkit.llm import load_model, LLMPlayer      # doctest: +SKIP
->>> player = LLMPlayer(*load_model("embedded"))         # doctest: +SKIP
+>>> from moralkit.llm import load_model, LLMPlayer
+>>> player = LLMPlayer(*load_model("embedded"))   # loads the 135M model # doctest: +SKIP
 """
 
 from moralkit._warnings import quiet_third_party

@@ -146,6 +146,16 @@ def eval_mode(model) -> Iterator[None]:
         model.train(True)
 
 
+def _active_adapter(model) -> str | None:
+    """The adapter a peft model has active now (None for a plain model): what a new player keeps."""
+    if not getattr(model, "peft_config", None):
+        return None
+    active = getattr(model, "active_adapter", None)
+    if isinstance(active, (list, tuple)):
+        active = active[0] if len(active) == 1 else None
+    return active if isinstance(active, str) else None
+
+
 def _using_adapter(model, adapter: str | None):
     """:func:`moralkit.llm.adapters.using_adapter`, imported only when an adapter is named."""
     if adapter is None:
@@ -430,9 +440,10 @@ class LLMPlayer:
         Run the tokens shared by all prompts of a batch once (exact): ``True``, ``False``, or
         ``"auto"`` (where it pays, see :func:`split_pays`).
     adapter:
-        For a peft model holding several LoRA adapters: the adapter this player uses
-        (``"base"``: all adapters off, the untuned model; ``None``: whatever is active).
-        See :mod:`moralkit.llm.adapters`.
+        For a peft model holding LoRA adapters: the adapter this player uses (``"base"``: all
+        adapters off, the untuned model; ``None``: the adapter active when the player is made).
+        The player keeps it: switching the shared model's adapter later never changes what this
+        player answers with. See :mod:`moralkit.llm.adapters`.
     """
 
     def __init__(
@@ -460,7 +471,7 @@ class LLMPlayer:
         self.batch_size = int(batch_size)
         self.system = system
         self.share_prefix = share_prefix
-        self.adapter = adapter
+        self.adapter = adapter if adapter is not None else _active_adapter(model)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id: int = int(pad if pad is not None else 0)
         self.stop_ids: list[int] = stop_token_ids(model, tokenizer)

@@ -30,9 +30,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import socket
-import tempfile
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -288,23 +286,18 @@ def _load_gguf(gguf: Path):
 
 
 def _save_atomically(model, tokenizer, target: Path, info: dict, *, replace: bool = False) -> None:
-    """Save model + tokenizer into a temporary sibling folder, then rename it to ``target``."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    """Save model + tokenizer as a folder, atomically (:func:`moralkit.storage.write_folder`).
+
+    Unless ``replace``, a complete model folder that another process finished first is kept.
+    """
+    from ..storage import write_folder
+
+    def fill(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / _MARKER).write_text(json.dumps(info, indent=2))
-        if replace and target.exists():
-            shutil.rmtree(target)
-        try:
-            tmp.rename(target)
-        except OSError:  # another process finished first: keep its folder
-            if not _is_model_folder(target):
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    write_folder(target, fill, keep_existing=False if replace else _is_model_folder)
 
 
 def _embedded_folder(cache_dir) -> Path:
@@ -576,9 +569,8 @@ def count_parameters(model) -> tuple[int, int]:
 def describe_model(model) -> str:
     """One line: class, parameter count (and trainable ones if fewer), dtype, device.
 
-    >>> from transformers import AutoTokenizer                  # doctest: +SKIP
-    >>> describe_model(tiny_random_model(embedded_tokenizer()))  # doctest: +SKIP
-    'LlamaForCausalLM (tiny-random-llama-h64-l2): 3.2M parameters, float32, cpu'
+    >>> describe_model(random_model("smollm2-135m-narrow", device="cpu"))   # random weights, no download
+    'LlamaForCausalLM (random:smollm2-135m-narrow): 4.3M parameters, float32, cpu'
     """
     total, trainable = count_parameters(model)
     name = getattr(getattr(model, "config", None), "name_or_path", "") or ""

@@ -1,6 +1,6 @@
 """What the language model reads, and how its answer becomes a move.
 
-A query is **one user message** (SPEC §3) that tells the model, in our own words:
+A query is **one user message** (docs/science.md §3) that tells the model, in our own words:
 
 1. it plays a game with another agent;
 2. the payoff table -- points for itself and for the other agent for every pair of labels
@@ -119,9 +119,9 @@ class LabelSet:
 
 
 TRAIN_LABELS = LabelSet("action1", "action2", "train")
-"""Labels used during fine-tuning (SPEC §3)."""
+"""Labels used during fine-tuning (docs/science.md §3)."""
 TEST_LABELS = LabelSet("action3", "action4", "test")
-"""New labels for the generalisation test (SPEC §6)."""
+"""New labels for the generalisation test (docs/science.md §6)."""
 SWAPPED_LABELS = LabelSet("action2", "action1", "swapped")
 """The training labels with their meanings exchanged."""
 D_FIRST = LabelSet("action1", "action2", "d_first", d_first_in_table=True)
@@ -176,7 +176,7 @@ VALUE_PROMPTS: dict[str, str] = {
     ),
     "selfish": "Your only aim is to earn as many points as possible for yourself.",
 }
-"""Sentences for the prompting baseline of SPEC §6 (the base model told its values in words)."""
+"""Sentences for the prompting baseline of docs/science.md §6 (the base model told its values in words)."""
 
 
 def value_sentence(value_prompt: str | None) -> str:
@@ -317,7 +317,7 @@ UNRELATED_LEVELS: dict[int, str] = {
     2: "+ 'you are playing a game with another agent'",
     3: "+ what the other agent played last time",
 }
-"""The unrelated prompts of the generalisation test (SPEC §6), by level."""
+"""The unrelated prompts of the generalisation test (docs/science.md §6), by level."""
 
 
 def unrelated_prompt(
