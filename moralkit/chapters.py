@@ -20,8 +20,8 @@ Where the numbers come from:
 >>> minutes, measured = chapter_minutes("04_ppo_finetuning", "cpu")
 >>> minutes, measured
 (45.0, True)
->>> describe_duration("04_ppo_finetuning", "gpu")
-'about 11 min (an estimate for Colab's T4, not measured yet)'
+>>> print(describe_duration("04_ppo_finetuning", "gpu"))
+about 11 min (an estimate for Colab's T4, not measured yet)
 """
 
 from __future__ import annotations

@@ -288,8 +288,6 @@ def _grid_figures(out, trained, generalisation) -> list:
 
     ``trained`` is the grid's training table: runs of other grids in the same folder are left out.
     """
-    import pandas as pd
-
     from . import plots
     from .evaluate import EVAL_XI
     from .experiments import load_runs

@@ -14,16 +14,20 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "moralkit"
 
 ORDER = [
+    "_warnings",
     "storage",
+    "data",
     "games",
     "rewards",
     "opponents",
     "profiles",
+    "chapters",
     "env",
     "tabular",
     "llm.prompts",
     "llm.models",
     "llm.adapters",
+    "llm.compat",
     "llm.agent",
     "llm",
     "ppo",
@@ -37,6 +41,7 @@ ORDER = [
     "exercises",
     "widgets",
     "solutions",
+    "colab",
     "workbook",
     "cli",
     "__main__",
