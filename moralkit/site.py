@@ -122,7 +122,7 @@ _EXTERNAL = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*:|//|#)")
 
 
 def _relink(body: str, source: str, page: str, pages: dict[str, str]) -> str:
-    """Rewrite relative links of a page made from the repository file ``source`` (e.g. ``docs/x.md``).
+    """Rewrite relative links of a page made from the repository file ``source`` (e.g. ``docs/glossary.md``).
 
     A link to a file that became a page points at that page; any other file of the repository is
     linked on GitHub.
