@@ -295,6 +295,17 @@ _ROLE = re.compile(r":(?:py:)?(?:func|class|data|attr|meth|mod|obj|exc|const):`~
 
 def _docstring_markdown(doc: str, resolve: Callable[[str], str | None]) -> str:
     """A reST-flavoured docstring as Markdown: roles become linked code, doctests and ``::`` blocks code."""
+
+    def role(m: re.Match) -> str:
+        shown, target = m.group(1).strip(), (m.group(2) or m.group(1)).strip()
+        if "`~" in m.group(0):
+            shown = shown.rsplit(".", 1)[-1]
+        url = resolve(target)
+        return f"[`{shown}`]({url})" if url else f"`{shown}`"
+
+    def prose(line: str) -> str:
+        return re.sub(r"``([^`]+)``", r"`\1`", _ROLE.sub(role, line))
+
     lines, out, i = inspect.cleandoc(doc).splitlines(), [], 0
     while i < len(lines):
         line = lines[i]
@@ -306,7 +317,7 @@ def _docstring_markdown(doc: str, resolve: Callable[[str], str | None]) -> str:
             out += ["", "```python", *textwrap.dedent("\n".join(block)).splitlines(), "```", ""]
             continue
         if line.rstrip().endswith("::"):
-            out.append(line.rstrip()[:-1] if not line.strip() == "::" else "")
+            out.append(prose(line.rstrip()[:-1]) if line.strip() != "::" else "")
             i += 1
             block = []
             while i < len(lines) and (not lines[i].strip() or lines[i].startswith((" ", "\t"))):
@@ -314,26 +325,32 @@ def _docstring_markdown(doc: str, resolve: Callable[[str], str | None]) -> str:
                 i += 1
             out += ["", "```", *textwrap.dedent("\n".join(block)).strip("\n").splitlines(), "```", ""]
             continue
-        out.append(line)
+        out.append(prose(line))
         i += 1
-    text = "\n".join(out)
+    return "\n".join(out)
 
-    def role(m: re.Match) -> str:
-        shown, target = m.group(1).strip(), (m.group(2) or m.group(1)).strip()
-        if m.group(0).startswith((":func:`~", ":class:`~", ":data:`~", ":attr:`~", ":meth:`~", ":mod:`~", ":obj:`~")):
-            shown = shown.rsplit(".", 1)[-1]
-        url = resolve(target)
-        return f"[`{shown}`]({url})" if url else f"`{shown}`"
 
-    text = _ROLE.sub(role, text)
-    return re.sub(r"``([^`]+)``", r"`\1`", text)
+class _Annotation:
+    """An annotation kept as text (``from __future__ import annotations``), shown without quotes."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
 
 
 def _signature(obj) -> str:
     try:
-        return str(inspect.signature(obj))
+        sig = inspect.signature(obj)
     except (TypeError, ValueError):
         return "(...)"
+
+    def plain(annotation):
+        return _Annotation(annotation) if isinstance(annotation, str) else annotation
+
+    params = [p.replace(annotation=plain(p.annotation)) for p in sig.parameters.values()]
+    return str(sig.replace(parameters=params, return_annotation=plain(sig.return_annotation)))
 
 
 def _kind(obj) -> str:
@@ -398,7 +415,7 @@ def _render_api_module(name: str, module, index: dict[str, str], md) -> str:
         else:
             sig = f"{kind} {public}{html.escape(_signature(obj))}"
         rows.append(f'<tr><td><a href="#{anchor}"><code>{public}</code></a></td>'
-                    f"<td>{html.escape(summary_line(docstring))}</td></tr>")
+                    f"<td>{md.renderInline(_docstring_markdown(summary_line(docstring), resolve))}</td></tr>")
         entry = [f'<section class="mk-api-entry" id="{anchor}"><div class="mk-sig">{sig}</div>']
         if docstring:
             entry.append(md.render(_docstring_markdown(docstring, resolve)))
@@ -432,7 +449,7 @@ def _api_pages(md) -> dict[str, str]:
     rows = []
     for name, module in modules:
         rows.append(f'<tr><td><a href="{name}.html"><code>{name}</code></a></td>'
-                    f"<td>{html.escape(summary_line(inspect.getdoc(module)))}</td></tr>")
+                    f"<td>{md.renderInline(_docstring_markdown(summary_line(inspect.getdoc(module)), lambda _: None))}</td></tr>")
         pages[f"api/{name}.html"] = _page(name, _render_api_module(name, module, index, md), "../")
     pages["api/index.html"] = _page("API reference", "<h1>API reference</h1>\n<p>Every public module of "
                                     "<code>moralkit</code>, written from its docstrings.</p>\n<table>"
