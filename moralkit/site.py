@@ -257,12 +257,12 @@ def public_names(module) -> list[str]:
 
 
 def summary_line(doc: str | None) -> str:
-    """The first line of a docstring (its summary), or ``""``.
+    """The summary of a docstring: its first paragraph as one line, or ``""``.
 
-    >>> summary_line("Play one game.\\n\\nMore here.")
-    'Play one game.'
+    >>> summary_line("Play one game\\nof the catalogue.\\n\\nMore here.")
+    'Play one game of the catalogue.'
     """
-    return (inspect.cleandoc(doc).strip().splitlines() or [""])[0].strip() if doc else ""
+    return " ".join(re.split(r"\n\s*\n", inspect.cleandoc(doc).strip())[0].split()) if doc else ""
 
 
 def _attribute_docs(module) -> dict[str, str]:
