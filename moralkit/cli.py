@@ -1,6 +1,7 @@
 """The ``moralkit`` command.
 
     moralkit workbook [--profile smoke|cpu|gpu|paper|auto] [--out outputs] [--only 01 02] [--notebooks DIR]
+    moralkit site [--workbook outputs] [--out outputs/site]   # the executed workbook as a static site
     moralkit games                      # the catalogue with its game-theoretic facts
     moralkit rewards [--game NAME]      # every moral reward as a table
     moralkit q-learning --reward game --opponent tit_for_tat [--gamma 0.9]
@@ -88,6 +89,18 @@ def _workbook(ns) -> int:
 
     paths = run_workbook(ns.out, profile=ns.profile, notebooks=ns.only, notebooks_dir=ns.notebooks)
     print(f"[moralkit] executed {len(paths)} notebook(s); outputs in {ns.out}/ (notebooks/, figures/, tables/)")
+    return 0
+
+
+@command("site", "build the static site: executed chapters with their figures, docs/, an API reference, Colab badges")
+@arg("--workbook", default="outputs", metavar="DIR",
+     help="what `moralkit workbook --out` wrote (its notebooks/ holds the executed chapters)")
+@arg("--out", default="outputs/site", metavar="DIR", help="the site's folder (replaced as a whole; open DIR/index.html)")
+@arg("--no-api", action="store_true", help="leave out the API reference (it imports every module)")
+def _site(ns) -> int:
+    from .site import build_site
+
+    build_site(ns.workbook, ns.out, api=not ns.no_api)
     return 0
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "in_colab",
     "badge_url",
     "badge_markdown",
+    "badge_html",
     "setup_cell_source",
     "prepare",
     "gpu_report",
@@ -107,6 +108,16 @@ def badge_url(stem: str, *, repository: str = REPOSITORY, branch: str = BRANCH) 
 def badge_markdown(stem: str, *, repository: str = REPOSITORY, branch: str = BRANCH) -> str:
     """The "Open in Colab" badge of a notebook, as Markdown."""
     return f"[![Open in Colab]({_BADGE_IMAGE})]({badge_url(stem, repository=repository, branch=branch)})"
+
+
+def badge_html(stem: str, *, repository: str = REPOSITORY, branch: str = BRANCH) -> str:
+    """The "Open in Colab" badge of a notebook, as HTML (the rendered site's chapter pages).
+
+    >>> badge_html("01_payoff_matrices").startswith('<a class="colab-badge" href="https://colab.research.google.com/github/')
+    True
+    """
+    return (f'<a class="colab-badge" href="{badge_url(stem, repository=repository, branch=branch)}">'
+            f'<img src="{_BADGE_IMAGE}" alt="Open in Colab"></a>')
 
 
 # --------------------------------------------------------------------------- the set-up cell
