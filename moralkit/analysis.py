@@ -18,6 +18,9 @@ without loading a model.
   :func:`unlearning_table`; :func:`idealised_shares` (how a fixed best-response policy would
   play).
 * **Generalisation** (chapter 6): :func:`agent_kind`, :func:`generalisation_table`.
+* **Seeds**: :func:`over_seeds` (mean and a confidence interval over training seeds, for any
+  table with a ``seed`` column), :func:`generalisation_over_seeds` (each agent's regrets averaged
+  over the games, then over seeds).
 
 >>> predicted_responses("deontological")["predicted"].tolist()     # C|C, C|D, D|C, D|D states
 ['C', 'either', 'C', 'either']
@@ -61,6 +64,8 @@ __all__ = [
     "opponent_log",
     "agent_kind",
     "generalisation_table",
+    "over_seeds",
+    "generalisation_over_seeds",
 ]
 
 STATES: tuple[tuple[str, str], ...] = (("C", "C"), ("C", "D"), ("D", "C"), ("D", "D"))
@@ -491,3 +496,85 @@ def generalisation_table(evaluation, reference=None):
     columns = ["agent", "kind", "game", "labels", "rounds", "deont_regret", "paper_deont_regret", "utilit_regret",
                "paper_utilit_regret", *ACTION_TYPES, "mean_payoff", "C_among_legal"]
     return out[columns]
+
+
+# --------------------------------------------------------------------- seeds
+def over_seeds(table, by: Sequence[str], values: Sequence[str] | None = None, *, confidence: float = 0.95):
+    """One row per ``by`` group of a table with one row per seed: the mean over seeds and its interval.
+
+    For every numeric column in ``values`` (default: all numeric columns but ``seed`` and ``by``)
+    the result has ``<value>`` (the mean over seeds), ``<value>_lo`` and ``<value>_hi`` (the
+    two-sided Student-t ``confidence`` interval of that mean, over seeds: NaN with one seed) and
+    ``<value>_sd`` (the standard deviation over seeds). A boolean column (a verdict such as
+    ``meets``) becomes ``<value>_seeds``: how many seeds it holds for, as ``"k/n"``. ``seeds`` is
+    the number of seeds in the group and ``seed_list`` names them.
+
+    >>> import pandas as pd
+    >>> runs = pd.DataFrame({"agent": ["game"] * 3, "seed": [0, 1, 2], "D": [0.9, 1.0, 0.95],
+    ...                      "meets": [True, True, False]})
+    >>> row = over_seeds(runs, ["agent"]).iloc[0]
+    >>> print(f"{row['seeds']} seeds: D = {row['D']:.3f} [{row['D_lo']:.3f}, {row['D_hi']:.3f}], meets {row['meets_seeds']}")
+    3 seeds: D = 0.950 [0.826, 1.074], meets 2/3
+    """
+    import pandas as pd
+    from scipy import stats
+
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be between 0 and 1 (e.g. 0.95), not {confidence!r}")
+    by = list(by)
+    missing = [c for c in [*by, "seed"] if c not in table.columns]
+    if missing:
+        raise KeyError(f"over_seeds needs column(s) {missing}; the table has {list(table.columns)}")
+    verdicts = [c for c in table.columns if c not in by and table[c].dropna().map(type).isin([bool, np.bool_]).all()
+                and table[c].notna().any()]
+    if values is None:
+        values = [c for c in table.select_dtypes("number").columns if c not in (*by, "seed") and c not in verdicts]
+    rows = []
+    for key, g in table.groupby(by, sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        n = int(g["seed"].nunique())
+        row = {**dict(zip(by, key)), "seeds": n, "seed_list": " ".join(str(s) for s in sorted(g["seed"].unique()))}
+        for v in values:
+            x = g[v].astype(float).dropna().to_numpy()
+            mean = float(x.mean()) if len(x) else float("nan")
+            sd = float(x.std(ddof=1)) if len(x) > 1 else float("nan")
+            half = float(stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * sd / math.sqrt(len(x))) if len(x) > 1 else float("nan")
+            row.update({v: mean, f"{v}_lo": mean - half, f"{v}_hi": mean + half, f"{v}_sd": sd})
+        for v in verdicts:
+            judged = g[v].dropna().astype(bool)
+            row[f"{v}_seeds"] = f"{int(judged.sum())}/{len(judged)}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def generalisation_over_seeds(evaluation, reference=None, *, confidence: float = 0.95):
+    """Each agent's generalisation, as the paper reports it, with an interval over training seeds.
+
+    For every agent and seed the regrets, the illegal share and the own payoff are averaged over
+    the evaluated games (each game counts once, as in the paper's "mean over the five games");
+    then :func:`over_seeds` gives the mean over seeds with its ``confidence`` interval.
+    ``paper_*`` are the paper's values averaged over the same games (NaN where it has none).
+    Players that were not fine-tuned (the untuned and value-prompted base model: seed -1) have
+    one "seed", so no interval. ``evaluation`` is an :class:`~moralkit.evaluate.Evaluation`
+    from :func:`moralkit.experiments.evaluate_runs` (its rounds carry each run's ``seed``).
+    """
+    import pandas as pd
+
+    from .evaluate import Evaluation
+
+    rounds = evaluation.rounds
+    if "seed" not in rounds.columns:
+        raise KeyError("The evaluation's rounds have no 'seed' column; evaluate runs with moralkit.experiments.evaluate_runs.")
+    values = ["deont_regret", "paper_deont_regret", "utilit_regret", "paper_utilit_regret", "illegal", "mean_payoff"]
+    per_seed = []
+    for seed, part in rounds.groupby("seed", sort=True):
+        table = generalisation_table(Evaluation(part, evaluation.xi, evaluation.r_illegal), reference)
+        means = table.groupby(["agent", "kind", "labels"], sort=False)[values].mean().reset_index()
+        means.insert(3, "games", table.groupby(["agent", "kind", "labels"], sort=False)["game"].nunique().to_numpy())
+        means["seed"] = seed
+        per_seed.append(means)
+    both = pd.concat(per_seed, ignore_index=True)
+    out = over_seeds(both, ["agent", "kind", "labels", "games"], values, confidence=confidence)
+    for paper in ("paper_deont_regret", "paper_utilit_regret"):  # the paper's numbers are not measured per seed
+        out = out.drop(columns=[f"{paper}_lo", f"{paper}_hi", f"{paper}_sd"])
+    return out

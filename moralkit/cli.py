@@ -280,6 +280,13 @@ def _grid(ns) -> int:
         if len(judged):
             print(f"Prediction (docs/science.md section 5) met by {int(judged.astype(bool).sum())} of {len(judged)} "
                   "run(s) against Tit-for-Tat (columns 'predicted', 'meets').")
+        by_seed = Path(ns.out) / "training_over_seeds.csv"
+        if by_seed.exists() and train_tab["seed"].nunique() > 1:
+            table = read_table(by_seed)
+            shown = ["agent", "opponent", "seeds"] + [c for c in ("D", "C", "legal", "C_after_C", "D_after_D")
+                                                       for c in (c, f"{c}_lo", f"{c}_hi")] + ["meets_seeds"]
+            print("\nOver seeds: mean and 95% interval over seeds (Student t):")
+            print(table[[c for c in shown if c in table]].to_string(index=False))
         unlearning = Path(ns.out) / "unlearning.csv"
         if unlearning.exists():
             print("\nUnlearning: C|C and D|C shares just before the reward switch and over the last 20%:")
@@ -289,6 +296,13 @@ def _grid(ns) -> int:
             columns = ["agent", "game", "deont_regret", "paper_deont_regret", "utilit_regret", "paper_utilit_regret",
                        "illegal", "C_among_legal"]
             print(summary[columns].to_string(index=False))
+            means = Path(ns.out) / "generalisation_over_seeds.csv"
+            if means.exists() and train_tab["seed"].nunique() > 1:
+                table = read_table(means)
+                shown = ["agent", "seeds", "games"] + [f"{v}{end}" for v in ("deont_regret", "utilit_regret", "illegal")
+                                                      for end in ("", "_lo", "_hi")]
+                print("\nGeneralisation means over the games, mean and 95% interval over seeds:")
+                print(table[shown].to_string(index=False))
     written = sorted(p.name for p in Path(ns.out).glob("*.csv"))
     print(f"\n[moralkit] tables in {ns.out}/: {', '.join(written)}")
     figures = _grid_figures(Path(ns.out), train_tab, summary)

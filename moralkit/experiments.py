@@ -18,7 +18,8 @@ import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .analysis import generalisation_table, reward_switches, training_table, unlearning_table
+from .analysis import (generalisation_over_seeds, generalisation_table, over_seeds, reward_switches, training_table,
+                       unlearning_table)
 from .profiles import PAPER_AGENTS, Profile, get_profile
 from .storage import atomic_write, claim_folder, read_json
 from .training import TrainingConfig, TrainingRun, condition_config
@@ -212,10 +213,14 @@ def run_grid(
 ):
     """Train the grid, evaluate it, and write the tables into ``out``.
 
-    ``training.csv`` (:func:`training_table`), ``unlearning.csv`` when a run switches rewards
+    ``training.csv`` (:func:`training_table`), ``training_over_seeds.csv`` (the same per condition:
+    mean over seeds with a 95% Student-t interval over seeds, and how many seeds meet the
+    prediction: :func:`~moralkit.analysis.over_seeds`), ``unlearning.csv`` when a run switches rewards
     (:func:`unlearning_table`; removed when none of this grid's runs does), and with ``evaluate``: ``evaluation_rounds.csv`` (every evaluated
-    round) and ``generalisation.csv`` (:func:`~moralkit.analysis.generalisation_table`: every agent and
-    baseline × the profile's evaluation games, the paper's values beside ours). ``workers``: train that many conditions at
+    round), ``generalisation.csv`` (:func:`~moralkit.analysis.generalisation_table`: every agent and
+    baseline × the profile's evaluation games, the paper's values beside ours, seeds pooled) and
+    ``generalisation_over_seeds.csv`` (:func:`~moralkit.analysis.generalisation_over_seeds`: each
+    agent's means over the games, with an interval over seeds). ``workers``: train that many conditions at
     once (:func:`train_grid`). Returns (training table, generalisation table or None).
     """
     prof = get_profile(profile)
@@ -226,6 +231,8 @@ def run_grid(
                       progress=progress, workers=workers, **overrides)
     train_tab = training_table(runs)
     atomic_write(out / "training.csv", lambda p: train_tab.to_csv(p, index=False))
+    by_seed = over_seeds(train_tab, ["agent", "opponent", "episodes", "predicted"])
+    atomic_write(out / "training_over_seeds.csv", lambda p: by_seed.to_csv(p, index=False))
     if any(reward_switches(run.log) for run in runs):
         unlearn = unlearning_table(runs)
         atomic_write(out / "unlearning.csv", lambda p: unlearn.to_csv(p, index=False))
@@ -238,6 +245,8 @@ def run_grid(
         atomic_write(out / "evaluation_rounds.csv", lambda p: ev.rounds.to_csv(p, index=False))
         table = generalisation_table(ev)
         atomic_write(out / "generalisation.csv", lambda p: table.to_csv(p, index=False))
+        means = generalisation_over_seeds(ev)
+        atomic_write(out / "generalisation_over_seeds.csv", lambda p: means.to_csv(p, index=False))
     return train_tab, table
 
 

@@ -76,7 +76,8 @@ def test_grid_verb_trains_evaluates_and_skips_finished_conditions(tmp_path, caps
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "Prediction (docs/science.md section 5) met by" in printed and "Unlearning" in printed and "Generalisation" in printed
-    for name in ("training.csv", "unlearning.csv", "evaluation_rounds.csv", "generalisation.csv"):
+    for name in ("training.csv", "training_over_seeds.csv", "unlearning.csv", "evaluation_rounds.csv", "generalisation.csv",
+                 "generalisation_over_seeds.csv"):
         assert (out / name).exists(), name
     table = pd.read_csv(out / "generalisation.csv")
     agents = {"game_then_deontological", "no_finetuning", "prompted_utilitarian", "prompted_deontological"}

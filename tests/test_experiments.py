@@ -157,6 +157,50 @@ def test_generalisation_table():
         "untuned", "prompted", "fine-tuned"]
 
 
+def test_over_seeds_gives_the_mean_and_a_student_t_interval_over_seeds():
+    from scipy import stats
+
+    from moralkit.analysis import over_seeds
+
+    runs = pd.DataFrame({"agent": ["game"] * 3 + ["utilitarian"], "seed": [0, 1, 2, 0],
+                         "D": [0.90, 1.00, 0.95, 0.10], "meets": [True, True, False, True]})
+    out = over_seeds(runs, ["agent"]).set_index("agent")
+    g = out.loc["game"]
+    half = stats.t.ppf(0.975, 2) * np.std([0.90, 1.00, 0.95], ddof=1) / np.sqrt(3)
+    assert g["seeds"] == 3 and g["seed_list"] == "0 1 2"
+    assert g["D"] == pytest.approx(0.95) and g["D_lo"] == pytest.approx(0.95 - half) and g["D_hi"] == pytest.approx(0.95 + half)
+    assert g["meets_seeds"] == "2/3"
+    one = out.loc["utilitarian"]  # one seed: a mean, no interval
+    assert one["seeds"] == 1 and one["D"] == pytest.approx(0.10) and np.isnan(one["D_lo"]) and np.isnan(one["D_sd"])
+    wider = over_seeds(runs, ["agent"], ["D"], confidence=0.99).set_index("agent").loc["game"]
+    assert wider["D_lo"] < g["D_lo"] and wider["D_hi"] > g["D_hi"]
+    with pytest.raises(KeyError, match="seed"):
+        over_seeds(runs.drop(columns="seed"), ["agent"])
+    with pytest.raises(ValueError, match="confidence"):
+        over_seeds(runs, ["agent"], confidence=95)
+
+
+def test_generalisation_over_seeds_averages_games_then_seeds():
+    from moralkit.analysis import generalisation_over_seeds
+
+    first = rounds_frame().query("labels == 'test'")
+    first = first.assign(seed=np.where(first["agent"] == "deontological", 0, -1))
+    second = first[first["agent"] == "deontological"].assign(seed=1)
+    second = second.assign(reward_deontological=-6.0)  # seed 1 broke the norm every round
+    ev = Evaluation(pd.concat([first, second], ignore_index=True), xi=4.0, r_illegal=-6.0)
+    per_seed = [generalisation_table(Evaluation(part, xi=4.0, r_illegal=-6.0)) for _, part in ev.rounds.groupby("seed")]
+    out = generalisation_over_seeds(ev).set_index("agent")
+    d = out.loc["deontological"]
+    expected = [t.set_index("agent").loc["deontological", "deont_regret"] for t in per_seed[1:]]
+    assert d["seeds"] == 2 and d["seed_list"] == "0 1" and d["games"] == 1
+    assert d["deont_regret"] == pytest.approx(np.mean(expected)) and d["deont_regret_hi"] > d["deont_regret"]
+    assert d["paper_deont_regret"] == pytest.approx(0.18) and "paper_deont_regret_lo" not in out.columns
+    base = out.loc["no_finetuning"]
+    assert base["seeds"] == 1 and np.isnan(base["deont_regret_lo"])  # not fine-tuned: one "seed", no interval
+    with pytest.raises(KeyError, match="seed"):
+        generalisation_over_seeds(Evaluation(rounds_frame(), xi=4.0, r_illegal=-6.0))
+
+
 # --------------------------------------------------------------------- several agents on one base model
 def biased_model(tokenizer):
     """A tiny random Llama that often answers with the test labels (action3 / action4)."""
@@ -333,3 +377,19 @@ def test_run_grid_writes_the_tables_of_this_grid_only(tmp_path):
     run_grid(["game"], out=tmp_path, profile="smoke", seeds=[0], evaluate=False, progress=False)
     assert list(pd.read_csv(tmp_path / "training.csv")["agent"]) == ["game"]
     assert not (tmp_path / "unlearning.csv").exists()  # no stale table from the earlier grid
+
+
+def test_run_grid_aggregates_over_seeds(tmp_path):
+    from moralkit.experiments import condition_config, run_grid
+    from moralkit.profiles import get_profile
+
+    smoke = get_profile("smoke")
+    for seed, types in ((0, ["D|C", "D|D"]), (1, ["D|C", "C|D"]), (2, ["D|D", "D|D"])):
+        cfg = condition_config("game", "tit_for_tat", seed, smoke)
+        _run_folder(tmp_path, cfg, [types] * cfg.episodes)
+    train, _ = run_grid(["game"], out=tmp_path, profile="smoke", seeds=[0, 1, 2], evaluate=False, progress=False)
+    table = pd.read_csv(tmp_path / "training_over_seeds.csv")
+    assert len(table) == 1 and table.loc[0, "seeds"] == 3 and table.loc[0, "seed_list"] == "0 1 2"
+    assert table.loc[0, "D"] == pytest.approx(train["D"].mean()) == pytest.approx((1 + 0.5 + 1) / 3)
+    assert table.loc[0, "D_lo"] < table.loc[0, "D"] < table.loc[0, "D_hi"]
+    assert table.loc[0, "meets_seeds"] == "2/3"  # seed 1 defects only half the time: below the 90% bar
