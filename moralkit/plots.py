@@ -324,7 +324,7 @@ def payoff_heatmaps(
 ) -> "Figure":
     """A grid of :func:`payoff_heatmap`, one per game (default: the six games of docs/science.md §1).
 
-    Under each heatmap: the kind of game (``MatrixGame.classify()``).
+    Under each heatmap: the kind of game (``MatrixGame.kind_caption()``).
     """
     if isinstance(games, (str, MatrixGame)):
         games = [games]
@@ -335,7 +335,7 @@ def payoff_heatmaps(
     for ax, game in zip(axes, games):
         payoff_heatmap(game, ax=ax)
         if subtitle:
-            ax.set_xlabel(game.classify(), fontsize=10, color="#444444")
+            ax.set_xlabel(game.kind_caption(), fontsize=10, color="#444444")
     fig.text(
         0.5,
         0.0,
