@@ -278,11 +278,11 @@ class MatrixGame:
         Volunteer's Dilemma, is captioned for what it is, an anti-coordination game, not "chicken".
 
         >>> get_game("volunteers_dilemma").kind_caption(), get_game("chicken").kind_caption()
-        ('anti-coordination (T > R > S > P, ordered like Chicken)', 'chicken')
+        ('anti-coordination (ordered like Chicken)', 'chicken')
         """
         kind = self.classify()
         if kind == "chicken" and self.name != "chicken":
-            return "anti-coordination (T > R > S > P, ordered like Chicken)"
+            return "anti-coordination (ordered like Chicken)"
         return kind
 
     def summary(self) -> dict:
@@ -508,6 +508,8 @@ def game_facts(game: MatrixGame | str) -> dict:
     return {
         "game": game.name,
         "title": game.title,
+        "payoffs (M, O)": "  ".join(f"{game.actions[a]}{game.actions[b]}={_number(game.payoffs[a, b, 0])},"
+                                    f"{_number(game.payoffs[a, b, 1])}" for a in (C, D) for b in (C, D)),
         "kind": game.kind_caption(),
         "symmetric": game.is_symmetric,
         "social dilemma": game.is_social_dilemma(),

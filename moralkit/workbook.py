@@ -14,6 +14,7 @@ writing executed copies to ``<output_dir>/notebooks``.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
