@@ -82,3 +82,15 @@ def test_the_plumbing_patterns_catch_the_old_code():
            'fig, axes = plt.subplots(1, 2)\n')
     hits = [pattern for pattern in PLUMBING if re.search(pattern, old)]
     assert len(hits) == 4
+
+
+def test_every_relative_link_in_the_readme_and_docs_resolves():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    assert (ROOT / "docs" / "README.md") in pages
+    broken = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
+            if not re.match(r"[a-z]+:", target) and not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert not broken, "links to files that do not exist:\n" + "\n".join(broken)
+    assert "(docs/README.md)" in (ROOT / "README.md").read_text(encoding="utf-8")
