@@ -968,8 +968,10 @@ class LiveTrainingPlot:
     """
 
     def __init__(self, every: int = 1, *, window: int = 1, kl: bool = True, live: bool | None = None,
-                 title: str | None = None, dpi: int = 90):
+                 title: str | None = None, dpi: int = 90, profile=None):
         from matplotlib.figure import Figure
+
+        self.profile = profile  # the smoke profile's pictures carry the smoke mark
 
         self.every = max(1, int(every))
         self.window = window
@@ -1017,6 +1019,7 @@ class LiveTrainingPlot:
             ax.set_ylabel("KL to the base model (nats)")
             ax.set_title("distance from the base model")
         self.figure.legends.clear()
+        mark_smoke(self.figure, self.profile)
         return action_type_legend(self.figure, bottom_margin=0.13)
 
     def show(self) -> None:

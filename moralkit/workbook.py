@@ -94,7 +94,8 @@ class Workbook:
         from .training import condition_config
 
         cfg = condition_config(reward, opponent, seed, self.profile, **overrides)
-        plot = LiveTrainingPlot(every=max(1, cfg.episodes // 30), window=max(1, cfg.episodes // 60)) if live else None
+        plot = LiveTrainingPlot(every=max(1, cfg.episodes // 30), window=max(1, cfg.episodes // 60),
+                                profile=self.profile) if live else None
         return train_or_reuse(cfg, folder if folder is not None else run_folder(self.runs_dir, cfg), callback=plot)
 
     def save_table(self, frame, name: str) -> Path:

@@ -459,3 +459,13 @@ def test_ppo_curves_mark_the_reward_switch():
     assert any(list(line.get_xdata()) == [2.5, 2.5] for line in ax.lines)
     plain = plots.ppo_curves({"game": updates}, metrics=("objective/kl",))
     assert not any(list(line.get_xdata()) == [2.5, 2.5] for line in plain.axes[0].lines)
+
+
+def test_the_live_plot_of_a_smoke_run_is_marked():
+    from moralkit.profiles import SMOKE_MARK
+
+    run = _fake_run()
+    marked = plots.LiveTrainingPlot(live=False, profile="smoke").draw(run)
+    plain = plots.LiveTrainingPlot(live=False, profile="cpu").draw(run)
+    assert SMOKE_MARK in [t.get_text() for t in marked.texts]
+    assert SMOKE_MARK not in [t.get_text() for t in plain.texts]
