@@ -136,7 +136,7 @@ def setup(name: str, profile: str | Profile | None = "auto", output_dir: str | P
 
 
 def caption_tables(caption: str | None) -> bool:
-    """Show ``caption`` above every table (pandas DataFrame or Styler) this notebook displays from now on.
+    """Show ``caption`` above every table (pandas DataFrame, Series or Styler) this notebook displays from now on.
 
     Used in the smoke profile with :data:`moralkit.profiles.SMOKE_MARK`, so that no table of a smoke
     run reads as a result. ``None`` removes the caption. Outside IPython it does nothing and returns
@@ -155,7 +155,7 @@ def caption_tables(caption: str | None) -> bool:
     from pandas.io.formats.style import Styler
 
     formatters = shell.display_formatter.formatters
-    for kind in (pd.DataFrame, Styler):
+    for kind in (pd.DataFrame, pd.Series, Styler):
         for mime in ("text/html", "text/plain"):
             formatters[mime].pop(kind, None)
     if caption is None:
@@ -163,7 +163,8 @@ def caption_tables(caption: str | None) -> bool:
     banner = f'<p style="color:#C00000;font-weight:bold;margin:0 0 4px 0">⚠ {html.escape(caption)}</p>'
     formatters["text/html"].for_type(pd.DataFrame, lambda frame: banner + frame._repr_html_())
     formatters["text/html"].for_type(Styler, lambda styler: banner + styler.to_html())
-    formatters["text/plain"].for_type(pd.DataFrame, lambda frame, p, cycle: p.text(f"[{caption}]\n{frame!r}"))
+    for kind in (pd.DataFrame, pd.Series):
+        formatters["text/plain"].for_type(kind, lambda frame, p, cycle: p.text(f"[{caption}]\n{frame!r}"))
     return True
 
 

@@ -138,6 +138,8 @@ def test_tables_shown_in_a_smoke_notebook_carry_a_caption():
         assert SMOKE_MARK in data["text/html"] and SMOKE_MARK in data["text/plain"]
         data, _ = shell.display_formatter.format(frame.style)
         assert SMOKE_MARK in data["text/html"]
+        data, _ = shell.display_formatter.format(frame["C"])
+        assert SMOKE_MARK in data["text/plain"]
         caption_tables(None)
         data, _ = shell.display_formatter.format(frame)
         assert SMOKE_MARK not in data["text/html"] and SMOKE_MARK not in data["text/plain"]
