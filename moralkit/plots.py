@@ -96,14 +96,14 @@ def mark_smoke(fig: "Figure", profile="smoke") -> "Figure":
     """Stamp :data:`SMOKE_MARK` across ``fig`` when ``profile`` is the smoke profile (else leave it as it is).
 
     The ``smoke`` profile runs every code path in minutes and learns nothing: its figures must not
-    be read as results. The mark is a large faint diagonal text over the whole figure plus a red
-    line at the top; stamping twice changes nothing.
+    be read as results. The mark is a large faint diagonal text over the whole figure plus a small
+    red line in the bottom right corner; stamping twice changes nothing.
     """
     if not is_smoke(profile) or any(t.get_gid() == "moralkit-smoke" for t in fig.texts):
         return fig
     fig.text(0.5, 0.5, SMOKE_MARK, gid="moralkit-smoke", ha="center", va="center", rotation=20, fontsize=26,
              color="#C00000", alpha=0.22, weight="bold", zorder=1000)
-    fig.text(0.995, 0.995, SMOKE_MARK, gid="moralkit-smoke-corner", ha="right", va="top", fontsize=9,
+    fig.text(0.998, 0.002, SMOKE_MARK, gid="moralkit-smoke-corner", ha="right", va="bottom", fontsize=8,
              color="#C00000", weight="bold", zorder=1000)
     return fig
 
