@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -44,6 +44,9 @@ from .opponents import OpponentError, get_opponent
 from .rewards import get_reward, is_stateful
 
 __all__ = [
+    "joint_outcomes",
+    "first_action_share",
+    "unrelated_prompt_grids",
     "STATES",
     "EITHER",
     "opponent_move_probabilities",
@@ -404,7 +407,7 @@ UNLEARNING_MAX_EXPLOIT = 0.10
 """Greatest D|C share at the end of an unlearning run (issue #5's bar)."""
 
 
-def unlearning_table(runs: Sequence, last: float = 0.2):
+def unlearning_table(runs: Sequence, last: float = 0.2, *, expected: Mapping[str, tuple[float, float]] | None = None):
     """One row per run that switches rewards: :func:`phase_shares` before the switch and at the end.
 
     Columns: ``agent``, ``opponent``, ``seed``, ``switch_episode``, ``CC_before``, ``CC_end``,
@@ -412,6 +415,10 @@ def unlearning_table(runs: Sequence, last: float = 0.2):
     D|C among all rounds of each window), ``legal_end``, ``C_after_C_end``, and ``unlearned``:
     whether the C|C share rose by at least :data:`UNLEARNING_GAIN` and D|C ended below
     :data:`UNLEARNING_MAX_EXPLOIT`. Runs without a switch are left out.
+
+    ``expected`` maps a run's label (``game_then_deontological`` …) to the range ``(low, high)``
+    its C|C share should end in (e.g. from :func:`idealised_shares`); it adds the columns
+    ``CC_end_low``, ``CC_end_high`` (NaN for runs it does not name) and ``CC_end_as_expected``.
     """
     import pandas as pd
 
@@ -433,8 +440,80 @@ def unlearning_table(runs: Sequence, last: float = 0.2):
             "legal_end": round(float(end["legal"]), 4), "C_after_C_end": round(float(end["C_after_C"]), 4),
             "unlearned": bool(gain >= UNLEARNING_GAIN and end["D|C"] < UNLEARNING_MAX_EXPLOIT),
         })
-    return pd.DataFrame(rows, columns=["agent", "opponent", "seed", "switch_episode", "CC_before", "CC_end", "CC_gain",
-                                       "DC_before", "DC_end", "legal_end", "C_after_C_end", "unlearned"])
+    table = pd.DataFrame(rows, columns=["agent", "opponent", "seed", "switch_episode", "CC_before", "CC_end", "CC_gain",
+                                        "DC_before", "DC_end", "legal_end", "C_after_C_end", "unlearned"])
+    if expected is not None:
+        ranges = [expected.get(agent, (float("nan"), float("nan"))) for agent in table["agent"]]
+        table["CC_end_low"] = [round(float(low), 4) for low, _ in ranges]
+        table["CC_end_high"] = [round(float(high), 4) for _, high in ranges]
+        table["CC_end_as_expected"] = [
+            None if math.isnan(low) else bool(low - 0.05 <= cc <= high + 0.05)
+            for cc, low, high in zip(table["CC_end"], table["CC_end_low"], table["CC_end_high"])
+        ]
+    return table
+
+
+def joint_outcomes(log, last: float = 0.2) -> dict:
+    """What both players did together in each round of the last ``last`` of training (two learners).
+
+    Shares of rounds with ``both C``, ``both D``, ``one C, one D`` and ``an illegal answer`` (by
+    either player); they add up to 1.
+
+    >>> import pandas as pd
+    >>> log = pd.DataFrame({"episode": [0, 0, 1, 1], "my_move": ["C", "D", "C", "illegal"],
+    ...                     "opp_move": ["C", "C", "C", "D"]})
+    >>> joint_outcomes(log, last=0.5)
+    {'both C': 0.5, 'both D': 0.0, 'one C, one D': 0.0, 'an illegal answer': 0.5}
+    """
+    if len(log) == 0:
+        return {}
+    tail = log[log["episode"] >= math.floor((log["episode"].max() + 1) * (1 - last))]
+    me, other = tail["my_move"], tail["opp_move"]
+    illegal = (me == "illegal") | (other == "illegal")
+    return {"both C": float(((me == "C") & (other == "C")).mean()),
+            "both D": float(((me == "D") & (other == "D")).mean()),
+            "one C, one D": float((((me == "C") & (other == "D")) | ((me == "D") & (other == "C"))).mean()),
+            "an illegal answer": float(illegal.mean())}
+
+
+def first_action_share(policy_table) -> float:
+    """P(first action | legal answer), averaged over the states of a label-probability table.
+
+    ``policy_table`` has columns ``P(C)`` and ``P(D)`` per state (``LLMPlayer.policy_table``).
+
+    >>> import pandas as pd
+    >>> first_action_share(pd.DataFrame({"P(C)": [0.2, 0.1], "P(D)": [0.2, 0.3]}))
+    0.375
+    """
+    legal = policy_table["P(C)"] + policy_table["P(D)"]
+    return float((policy_table["P(C)"] / legal).mean())
+
+
+def unrelated_prompt_grids(unrelated, in_game: Mapping[str, object] | None = None) -> dict:
+    """Two agent × prompt-level tables from :func:`moralkit.evaluate.unrelated_prompt_test`.
+
+    ``"legal"``: P(the answer is one of the labels); ``"P(D | legal)"``: the share of D's label
+    among label answers. Rows are the prompt levels (named with their text); ``in_game`` (agent ->
+    its ``policy_table`` in the game) adds a last row, the same two numbers in the game itself.
+    Columns keep the agents' order of appearance.
+    """
+    import pandas as pd
+
+    from .llm.prompts import UNRELATED_LEVELS
+
+    frame = unrelated.assign(legal=unrelated["P(C label)"] + unrelated["P(D label)"])
+    frame["P(D | legal)"] = frame["P(D label)"] / frame["legal"]
+    agents = list(dict.fromkeys(frame["agent"]))
+    names = {level: f"{level}: {text}" for level, text in UNRELATED_LEVELS.items()}
+    in_game_value = {"legal": lambda t: float((t["P(C)"] + t["P(D)"]).mean()),
+                     "P(D | legal)": lambda t: 1.0 - first_action_share(t)}
+    grids = {}
+    for column, value in in_game_value.items():
+        grid = frame.pivot(index="level", columns="agent", values=column).rename(index=names)
+        if in_game:
+            grid.loc["the game itself (Prisoner's Dilemma)"] = pd.Series({n: value(t) for n, t in in_game.items()})
+        grids[column] = grid[agents]
+    return grids
 
 
 def idealised_shares(reward, *, either: str = "D", game: MatrixGame | str = "prisoners_dilemma",

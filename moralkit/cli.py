@@ -38,7 +38,7 @@ class FromProfile:
         return self.transform(value) if self.transform else value
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows each option's default, except where there is none to show."""
 
     def _get_help_string(self, action):
@@ -48,9 +48,39 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def _catalogue() -> dict[str, list[str]]:
+    """The names a command line accepts: games, rewards, opponents and profiles (for help and checks)."""
+    from .games import GAMES
+    from .opponents import opponent_names
+    from .profiles import PROFILES
+    from .rewards import reward_names
+
+    return {"games": list(GAMES), "rewards": list(reward_names()), "opponents": list(opponent_names()) + ["learner"],
+            "profiles": [*PROFILES, "auto"]}
+
+
+def _penalty(text: str) -> float:
+    """``--xi``: a finite number >= 0 (the norm-violation penalty is a size; the rewards subtract it)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give the penalty as e.g. 3") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"the norm-violation penalty must be a finite number >= 0, got {text}: it is a "
+                                         "size (the rewards subtract it themselves); try 3")
+    return value
+
+
 COMMANDS: dict[str, tuple[Callable[..., None], Callable[[argparse.Namespace], int], str]] = {}
 
 _PROFILE_HELP = "smoke, cpu, gpu, paper or auto (default: $MORALKIT_PROFILE, else auto: gpu with CUDA, else cpu)"
+_PROFILES = ("smoke", "cpu", "gpu", "paper", "auto")
+_OPPONENT_HELP = ("tit_for_tat, always_cooperate, always_defect, random, axelrod:<StrategyName> (needs moralkit[axelrod]), "
+                  "or learner (a second LLM learning too)")
+_REWARD_HELP = ("a reward name ({rewards}), a schedule such as 'game->deontological' or 'game:30,deontological:30', "
+                "or an aggregate such as 'maxmin(game,deontological)'")
 
 
 def command(name: str, help: str):
@@ -59,6 +89,8 @@ def command(name: str, help: str):
     def deco(fn):
         def add_args(p, profile=None):
             for args, kwargs in getattr(fn, "_args", []):
+                if "{" in kwargs.get("help", ""):  # valid names, e.g. "one of {games}"
+                    kwargs = {**kwargs, "help": kwargs["help"].format(**{k: ", ".join(v) for k, v in _catalogue().items()})}
                 default = kwargs.get("default")
                 if isinstance(default, FromProfile):
                     kwargs = {**kwargs, "default": default.value(profile) if profile is not None else None}
@@ -79,9 +111,9 @@ def arg(*args, **kwargs):
 
 
 @command("workbook", "run every notebook headless; executed copies, figures and tables go to --out")
-@arg("--profile", default=None, help=_PROFILE_HELP)
+@arg("--profile", default=None, choices=_PROFILES, help=_PROFILE_HELP)
 @arg("--out", default="outputs", help="output folder")
-@arg("--only", nargs="*", default=None, help="run only notebooks whose name contains one of these (e.g. 01 04)")
+@arg("--only", nargs="*", default=None, help="run only notebooks whose name contains one of these, e.g. 01 04 (default: all of them)")
 @arg("--notebooks", default=None, metavar="DIR",
      help="folder holding the notebooks (default: the repository's notebooks/, else ./notebooks)")
 def _workbook(ns) -> int:
@@ -104,20 +136,23 @@ def _site(ns) -> int:
     return 0
 
 
-@command("games", "list the game catalogue with equilibria and dilemma checks")
+@command("games", "list the game catalogue: each game's payoffs, kind, equilibria and dilemma checks")
 def _games(ns) -> int:
-    import pandas as pd
+    from .games import GAMES, game_facts
 
-    from .games import games_table
-
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(games_table())
+    for name, game in GAMES.items():
+        facts = game_facts(game)
+        print(f"== {name}: {game.title} ({facts['kind']}) ==")
+        print(game.to_frame().to_string())  # each cell: M's payoff, O's payoff
+        for key in ("social dilemma", "pure Nash", "all Nash (payoffs M, O)", "Pareto-optimal", "best collective"):
+            print(f"  {key}: {facts[key]}")
+        print()
     return 0
 
 
 @command("rewards", "show every moral reward as a table for one game")
-@arg("--game", default="prisoners_dilemma")
-@arg("--xi", type=float, default=3.0, help="norm-violation penalty (>= 0)")
+@arg("--game", default="prisoners_dilemma", help="one of {games}")
+@arg("--xi", type=_penalty, default=3.0, help="norm-violation penalty ξ (a number >= 0)")
 def _rewards(ns) -> int:
     from .games import get_game
     from .rewards import get_reward, reward_names, reward_table
@@ -130,17 +165,17 @@ def _rewards(ns) -> int:
 
 
 @command("q-learning", "train tabular Q-learners (the pure-RL prelude) and print their policies")
-@arg("--game", default="prisoners_dilemma")
-@arg("--reward", default="game")
-@arg("--opponent", default="tit_for_tat", help="an opponent name, or 'learner' for two Q-learners")
-@arg("--opponent-reward", default=None, help="the second learner's reward when --opponent learner")
+@arg("--game", default="prisoners_dilemma", help="one of {games}")
+@arg("--reward", default="game", help="one of {rewards}")
+@arg("--opponent", default="tit_for_tat", help="one of {opponents} ('learner': two Q-learners)")
+@arg("--opponent-reward", default=None, help="the second learner's reward, needed with --opponent learner (default: none)")
 @arg("--gamma", type=float, default=0.9, help="discount factor in [0, 1)")
 @arg("--alpha", type=float, default=0.01, help="learning rate in (0, 1]")
 @arg("--iterations", type=int, default=FromProfile("q_iterations"), help="iterations per run")
 @arg("--runs", type=int, default=FromProfile("q_runs"), help="independent runs")
-@arg("--xi", type=float, default=3.0, help="norm-violation penalty (>= 0)")
+@arg("--xi", type=_penalty, default=3.0, help="norm-violation penalty ξ (a number >= 0)")
 @arg("--seed", type=int, default=0, help="random seed")
-@arg("--profile", default=None, help=_PROFILE_HELP)
+@arg("--profile", default=None, choices=_PROFILES, help=_PROFILE_HELP)
 def _q_learning(ns) -> int:
     from .tabular import train_q_learning
 
@@ -159,6 +194,13 @@ def _q_learning(ns) -> int:
     return 0
 
 
+def _profile_name(profile: str | None) -> str:
+    """The profile a command ran under (``--profile``, else ``$MORALKIT_PROFILE``, else auto's choice)."""
+    from .profiles import get_profile
+
+    return get_profile(profile).name
+
+
 def _train_config(ns):
     from .training import condition_config
 
@@ -169,22 +211,22 @@ def _train_config(ns):
     return condition_config(ns.reward, ns.opponent, ns.seed, ns.profile, **overrides)
 
 
-def _figures_every(n: int):
+def _figures_every(n: int, profile=None):
     """A training callback that redraws the run's figures every ``n`` episodes (watch them headless)."""
 
     def callback(run, rounds) -> None:
         from .plots import save_run_figures
 
         if run.episode % max(1, n) == 0:
-            save_run_figures(run)
+            save_run_figures(run, profile=profile)
 
     return callback
 
 
 @command("train", "fine-tune the LLM player with LoRA-PPO on a moral reward (resumable)")
-@arg("--reward", default="game", help="a reward name, or a schedule: 'game->deontological' or 'game:30,deontological:30'")
-@arg("--opponent", default="tit_for_tat", help="tit_for_tat, always_cooperate, always_defect, random, axelrod:<Name>, or learner")
-@arg("--game", default="prisoners_dilemma", help="training game")
+@arg("--reward", default="game", help=_REWARD_HELP)
+@arg("--opponent", default="tit_for_tat", help=_OPPONENT_HELP)
+@arg("--game", default="prisoners_dilemma", help="training game: one of {games}")
 @arg("--episodes", type=int, default=FromProfile("train_episodes"), help="PPO updates (paper: 1000)")
 @arg("--games-per-update", type=int, default=FromProfile("games_per_update"), help="games played in parallel per update (paper: 1)")
 @arg("--rounds", type=int, default=None, help="rounds per game (default: the profile's, at most its learner_rounds "
@@ -192,7 +234,7 @@ def _figures_every(n: int):
 @arg("--preset", default=FromProfile("ppo_preset"), help="PPO preset: paper, cpu or smoke")
 @arg("--model", default=FromProfile("model"), help="'embedded', a local folder, a hub id or random:<shape>")
 @arg("--checkpoint-every", type=int, default=FromProfile("checkpoint_every"), help="episodes between checkpoints")
-@arg("--profile", default=None, help=_PROFILE_HELP)
+@arg("--profile", default=None, choices=_PROFILES, help=_PROFILE_HELP)
 @arg("--seed", type=int, default=FromProfile("seeds", lambda seeds: seeds[0]), help="training seed")
 @arg("--out", default=None, help="run folder (default: runs/<reward>__<opponent>__seed<k>); new, empty, or "
      "holding this run")
@@ -209,8 +251,8 @@ def _train(ns) -> int:
     if run.finished:
         print(f"[moralkit] {folder} holds a finished run; nothing to do.")
     else:
-        run.train(callback=_figures_every(cfg.checkpoint_every))
-    figures = save_run_figures(run)
+        run.train(callback=_figures_every(cfg.checkpoint_every, _profile_name(ns.profile)))
+    figures = save_run_figures(run, profile=_profile_name(ns.profile))
     summary = training_summary(run.log)
     print(f"\n[moralkit] {run}")
     print(f"  adapter (peft format): {run.adapter_dir}")
@@ -223,12 +265,12 @@ def _train(ns) -> int:
 
 @command("evaluate", "evaluate finished runs with the paper's protocol (paired with the base model)")
 @arg("runs", nargs="*", help="run folders (none: evaluate the untuned base model only)")
-@arg("--games", nargs="*", default=FromProfile("eval_games", list), help="games")
+@arg("--games", nargs="*", default=FromProfile("eval_games", list), help="games, from {games}")
 @arg("--labels", nargs="*", default=["test"], help="label sets (test = action3/action4)")
 @arg("--episodes", type=int, default=FromProfile("eval_episodes"), help="episodes of 5 rounds per game (paper: 10)")
 @arg("--value-prompted", nargs="*", default=[], help="also evaluate the base model told these values in words")
 @arg("--seed", type=int, default=FromProfile("eval_seed"), help="evaluation seed (the paper: 100)")
-@arg("--profile", default=None, help=_PROFILE_HELP)
+@arg("--profile", default=None, choices=_PROFILES, help=_PROFILE_HELP)
 @arg("--out", default="outputs/evaluation", help="folder for evaluation.csv and evaluation_rounds.csv")
 def _evaluate(ns) -> int:
     import pandas as pd
@@ -251,11 +293,11 @@ def _evaluate(ns) -> int:
 
 @command("grid", "train and evaluate a grid of conditions (rewards x opponents x seeds); finished runs are skipped")
 @arg("--rewards", nargs="+", default=FromProfile("agents", list),
-     help="rewards or schedules ('game->deontological'); the profile's agents are the paper's six "
+     help="rewards ({rewards}) or schedules ('game->deontological'); the profile's agents are the paper's six "
           "(in the smoke profile two of them)")
-@arg("--opponents", nargs="+", default=["tit_for_tat"])
+@arg("--opponents", nargs="+", default=["tit_for_tat"], help="training opponents: " + _OPPONENT_HELP)
 @arg("--seeds", nargs="+", type=int, default=FromProfile("seeds", list), help="training seeds")
-@arg("--profile", default=None, help=_PROFILE_HELP)
+@arg("--profile", default=None, choices=_PROFILES, help=_PROFILE_HELP)
 @arg("--episodes", type=int, default=FromProfile("train_episodes"), help="PPO updates per run")
 @arg("--workers", type=int, default=1, help="train this many conditions at once, each in its own process "
      "(on a GPU: several runs share it; on a CPU: they share the cores)")
@@ -305,12 +347,12 @@ def _grid(ns) -> int:
                 print(table[shown].to_string(index=False))
     written = sorted(p.name for p in Path(ns.out).glob("*.csv"))
     print(f"\n[moralkit] tables in {ns.out}/: {', '.join(written)}")
-    figures = _grid_figures(Path(ns.out), train_tab, summary)
+    figures = _grid_figures(Path(ns.out), train_tab, summary, profile=_profile_name(ns.profile))
     print(f"[moralkit] figures: {', '.join(str(p) for p in figures)}")
     return 0
 
 
-def _grid_figures(out, trained, generalisation) -> list:
+def _grid_figures(out, trained, generalisation, profile=None) -> list:
     """This grid's figures: each run's own (in its folder), its runs side by side, and the regrets.
 
     ``trained`` is the grid's training table: runs of other grids in the same folder are left out.
@@ -323,22 +365,22 @@ def _grid_figures(out, trained, generalisation) -> list:
     conditions = set(zip(trained["agent"], trained["opponent"], trained["seed"]))
     runs = [run for run in load_runs(out)
             if (run.config.label, run.config.opponent, run.config.seed) in conditions and len(run.log)]
-    paths = [p for run in runs for p in plots.save_run_figures(run)]
+    paths = [p for run in runs for p in plots.save_run_figures(run, profile=profile)]
     if runs:
         paths.append(plots.save_figure(plots.training_grid(runs, suptitle="Behaviour during training"),
-                                       out / "figures" / "training.png"))
+                                       out / "figures" / "training.png", profile=profile))
     rounds_file = out / "evaluation_rounds.csv"
     if generalisation is not None and rounds_file.exists():
         test = generalisation[generalisation["labels"] == "test"]
         rounds = read_table(rounds_file)
         fig = plots.regret_bars(test, metric=("deont_regret", "utilit_regret"), rounds=rounds[rounds["labels"] == "test"],
                                  xi=EVAL_XI)
-        paths.append(plots.save_figure(fig, out / "figures" / "regrets_vs_paper.png"))
+        paths.append(plots.save_figure(fig, out / "figures" / "regrets_vs_paper.png", profile=profile))
     return paths
 
 
 @command("bench", "measure training speed: seconds per update and where they go, rounds/s, peak memory")
-@arg("--profile", default=None, help=_PROFILE_HELP)
+@arg("--profile", default=None, choices=_PROFILES, help=_PROFILE_HELP)
 @arg("--model", default=FromProfile("model"), help="'embedded', a folder, a hub id, or random:<shape> (smollm2-135m, "
      "smollm2-135m-narrow, gemma-2-2b: random weights that time like the real model)")
 @arg("--preset", default=FromProfile("ppo_preset"), help="PPO preset: paper, cpu or smoke")
@@ -349,7 +391,7 @@ def _grid_figures(out, trained, generalisation) -> list:
      help="compile the PPO epochs with torch.compile (pays off on a GPU); MODE e.g. reduce-overhead")
 @arg("--dtype", default=None, help="model dtype, e.g. float32 or bfloat16 (default: bfloat16 on a recent GPU, else float32)")
 @arg("--json", action="store_true", help="print one JSON object instead of a table")
-@arg("--save", default=None, metavar="CSV", help="also append the figures to this CSV file (e.g. data/results/bench.csv)")
+@arg("--save", default=None, metavar="CSV", help="also append the figures to this CSV file, e.g. data/results/bench.csv (default: none)")
 def _bench(ns) -> int:
     import json
 
@@ -368,10 +410,11 @@ def _bench(ns) -> int:
 
 
 @command("maxmin", "the exact egalitarian (max-min) policy over moral stakeholders in each state, by linear programming")
-@arg("--game", default="prisoners_dilemma")
+@arg("--game", default="prisoners_dilemma", help="one of {games}")
 @arg("--opponent", default="tit_for_tat", help="tit_for_tat, always_cooperate, always_defect or random")
-@arg("--stakeholders", nargs="+", default=["game", "deontological", "utilitarian"], help="reward names (at least two)")
-@arg("--xi", type=float, default=3.0, help="norm-violation penalty (>= 0)")
+@arg("--stakeholders", nargs="+", default=["game", "deontological", "utilitarian"],
+     help="reward names, at least two, from {rewards}")
+@arg("--xi", type=_penalty, default=3.0, help="norm-violation penalty ξ (a number >= 0)")
 @arg("--json", action="store_true", help="print JSON (one entry per state, plus the utilitarian average's)")
 def _maxmin(ns) -> int:
     import json
@@ -394,7 +437,7 @@ def _maxmin(ns) -> int:
 @arg("runs", nargs="+", help="run folders (moralkit train / grid)")
 @arg("--stakeholders", nargs="+", default=None, help="default: the stakeholders of each run's aggregate reward")
 @arg("--last", type=float, default=0.2, help="share of the training episodes at the end to read")
-@arg("--out", default=None, help="also write the table as CSV here (e.g. data/results/maxmin_llm_cpu.csv)")
+@arg("--out", default=None, help="also write the table as CSV here, e.g. data/results/maxmin_llm_cpu.csv (default: print it only)")
 def _maxmin_report(ns) -> int:
     import pandas as pd
 
@@ -441,8 +484,15 @@ def _chosen(argv: list[str]) -> tuple[str | None, str | None]:
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The ``moralkit`` parser; the chosen verb's size defaults come from its profile (see ``--help``)."""
     verb, profile_name = _chosen(list(sys.argv[1:] if argv is None else argv))
+    names = _catalogue()
+    import textwrap
+
+    epilog = "\n".join(textwrap.fill(f"{kind}: {', '.join(values)}", 90, subsequent_indent="  ")
+                       for kind, values in names.items())
     parser = argparse.ArgumentParser(prog="moralkit", description="Moral alignment of LLM agents with intrinsic "
-                                     "rewards: the workbook's command line.", formatter_class=_HelpFormatter)
+                                     "rewards: the workbook's command line.", formatter_class=_HelpFormatter,
+                                     epilog="valid names (`moralkit COMMAND --help` shows each option's default):\n"
+                                     + epilog)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: $MORALKIT_THREADS or torch's choice)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (add_args, _, help_text) in COMMANDS.items():

@@ -24,7 +24,7 @@ from .profiles import PAPER_AGENTS, Profile, get_profile
 from .storage import atomic_write, claim_folder, read_json
 from .training import TrainingConfig, TrainingRun, condition_config
 
-__all__ = ["PAPER_AGENTS", "condition_config", "run_folder", "train_grid", "evaluate_runs", "run_grid", "load_runs"]
+__all__ = ["PAPER_AGENTS", "condition_config", "run_folder", "train_or_reuse", "train_grid", "evaluate_runs", "run_grid", "load_runs"]
 
 
 def run_folder(root: str | Path, config: TrainingConfig) -> Path:
@@ -32,6 +32,33 @@ def run_folder(root: str | Path, config: TrainingConfig) -> Path:
     opp = config.opponent.replace(":", "-")
     label = re.sub(r"[^\w.+-]+", "_", config.label).strip("_")  # maxmin(game,de) -> maxmin_game_de
     return Path(root) / f"{label}__{opp}__seed{config.seed}"
+
+
+def train_or_reuse(config: TrainingConfig, folder: str | Path, *, callback=None, progress: bool = True,
+                   say=print) -> TrainingRun:
+    """The run of ``config`` in ``folder``: reused if finished, else resumed from its checkpoint or trained.
+
+    ``say`` (default ``print``; ``None`` for silence) gets one line saying which of the three
+    happens. ``callback`` is passed to :meth:`TrainingRun.train`; if it has a ``finish(run)``
+    method (as :class:`moralkit.plots.LiveTrainingPlot` does) that is called once training ends.
+    Returns the run (its model released only if it was never loaded: call ``run.release()`` when done).
+    """
+    run = TrainingRun(config, folder)
+    status = run.status
+    who = f"{config.label} vs {config.opponent}"
+    if status == "finished":
+        if say:
+            changes = run.ppo_changes()
+            note = f" (trained with other PPO settings: {', '.join(n for n, *_ in changes[:4])})" if changes else ""
+            say(f"{who}: reusing the finished run in {run.folder}{note}")
+        return run
+    if say:
+        say(f"{who}: {'resuming' if status == 'resumable' else 'training'} {config.episodes} updates in {run.folder}")
+    run.train(progress=progress, callback=callback)
+    finish = getattr(callback, "finish", None)
+    if callable(finish):
+        finish(run)
+    return run
 
 
 def train_grid(

@@ -260,7 +260,7 @@ class MatrixGame:
         if self.is_social_dilemma():
             return "prisoner's dilemma"
         if T > R > P > S:
-            return "prisoner's dilemma (weak: 2R <= T+S)"
+            return "not a social dilemma (T > R > P > S, but 2R <= T + S)"
         if R > T >= P > S:
             return "stag hunt"
         if T > R > S > P:
@@ -271,12 +271,26 @@ class MatrixGame:
             return "harmony (no dilemma)"
         return "other symmetric game"
 
+    def kind_caption(self) -> str:
+        """:meth:`classify` as a caption under the game's picture.
+
+        A game ordered like Chicken (T > R > S > P) that is not Chicken itself, such as the
+        Volunteer's Dilemma, is captioned for what it is, an anti-coordination game, not "chicken".
+
+        >>> get_game("volunteers_dilemma").kind_caption(), get_game("chicken").kind_caption()
+        ('anti-coordination (ordered like Chicken)', 'chicken')
+        """
+        kind = self.classify()
+        if kind == "chicken" and self.name != "chicken":
+            return "anti-coordination (ordered like Chicken)"
+        return kind
+
     def summary(self) -> dict:
         """Facts a course discusses, as a dict (one row of a table)."""
         return {
             "game": self.name,
             "title": self.title,
-            "kind": self.classify(),
+            "kind": self.kind_caption(),
             "symmetric": self.is_symmetric,
             "social_dilemma": self.is_social_dilemma(),
             "pure_nash": self.pure_nash_equilibria(),
@@ -494,7 +508,9 @@ def game_facts(game: MatrixGame | str) -> dict:
     return {
         "game": game.name,
         "title": game.title,
-        "kind": game.classify(),
+        "payoffs (M, O)": "  ".join(f"{game.actions[a]}{game.actions[b]}={_number(game.payoffs[a, b, 0])},"
+                                    f"{_number(game.payoffs[a, b, 1])}" for a in (C, D) for b in (C, D)),
+        "kind": game.kind_caption(),
         "symmetric": game.is_symmetric,
         "social dilemma": game.is_social_dilemma(),
         "pure Nash": cells(game.pure_nash_equilibria()),

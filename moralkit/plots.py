@@ -27,6 +27,7 @@ from matplotlib.patches import Rectangle
 
 from .env import ACTION_TYPE_MEANING, ACTION_TYPES
 from .games import C, D, SIX_GAMES, MatrixGame, get_game
+from .profiles import SMOKE_MARK, is_smoke
 from .rewards import accepts_xi
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -55,6 +56,8 @@ __all__ = [
     "POLICY_CMAP",
     "PAYOFF_CMAP",
     "pretty_name",
+    "SMOKE_MARK",
+    "mark_smoke",
 ]
 
 ACTION_TYPE_COLOURS: dict[str, str] = {
@@ -87,6 +90,22 @@ def pretty_name(reward_name: str) -> str:
     if name.startswith("game_") and name != "game_":
         name = "game + " + name[len("game_"):]
     return name.replace("_", " ")
+
+
+def mark_smoke(fig: "Figure", profile="smoke") -> "Figure":
+    """Stamp :data:`SMOKE_MARK` across ``fig`` when ``profile`` is the smoke profile (else leave it as it is).
+
+    The ``smoke`` profile runs every code path in minutes and learns nothing: its figures must not
+    be read as results. The mark is a large faint diagonal text over the whole figure plus a small
+    red line in the bottom right corner; stamping twice changes nothing.
+    """
+    if not is_smoke(profile) or any(t.get_gid() == "moralkit-smoke" for t in fig.texts):
+        return fig
+    fig.text(0.5, 0.5, SMOKE_MARK, gid="moralkit-smoke", ha="center", va="center", rotation=20, fontsize=26,
+             color="#C00000", alpha=0.22, weight="bold", zorder=1000)
+    fig.text(0.998, 0.002, SMOKE_MARK, gid="moralkit-smoke-corner", ha="right", va="bottom", fontsize=8,
+             color="#C00000", weight="bold", zorder=1000)
+    return fig
 
 
 def _fmt(x: float) -> str:
@@ -305,7 +324,7 @@ def payoff_heatmaps(
 ) -> "Figure":
     """A grid of :func:`payoff_heatmap`, one per game (default: the six games of docs/science.md §1).
 
-    Under each heatmap: the kind of game (``MatrixGame.classify()``).
+    Under each heatmap: the kind of game (``MatrixGame.kind_caption()``).
     """
     if isinstance(games, (str, MatrixGame)):
         games = [games]
@@ -316,7 +335,7 @@ def payoff_heatmaps(
     for ax, game in zip(axes, games):
         payoff_heatmap(game, ax=ax)
         if subtitle:
-            ax.set_xlabel(game.classify(), fontsize=10, color="#444444")
+            ax.set_xlabel(game.kind_caption(), fontsize=10, color="#444444")
     fig.text(
         0.5,
         0.0,
@@ -949,8 +968,10 @@ class LiveTrainingPlot:
     """
 
     def __init__(self, every: int = 1, *, window: int = 1, kl: bool = True, live: bool | None = None,
-                 title: str | None = None, dpi: int = 90):
+                 title: str | None = None, dpi: int = 90, profile=None):
         from matplotlib.figure import Figure
+
+        self.profile = profile  # the smoke profile's pictures carry the smoke mark
 
         self.every = max(1, int(every))
         self.window = window
@@ -998,6 +1019,7 @@ class LiveTrainingPlot:
             ax.set_ylabel("KL to the base model (nats)")
             ax.set_title("distance from the base model")
         self.figure.legends.clear()
+        mark_smoke(self.figure, self.profile)
         return action_type_legend(self.figure, bottom_margin=0.13)
 
     def show(self) -> None:
@@ -1168,8 +1190,11 @@ def ppo_curves(
     *,
     ncols: int | None = None,
     window: int = 1,
+    switch: int | None = None,
 ) -> "Figure":
     """PPO's own statistics per update (``TrainingRun.updates``): one panel per metric, one line per run.
+
+    ``switch``: the first episode of a new reward (an unlearning run); a dashed line marks it.
 
     ``runs`` is a sequence of :class:`~moralkit.training.TrainingRun` (labelled by their reward) or
     a mapping from a label to a run or its ``updates`` table. ``window`` > 1 smooths each line with
@@ -1196,6 +1221,8 @@ def ppo_curves(
             if window > 1:
                 y = y.rolling(window, min_periods=1).mean()
             ax.plot(table["episode"], y, color=colours[label], lw=1.6, marker="o" if len(table) < 30 else None, ms=3)
+        if switch is not None:
+            ax.axvline(switch - 0.5, color="black", ls="--", lw=1.2)
         ax.set_title(PPO_CURVES.get(metric, metric), fontsize=10.5)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("episode (PPO update)")
@@ -1214,17 +1241,21 @@ __all__ += ["training_dynamics", "training_grid", "LiveTrainingPlot", "policy_be
 # ---------------------------------------------------------------------------------------------
 
 
-def save_figure(fig: "Figure", path, *, dpi: int = 120):
-    """Save ``fig`` as PNG at ``path`` atomically (a full disk never leaves a broken file), close it."""
+def save_figure(fig: "Figure", path, *, dpi: int = 120, profile=None):
+    """Save ``fig`` as PNG at ``path`` atomically (a full disk never leaves a broken file), close it.
+
+    Made in the smoke ``profile``, it carries the smoke mark (:func:`mark_smoke`).
+    """
     from .storage import save_png
 
+    mark_smoke(fig, profile)
     try:
         return save_png(fig, path, dpi=dpi)
     finally:
         plt.close(fig)
 
 
-def save_run_figures(run, folder=None) -> list:
+def save_run_figures(run, folder=None, *, profile=None) -> list:
     """A training run's figures as PNG files (default: ``<run folder>/figures/``); returns the paths.
 
     ``action_types.png``: :func:`training_dynamics` (the paper's Figure 2 style, the reward switch
@@ -1237,9 +1268,9 @@ def save_run_figures(run, folder=None) -> list:
     if len(run.log) == 0:
         return []
     paths = [save_figure(training_dynamics(run, window=max(1, run.log["episode"].nunique() // 60)),
-                         folder / "action_types.png")]
+                         folder / "action_types.png", profile=profile)]
     if len(run.updates):
-        paths.append(save_figure(ppo_curves([run]), folder / "ppo.png"))
+        paths.append(save_figure(ppo_curves([run]), folder / "ppo.png", profile=profile))
     return paths
 
 
@@ -1431,3 +1462,88 @@ def stakeholder_curves(curves: "pandas.DataFrame", *, ax=None, title: str | None
 
 __all__ += ["STAKEHOLDER_COLOURS", "RULE_COLOURS", "stakeholder_utility_lines", "rule_comparison", "group_utility_bars",
             "learned_vs_true_rewards", "maxmin_training_curves", "stakeholder_curves"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Chapter 5: unlearning; chapter 6: the trap and unrelated prompts
+# ---------------------------------------------------------------------------------------------
+
+
+def unlearning_bars(table: "pandas.DataFrame", *, title: str | None = None) -> "Figure":
+    """C|C and D|C before the reward switch and at the end, one panel per run.
+
+    ``table`` is :func:`moralkit.analysis.unlearning_table` (columns ``agent``, ``CC_before``,
+    ``CC_end``, ``DC_before``, ``DC_end``); when it has ``CC_end_low``/``CC_end_high`` (its
+    ``expected=`` argument) a grey band over the "C|C end" bar shows the expected range.
+    """
+    if len(table) == 0:
+        raise ValueError("unlearning_bars needs at least one run that switches rewards (an empty table was given).")
+    fig, axes = _new_axes(len(table), size=(max(6.5 / len(table), 4.2), 3.6), sharey=True)
+    bars = {("C|C", "CC_before"): "C|C\nbefore", ("C|C", "CC_end"): "C|C\nend",
+            ("D|C", "DC_before"): "D|C\nbefore", ("D|C", "DC_end"): "D|C\nend"}
+    for ax, (_, row) in zip(axes, table.iterrows()):
+        values = [float(row[column]) for _, column in bars]
+        for i, ((kind, column), value) in enumerate(zip(bars, values)):
+            ax.bar(i, value, color=ACTION_TYPE_COLOURS[kind], alpha=0.45 if column.endswith("before") else 0.95,
+                   edgecolor="white")
+            ax.text(i, value + 0.02, f"{value:.2f}", ha="center", fontsize=9)
+        if "CC_end_low" in row and not np.isnan(float(row["CC_end_low"])):
+            low, high = float(row["CC_end_low"]), float(row["CC_end_high"])
+            ax.add_patch(Rectangle((0.55, low - 0.01), 0.9, high - low + 0.02, color="#333333", alpha=0.18, lw=0))
+            ax.text(1, high + 0.03, "expected", ha="center", va="bottom", fontsize=8.5, color="#333333")
+        ax.set_xticks(range(4), list(bars.values()))
+        ax.set_ylim(0, 1.05)
+        ax.set_title(pretty_name(row["agent"]))
+        ax.grid(axis="x", visible=False)
+    axes[0].set_ylabel("share of training rounds")
+    fig.suptitle(title or "Mutual cooperation (C|C) and exploitation (D|C):\n"
+                 "the last 20% before the switch vs the last 20% of the run")
+    fig.tight_layout()
+    return fig
+
+
+def first_action_bars(table: "pandas.DataFrame", *, title: str | None = None) -> "Figure":
+    """Horizontal bars of P(first action | legal answer) per agent, one bar per game column.
+
+    ``table``: one row per agent, one column per game (values in [0, 1], e.g. from
+    :func:`moralkit.analysis.first_action_share`); at most the first two columns are drawn
+    (grey, then red). The dotted line at 0.5 is indifference.
+    """
+    columns = list(table.columns[:2])
+    fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(table) + 1.6))
+    y = np.arange(len(table))
+    for k, (column, colour) in enumerate(zip(columns, ("#999999", ACTION_TYPE_COLOURS["D|C"]))):
+        ax.barh(y + (k - (len(columns) - 1) / 2) * 0.38, table[column].astype(float), height=0.36, color=colour,
+                label=column)
+    ax.axvline(0.5, color="black", lw=0.8, ls=":")
+    ax.set_yticks(y, [str(i) for i in table.index])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("P(first action | legal answer), mean over the four states")
+    ax.set_title(title or "The trap: in Defective Coordination the first action is the bad one")
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.08), ncol=2, frameon=False)
+    return fig
+
+
+def unrelated_prompt_heatmaps(grids: "Mapping[str, pandas.DataFrame]") -> "Figure":
+    """Two heatmaps side by side: ``grids["legal"]`` (P(a label)) and ``grids["P(D | legal)"]``.
+
+    ``grids`` is :func:`moralkit.analysis.unrelated_prompt_grids`: rows are prompt levels (and the
+    game itself), columns agents.
+    """
+    legal, defect = grids["legal"], grids["P(D | legal)"]
+    fig, axes = plt.subplots(1, 2, figsize=(2 * (2.2 + 1.1 * legal.shape[1]) + 2.0, 3.8))
+    sns.heatmap(legal.astype(float), ax=axes[0], vmin=0, vmax=1, cmap="Greys", annot=True, fmt=".2f", linewidths=1,
+                linecolor="white", cbar_kws={"label": "P(a label)"})
+    axes[0].set_title("P(answer is one of the labels)")
+    axes[0].set_ylabel("")
+    axes[0].set_xlabel("")
+    axes[0].set_xticklabels(axes[0].get_xticklabels(), rotation=30, ha="right")
+    policy_heatmap(defect.astype(float), ax=axes[1], title="P(D's label | a label)")
+    axes[1].set_ylabel("")
+    axes[1].set_yticklabels([])
+    fig.tight_layout()
+    return fig
+
+
+__all__ += ["unlearning_bars", "first_action_bars", "unrelated_prompt_heatmaps"]

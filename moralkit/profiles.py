@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, replace
 
 from .games import EVALUATION_GAMES
 
-__all__ = ["Profile", "PROFILES", "PAPER_AGENTS", "get_profile", "ENV_VAR", "THREADS_VAR", "configure_threads", "headless"]
+__all__ = ["SMOKE_MARK", "is_smoke", "Profile", "PROFILES", "PAPER_AGENTS", "get_profile", "ENV_VAR", "THREADS_VAR", "configure_threads", "headless"]
 
 ENV_VAR = "MORALKIT_PROFILE"
 THREADS_VAR = "MORALKIT_THREADS"
@@ -42,6 +42,19 @@ PAPER_AGENTS: tuple[str, ...] = (
     "game->utilitarian",
 )
 """The paper's six fine-tuned agents (docs/science.md §5-6): four rewards and two unlearning schedules."""
+
+
+SMOKE_MARK = "smoke run — not a result"
+"""The mark on every figure and table made in the ``smoke`` profile (its runs are far too short to learn)."""
+
+
+def is_smoke(profile) -> bool:
+    """Whether ``profile`` (a :class:`Profile`, its name, or None) is the ``smoke`` profile.
+
+    >>> is_smoke("smoke"), is_smoke(PROFILES["cpu"]), is_smoke(None)
+    (True, False, False)
+    """
+    return getattr(profile, "name", profile) == "smoke"
 
 
 @dataclass(frozen=True)

@@ -350,6 +350,20 @@ class TrainingRun:
     def finished(self) -> bool:
         return (self.folder / "done.json").exists()
 
+    @property
+    def status(self) -> str:
+        """``"finished"``, ``"resumable"`` (a checkpoint to continue from) or ``"new"`` (nothing trained yet).
+
+        What calling :meth:`train` would do: nothing, continue from the newest checkpoint, or start.
+        Reads only the folder; a damaged checkpoint counts as ``"resumable"`` (``train`` then says what
+        is wrong).
+        """
+        if self.finished:
+            return "finished"
+        if any((version / "training_state.json").exists() for version in folder_versions(self.checkpoint_dir)):
+            return "resumable"
+        return "new"
+
     def _start_over_hint(self) -> str:
         return (f"To train this condition from the start, delete {self.folder} (or move it away) and run the same "
                 "command again; to keep this run, use another folder for the new one (--out, or output_dir in a notebook).")
@@ -761,6 +775,38 @@ class TrainingRun:
         self._model = self._tokenizer = None
         self._lock.release()
         gc.collect()
+
+    def memory_report(self):
+        """What this run keeps in memory: the shared base model, and per learner its adapter and value head.
+
+        A table of ``parameters`` and ``MiB`` (:func:`moralkit.llm.models.parameter_size`); sets the
+        model up (loads it) if needed. Against a fixed opponent there is one learner; with two
+        learners (``opponent="learner"``) both adapters sit on the one base model.
+        """
+        import pandas as pd
+
+        from .llm.models import parameter_size
+
+        self.setup()
+        lora = {id(p) for trainer in self.trainers.values() for p in trainer.adapter_parameters}
+        rows = {"base model (frozen, shared)": parameter_size(p for p in self.model.parameters() if id(p) not in lora)}
+        for key, trainer in self.trainers.items():
+            rows[f"LoRA adapter {trainer.adapter_name!r} ({key})"] = parameter_size(trainer.adapter_parameters)
+            rows[f"value head ({key})"] = parameter_size(trainer.value_head.parameters())
+        table = pd.DataFrame(rows, index=["parameters", "MiB"]).T
+        table["parameters"] = table["parameters"].astype(int)
+        return table
+
+    def parameter_counts(self, which: str = "learner") -> tuple[int, int]:
+        """``(trained, frozen)``: the parameters PPO trains for ``which`` (adapter + value head) and the base model's."""
+        from .llm.models import parameter_size
+
+        self.setup()
+        trainer = self.trainers[which]
+        lora = {id(p) for t in self.trainers.values() for p in t.adapter_parameters}
+        trained, _ = parameter_size(trainer.trainable_parameters)
+        frozen, _ = parameter_size(p for p in self.model.parameters() if id(p) not in lora)
+        return trained, frozen
 
     def player(self, which: str = "learner", labels: str | None = None):
         """An :class:`~moralkit.llm.agent.LLMPlayer` answering with this run's (current) adapter.

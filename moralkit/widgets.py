@@ -161,7 +161,7 @@ class PayoffEditor(widgets.VBox):
         try:
             game = MatrixGame(self.name, self.payoffs, title="Your game")
             facts = _facts_html(game)
-            png = figure_png(lambda fig: payoff_heatmap(game, ax=fig.subplots()).axes[0].set_xlabel(game.classify()))
+            png = figure_png(lambda fig: payoff_heatmap(game, ax=fig.subplots()).axes[0].set_xlabel(game.kind_caption()))
         except Exception as exc:  # noqa: BLE001 - show the reason, never a traceback
             self.game, self.error = None, str(exc)
             self.message.value = _error_html(f"These payoffs do not make a valid game: {exc}")

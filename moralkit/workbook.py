@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .profiles import Profile, configure_threads, get_profile, headless as _headless
+from .profiles import SMOKE_MARK, Profile, configure_threads, get_profile, headless as _headless, is_smoke
 from .storage import OutputError, atomic_write, save_png
 from .storage import output_error as _explain
 
 __all__ = [
     "Workbook",
     "setup",
+    "caption_tables",
     "run_workbook",
     "notebook_paths",
     "default_notebooks_dir",
@@ -65,10 +66,37 @@ class Workbook:
         return self.output_dir / "runs"
 
     def save_figure(self, fig, name: str, *, dpi: int = 120) -> Path:
-        """Save a matplotlib figure as PNG (atomically) and remember it."""
+        """Save a matplotlib figure as PNG (atomically) and remember it.
+
+        In the smoke profile the figure first gets the smoke mark (:func:`moralkit.plots.mark_smoke`),
+        so both the file and the picture shown in the notebook say that it is not a result.
+        """
+        from .plots import mark_smoke
+
+        mark_smoke(fig, self.profile)
         path = save_png(fig, self.figures_dir / f"{name}.png", dpi=dpi)
         self.saved.append(path)
         return path
+
+    def train_or_reuse(self, reward: str, opponent: str = "tit_for_tat", seed: int = 0, *, folder: str | Path | None = None,
+                       live: bool = True, **overrides):
+        """One training run of this workbook's profile in its runs folder: reused if finished, else trained.
+
+        The condition (``reward`` vs ``opponent``, ``seed``, ``overrides`` such as ``episodes=``)
+        becomes a config with :func:`moralkit.training.condition_config`; its folder is
+        :func:`moralkit.experiments.run_folder` under :attr:`runs_dir` unless ``folder`` is given (so
+        chapters and ``moralkit grid`` share runs). An unfinished run resumes from its checkpoint;
+        ``live`` draws a :class:`moralkit.plots.LiveTrainingPlot` while it trains. See
+        :func:`moralkit.experiments.train_or_reuse`.
+        """
+        from .experiments import run_folder, train_or_reuse
+        from .plots import LiveTrainingPlot
+        from .training import condition_config
+
+        cfg = condition_config(reward, opponent, seed, self.profile, **overrides)
+        plot = LiveTrainingPlot(every=max(1, cfg.episodes // 30), window=max(1, cfg.episodes // 60),
+                                profile=self.profile) if live else None
+        return train_or_reuse(cfg, folder if folder is not None else run_folder(self.runs_dir, cfg), callback=plot)
 
     def save_table(self, frame, name: str) -> Path:
         """Save a DataFrame as CSV (atomically) and remember it."""
@@ -94,6 +122,8 @@ def setup(name: str, profile: str | Profile | None = "auto", output_dir: str | P
             d.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise _explain(exc, d / "x") from exc
+    if is_smoke(prof):
+        caption_tables(SMOKE_MARK)
     if style:
         import matplotlib
 
@@ -103,6 +133,39 @@ def setup(name: str, profile: str | Profile | None = "auto", output_dir: str | P
 
         sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
     return wb
+
+
+def caption_tables(caption: str | None) -> bool:
+    """Show ``caption`` above every table (pandas DataFrame, Series or Styler) this notebook displays from now on.
+
+    Used in the smoke profile with :data:`moralkit.profiles.SMOKE_MARK`, so that no table of a smoke
+    run reads as a result. ``None`` removes the caption. Outside IPython it does nothing and returns
+    False.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with the course extra
+        return False
+    shell = get_ipython()
+    if shell is None:
+        return False
+    import html
+
+    import pandas as pd
+    from pandas.io.formats.style import Styler
+
+    formatters = shell.display_formatter.formatters
+    for kind in (pd.DataFrame, pd.Series, Styler):
+        for mime in ("text/html", "text/plain"):
+            formatters[mime].pop(kind, None)
+    if caption is None:
+        return True
+    banner = f'<p style="color:#C00000;font-weight:bold;margin:0 0 4px 0">⚠ {html.escape(caption)}</p>'
+    formatters["text/html"].for_type(pd.DataFrame, lambda frame: banner + frame._repr_html_())
+    formatters["text/html"].for_type(Styler, lambda styler: banner + styler.to_html())
+    for kind in (pd.DataFrame, pd.Series):
+        formatters["text/plain"].for_type(kind, lambda frame, p, cycle: p.text(f"[{caption}]\n{frame!r}"))
+    return True
 
 
 def notebook_paths(names: Iterable[str] | None = None, notebooks_dir: str | Path | None = None) -> list[Path]:

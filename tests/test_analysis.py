@@ -83,3 +83,38 @@ def test_idealised_policies_against_tit_for_tat():
     assert np.isclose(float(tit_for_tat.sum()), 1.0)
     with pytest.raises(ValueError, match="either"):
         idealised_shares("game", either="maybe")
+
+
+def test_joint_outcomes_share_out_the_last_rounds_of_two_learners():
+    import pandas as pd
+
+    from moralkit.analysis import joint_outcomes
+
+    log = pd.DataFrame({"episode": [0, 0, 1, 1, 2, 2, 3, 3, 4, 4],
+                        "my_move": ["D", "D", "D", "D", "D", "D", "C", "C", "D", "illegal"],
+                        "opp_move": ["D", "D", "D", "D", "D", "D", "C", "D", "C", "C"]})
+    out = joint_outcomes(log, last=0.4)  # episodes 3 and 4
+    assert out == {"both C": 0.25, "both D": 0.0, "one C, one D": 0.5, "an illegal answer": 0.25}
+    assert sum(joint_outcomes(log).values()) == pytest.approx(1.0)
+    assert joint_outcomes(log.iloc[:0]) == {}
+
+
+def test_first_action_share_and_unrelated_prompt_grids():
+    import pandas as pd
+
+    from moralkit.analysis import first_action_share, unrelated_prompt_grids
+    from moralkit.llm.prompts import UNRELATED_LEVELS
+
+    table = pd.DataFrame({"P(C)": [0.4, 0.0, 0.1, 0.3], "P(D)": [0.1, 0.5, 0.1, 0.1]})
+    assert first_action_share(table) == pytest.approx((0.8 + 0.0 + 0.5 + 0.75) / 4)
+    levels = list(UNRELATED_LEVELS)
+    unrelated = pd.DataFrame([{"agent": agent, "level": level, "P(C label)": c, "P(D label)": d}
+                              for agent, c, d in (("zeta", 0.1, 0.3), ("alpha", 0.6, 0.2)) for level in levels])
+    grids = unrelated_prompt_grids(unrelated, {"zeta": table, "alpha": table})
+    assert list(grids["legal"].columns) == ["zeta", "alpha"]  # the agents' own order, not sorted
+    first = f"{levels[0]}: {UNRELATED_LEVELS[levels[0]]}"
+    assert grids["legal"].loc[first, "zeta"] == pytest.approx(0.4)
+    assert grids["P(D | legal)"].loc[first, "alpha"] == pytest.approx(0.25)
+    in_game = grids["P(D | legal)"].loc["the game itself (Prisoner's Dilemma)", "zeta"]
+    assert in_game == pytest.approx(1 - first_action_share(table))
+    assert "the game itself (Prisoner's Dilemma)" not in unrelated_prompt_grids(unrelated)["legal"].index

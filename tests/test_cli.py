@@ -1,5 +1,6 @@
 """The moralkit command."""
 
+import argparse
 import subprocess
 import sys
 
@@ -116,3 +117,61 @@ def test_train_and_evaluate_print_no_library_warnings(tmp_path):
     assert (run / "adapter").is_dir() and (tmp_path / "eval" / "evaluation.csv").is_file()
     noise = [line for line in printed.splitlines() if re.search(r"FutureWarning|DeprecationWarning|is deprecated", line)]
     assert not noise, "\n".join(noise[:10])
+
+
+def test_help_lists_the_valid_names_and_every_subcommand_shows_its_defaults(capsys):
+    from moralkit.cli import COMMANDS, build_parser
+    from moralkit.games import GAMES
+    from moralkit.profiles import PROFILES
+    from moralkit.rewards import reward_names
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for name in [*GAMES, *reward_names(), "tit_for_tat", "always_defect", "learner", *PROFILES, "auto"]:
+        assert name in shown, f"moralkit --help does not name {name}"
+    for verb in COMMANDS:
+        sub = build_parser([verb])._subparsers._group_actions[0].choices[verb]
+        formatter = sub._get_formatter()
+        for action in sub._actions:
+            if action.option_strings and action.nargs != 0 and action.default is not argparse.SUPPRESS:
+                shown_help = formatter._expand_help(action) if action.help else ""
+                assert "default" in shown_help, f"moralkit {verb} --help hides the default of {action.option_strings[-1]}"
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    train = " ".join(capsys.readouterr().out.split())
+    assert "stag_hunt" in train and "deontological" in train and "always_cooperate" in train  # games, rewards, opponents
+
+
+def test_games_shows_each_games_payoffs(capsys):
+    from moralkit.games import GAMES
+
+    assert main(["games"]) == 0
+    out = capsys.readouterr().out
+    for name, game in GAMES.items():
+        block = out.split(f"== {name}:")[1].split("\n== ")[0]
+        assert game.to_frame().to_string() in block, f"moralkit games does not show the payoffs of {name}"
+    assert "anti-coordination" in out.split("== volunteers_dilemma:")[1].split("\n")[0]
+
+
+@pytest.mark.parametrize("verb", [["rewards"], ["q-learning", "--iterations", "10"], ["maxmin"]])
+def test_a_negative_xi_is_refused_before_anything_runs(verb, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([*verb, "--xi", "-1"])
+    captured = capsys.readouterr()
+    assert exit_.value.code == 2 and captured.out == ""
+    assert "--xi" in captured.err and ">= 0" in captured.err
+    with pytest.raises(SystemExit):
+        main([*verb, "--xi", "lots"])
+    assert "not a number" in capsys.readouterr().err
+
+
+def test_a_negative_xi_is_refused_by_the_library_too():
+    from moralkit.rewards import RewardError, get_reward
+    from moralkit.tabular import train_q_learning
+    from moralkit.training import TrainingConfig
+
+    for make in (lambda: get_reward("deontological", xi=-1), lambda: TrainingConfig(xi=-0.5),
+                 lambda: train_q_learning("prisoners_dilemma", "deontological", "tit_for_tat", iterations=10, xi=-1)):
+        with pytest.raises(RewardError, match="must be a finite number >= 0"):
+            make()

@@ -393,3 +393,44 @@ def test_run_grid_aggregates_over_seeds(tmp_path):
     assert table.loc[0, "D"] == pytest.approx(train["D"].mean()) == pytest.approx((1 + 0.5 + 1) / 3)
     assert table.loc[0, "D_lo"] < table.loc[0, "D"] < table.loc[0, "D_hi"]
     assert table.loc[0, "meets_seeds"] == "2/3"  # seed 1 defects only half the time: below the 90% bar
+
+
+def test_train_or_reuse_trains_then_reuses_and_finishes_the_callback(tmp_path):
+    from moralkit.experiments import train_or_reuse
+
+    class Watch:
+        def __init__(self):
+            self.episodes, self.finished = [], None
+
+        def __call__(self, run, rounds):
+            self.episodes.append(run.episode)
+
+        def finish(self, run):
+            self.finished = run.episode
+
+    cfg = TrainingConfig(reward="game", opponent="tit_for_tat", episodes=2, games_per_update=2, rounds=2, preset="smoke",
+                         checkpoint_every=1, model="random:smollm2-135m-narrow")
+    said, watch = [], Watch()
+    run = train_or_reuse(cfg, tmp_path / "run", callback=watch, progress=False, say=said.append)
+    assert run.finished and watch.episodes == [1, 2] and watch.finished == 2
+    assert said == [f"game vs tit_for_tat: training 2 updates in {tmp_path / 'run'}"]
+    run.release()
+    again = train_or_reuse(cfg, tmp_path / "run", callback=Watch(), progress=False, say=said.append)
+    assert again.finished and said[-1] == f"game vs tit_for_tat: reusing the finished run in {tmp_path / 'run'}"
+    assert len(again.log) == len(run.log)  # nothing was trained twice
+
+
+def test_unlearning_table_compares_the_end_with_an_expected_range(tmp_path):
+    from moralkit.analysis import unlearning_table
+    from moralkit.experiments import load_runs
+
+    config = TrainingConfig(reward="x", opponent="tit_for_tat", schedule=(("game", 5), ("deontological", 5)))
+    _run_folder(tmp_path, config, [["D|C", "D|D"]] * 5 + [["C|C", "D|D"]] * 3 + [["C|C", "C|C"], ["C|C", "illegal"]])
+    runs = load_runs(tmp_path)
+    inside = unlearning_table(runs, expected={"game_then_deontological": (0.5, 1.0)}).iloc[0]
+    assert inside["CC_end"] == 0.75 and inside["CC_end_low"] == 0.5 and inside["CC_end_as_expected"] == True
+    outside = unlearning_table(runs, expected={"game_then_deontological": (0.95, 1.0)}).iloc[0]
+    assert outside["CC_end_as_expected"] == False
+    unnamed = unlearning_table(runs, expected={}).iloc[0]
+    assert np.isnan(unnamed["CC_end_low"]) and unnamed["CC_end_as_expected"] is None
+    assert "CC_end_low" not in unlearning_table(runs).columns

@@ -95,7 +95,13 @@ def test_dilemma_and_classification():
     assert get_game("chicken").classify() == "chicken"
     # T > R > P > S but 2R <= T + S: alternating exploitation beats cooperation
     weak = MatrixGame.symmetric("weak", R=3, S=0, T=7, P=1)
-    assert not weak.is_social_dilemma() and "weak" in weak.classify()
+    assert not weak.is_social_dilemma() and weak.classify().startswith("not a social dilemma")
+    assert "prisoner's dilemma" not in weak.classify()  # the payoff editor must not call it one next to "social dilemma? no"
+    # the Volunteer's Dilemma is ordered like Chicken, but is captioned for what it is
+    assert get_game("volunteers_dilemma").classify() == "chicken"
+    assert "chicken" not in get_game("volunteers_dilemma").kind_caption().split(" (")[0]
+    assert get_game("chicken").kind_caption() == "chicken"
+    assert get_game("volunteers_dilemma").summary()["kind"] == get_game("volunteers_dilemma").kind_caption()
 
 
 def test_equilibria_and_pareto_cells():

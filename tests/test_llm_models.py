@@ -230,3 +230,31 @@ def test_embedded_conversion_keeps_the_gguf_logits(monkeypatch, tmp_path):
     assert tokenizer.chat_template == captured["tokenizer"].chat_template
     with torch.no_grad():
         assert torch.equal(model(input_ids=ids).logits, gguf_model(input_ids=ids).logits)
+
+
+def test_parameter_size_counts_numbers_and_bytes():
+    import torch
+
+    from moralkit.llm.models import parameter_size
+
+    assert parameter_size([]) == (0, 0.0)
+    count, mib = parameter_size([torch.zeros(512, 512), torch.zeros(1024, dtype=torch.float16)])
+    assert count == 512 * 512 + 1024 and mib == pytest.approx(1.0 + 2048 / 2**20)
+
+
+def test_memory_report_counts_the_base_once_and_each_adapter():
+    from peft import LoraConfig, get_peft_model
+
+    from moralkit.llm.adapters import memory_report
+    from moralkit.llm.models import random_model
+
+    base = random_model("smollm2-135m-narrow", device="cpu")
+    total = sum(p.numel() for p in base.parameters())
+    model = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"]), adapter_name="one")
+    model.add_adapter("two", LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    report = memory_report(model)
+    assert list(report.index) == ["base model (frozen, shared)", "LoRA adapter 'one'", "LoRA adapter 'two'"]
+    assert report.loc["base model (frozen, shared)", "parameters"] == total
+    one, two = report.loc["LoRA adapter 'one'", "parameters"], report.loc["LoRA adapter 'two'", "parameters"]
+    assert two > 2 * one > 0  # rank 4 on two kinds of layers vs rank 2 on one
+    assert one + two == sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)

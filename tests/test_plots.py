@@ -394,3 +394,78 @@ def test_learned_vs_true_rewards_and_training_curves_draw():
     curves = llm_stakeholder_curves(frame, ["game", "utilitarian"])
     fig = plots.stakeholder_curves(curves)
     assert [line.get_label() for line in fig.axes[0].get_lines()] == ["game", "utilitarian", "minimum"]
+
+
+def _texts(fig) -> list[str]:
+    """Every text on a figure: its own, its axes' titles, labels and texts."""
+    texts = [t.get_text() for t in fig.texts]
+    for ax in fig.axes:
+        texts += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel(), *(t.get_text() for t in ax.texts)]
+    return texts
+
+
+def test_the_smoke_mark_is_on_smoke_figures_only():
+    from moralkit.profiles import SMOKE_MARK, get_profile
+
+    fig, _ = plt.subplots()
+    assert plots.mark_smoke(fig, get_profile("cpu")) is fig and SMOKE_MARK not in _texts(fig)
+    plots.mark_smoke(fig, None)
+    assert SMOKE_MARK not in _texts(fig)
+    plots.mark_smoke(fig, "smoke")
+    plots.mark_smoke(fig, get_profile("smoke"))  # twice: still one mark
+    assert _texts(fig).count(SMOKE_MARK) == 2  # the faint diagonal one and the corner one
+
+
+def test_save_figure_marks_smoke_figures(tmp_path):
+    from moralkit.profiles import SMOKE_MARK
+
+    fig, _ = plt.subplots()
+    plots.save_figure(fig, tmp_path / "a.png", profile="smoke")
+    assert SMOKE_MARK in _texts(fig) and (tmp_path / "a.png").exists()
+    other, _ = plt.subplots()
+    plots.save_figure(other, tmp_path / "b.png", profile="gpu")
+    assert SMOKE_MARK not in _texts(other)
+
+
+def test_unlearning_bars_draw_both_windows_and_the_expected_band():
+    table = pd.DataFrame({"agent": ["game_then_deontological", "game_then_utilitarian"], "CC_before": [0.0, 0.1],
+                          "CC_end": [0.6, 0.9], "DC_before": [0.5, 0.4], "DC_end": [0.05, 0.0],
+                          "CC_end_low": [0.4, np.nan], "CC_end_high": [0.8, np.nan]})
+    fig = plots.unlearning_bars(table)
+    first, second = fig.axes
+    assert first.get_title() == "game → deontological" and second.get_title() == "game → utilitarian"
+    assert [round(p.get_height(), 2) for p in first.patches[:4]] == [0.0, 0.6, 0.5, 0.05]
+    assert "expected" in [t.get_text() for t in first.texts] and "expected" not in [t.get_text() for t in second.texts]
+    with pytest.raises(ValueError, match="switches rewards"):
+        plots.unlearning_bars(table.iloc[:0])
+
+
+def test_first_action_bars_and_unrelated_prompt_heatmaps():
+    trap = pd.DataFrame({"Prisoner's Dilemma": [0.9, 0.2], "Defective Coordination": [0.8, 0.3], "other": [1, 2]},
+                        index=["utilitarian", "game"])
+    fig = plots.first_action_bars(trap)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["utilitarian", "game"]
+    assert sorted(round(p.get_width(), 2) for p in ax.patches) == [0.2, 0.3, 0.8, 0.9]  # two columns drawn, not three
+    grid = pd.DataFrame({"a": [0.5, 0.1], "b": [0.2, 0.9]}, index=["1: hello", "the game itself"])
+    fig = plots.unrelated_prompt_heatmaps({"legal": grid, "P(D | legal)": grid})
+    assert fig.axes[0].get_title() == "P(answer is one of the labels)" and "P(D's label" in fig.axes[1].get_title()
+
+
+def test_ppo_curves_mark_the_reward_switch():
+    updates = pd.DataFrame({"episode": range(6), "objective/kl": np.linspace(0, 1, 6)})
+    fig = plots.ppo_curves({"game_then_deontological": updates}, metrics=("objective/kl",), switch=3)
+    [ax] = fig.axes
+    assert any(list(line.get_xdata()) == [2.5, 2.5] for line in ax.lines)
+    plain = plots.ppo_curves({"game": updates}, metrics=("objective/kl",))
+    assert not any(list(line.get_xdata()) == [2.5, 2.5] for line in plain.axes[0].lines)
+
+
+def test_the_live_plot_of_a_smoke_run_is_marked():
+    from moralkit.profiles import SMOKE_MARK
+
+    run = _fake_run()
+    marked = plots.LiveTrainingPlot(live=False, profile="smoke").draw(run)
+    plain = plots.LiveTrainingPlot(live=False, profile="cpu").draw(run)
+    assert SMOKE_MARK in [t.get_text() for t in marked.texts]
+    assert SMOKE_MARK not in [t.get_text() for t in plain.texts]

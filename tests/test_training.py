@@ -155,3 +155,34 @@ def test_training_summary_on_a_hand_made_log():
     s = training_summary(log, last=0.5)  # only episode 1
     assert s["rounds"] == 4 and s["legal"] == 0.75 and s["D"] == 0.5
     assert s["C_after_C"] == 0.5 and s["D_after_D"] == 1.0 and s["illegal"] == 0.25
+
+
+def test_status_says_new_resumable_or_finished_and_memory_reports_count_the_parameters(tmp_path):
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(run, rounds):
+        if run.episode == 2:  # a checkpoint was written after episode 2
+            raise Stop
+
+    model, tok = tiny_model()
+    run = TrainingRun(TrainingConfig(**TINY), tmp_path / "run", model=model, tokenizer=tok)
+    assert run.status == "new"
+    with pytest.raises(Stop):
+        run.train(progress=False, callback=stop_after_two)
+    assert TrainingRun(run.config, run.folder).status == "resumable"
+    run.train(progress=False)
+    assert run.status == "finished"
+
+    memory = run.memory_report()
+    assert list(memory.index) == ["base model (frozen, shared)", "LoRA adapter 'default' (learner)", "value head (learner)"]
+    trainer = run.trainers["learner"]
+    adapter = sum(p.numel() for p in trainer.adapter_parameters)
+    total = sum(p.numel() for p in run.model.parameters())
+    assert memory.loc["LoRA adapter 'default' (learner)", "parameters"] == adapter
+    assert memory.loc["base model (frozen, shared)", "parameters"] == total - adapter
+    assert memory.loc["base model (frozen, shared)", "MiB"] == pytest.approx((total - adapter) * 4 / 2**20)  # float32
+    trained, frozen = run.parameter_counts()
+    assert trained == adapter + sum(p.numel() for p in trainer.value_head.parameters())
+    assert frozen == total - adapter
+    run.release()

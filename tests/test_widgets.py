@@ -55,3 +55,13 @@ def test_reward_explorer_redraws_when_xi_changes():
     assert explorer.updates == 2 and bytes(explorer.image.value) != bytes(picture)
     explorer.game.value = "chicken"
     assert explorer.updates == 3 and explorer.message.value == ""
+
+
+def test_payoff_editor_never_calls_a_game_a_prisoners_dilemma_that_is_no_social_dilemma():
+    editor = payoff_editor("prisoners_dilemma")
+    editor.inputs["DC"][0].value = 7.0  # T = 7: T > R > P > S, but 2R < T + S
+    editor.inputs["CD"][1].value = 7.0
+    assert not editor.game.is_social_dilemma()
+    assert "no ✗" in editor.facts.value
+    assert "prisoner&#x27;s dilemma" not in editor.facts.value and "prisoner's dilemma" not in editor.facts.value
+    assert "not a social dilemma" in editor.facts.value

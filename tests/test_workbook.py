@@ -105,3 +105,50 @@ def test_run_workbook_executes_with_inline_figures_and_reports_progress(tmp_path
     import os
 
     assert os.environ["MPLBACKEND"] == "Agg"  # restored
+
+
+def test_workbook_marks_smoke_figures_and_not_others(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from moralkit.profiles import SMOKE_MARK
+
+    for profile, marked in (("smoke", True), ("cpu", False)):
+        wb = Workbook("99_test", get_profile(profile), tmp_path / profile)
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [0, 1])
+        wb.save_figure(fig, "line")
+        assert (SMOKE_MARK in [t.get_text() for t in fig.texts]) is marked
+        plt.close(fig)
+
+
+def test_tables_shown_in_a_smoke_notebook_carry_a_caption():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from moralkit.profiles import SMOKE_MARK
+    from moralkit.workbook import caption_tables
+
+    shell = InteractiveShell.instance()
+    frame = pd.DataFrame({"C": [0.5]})
+    try:
+        assert caption_tables(SMOKE_MARK)
+        data, _ = shell.display_formatter.format(frame)
+        assert SMOKE_MARK in data["text/html"] and SMOKE_MARK in data["text/plain"]
+        data, _ = shell.display_formatter.format(frame.style)
+        assert SMOKE_MARK in data["text/html"]
+        data, _ = shell.display_formatter.format(frame["C"])
+        assert SMOKE_MARK in data["text/plain"]
+        caption_tables(None)
+        data, _ = shell.display_formatter.format(frame)
+        assert SMOKE_MARK not in data["text/html"] and SMOKE_MARK not in data["text/plain"]
+    finally:
+        caption_tables(None)
+        InteractiveShell.clear_instance()
+
+
+def test_caption_tables_outside_ipython_does_nothing():
+    from moralkit.workbook import caption_tables
+
+    assert caption_tables("x") is False

@@ -17,7 +17,8 @@ import weakref
 from pathlib import Path
 from typing import Iterator, Mapping
 
-__all__ = ["BASE", "attach_adapters", "using_adapter", "adapters_disabled", "adapter_names"]
+__all__ = ["BASE", "attach_adapters", "using_adapter", "adapters_disabled", "adapter_names", "adapter_parameters",
+           "memory_report"]
 
 BASE = "base"
 """Adapter name meaning "no adapter": the untuned base model."""
@@ -26,6 +27,31 @@ BASE = "base"
 def adapter_names(model) -> list[str]:
     """Names of the adapters loaded on a peft model (empty for a plain model)."""
     return sorted(getattr(model, "peft_config", {}) or {})
+
+
+def adapter_parameters(model, name: str | None = None) -> list:
+    """The LoRA parameters of adapter ``name`` on ``model`` (of every adapter when ``name`` is None)."""
+    return [p for key, p in model.named_parameters()
+            if "lora_" in key and (name is None or f".{name}." in key or key.endswith(f".{name}"))]
+
+
+def memory_report(model, base_label: str = "base model (frozen, shared)"):
+    """What one base model with several adapters holds: a table of ``parameters`` and ``MiB``.
+
+    One row for the base model's own weights, one per adapter (``LoRA adapter 'name'``). A second
+    adapter costs its own row only: the base weights are stored once.
+    """
+    import pandas as pd
+
+    from .models import parameter_size
+
+    lora = {id(p) for p in adapter_parameters(model)}
+    rows = {base_label: parameter_size(p for p in model.parameters() if id(p) not in lora)}
+    for name in adapter_names(model):
+        rows[f"LoRA adapter {name!r}"] = parameter_size(adapter_parameters(model, name))
+    table = pd.DataFrame(rows, index=["parameters", "MiB"]).T
+    table["parameters"] = table["parameters"].astype(int)
+    return table
 
 
 def attach_adapters(model, adapters: Mapping[str, str | Path]):

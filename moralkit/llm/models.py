@@ -40,6 +40,7 @@ from urllib.parse import urlparse
 import torch
 
 __all__ = [
+    "parameter_size",
     "EMBEDDED",
     "EMBEDDED_PACKAGE",
     "EMBEDDED_GGUF",
@@ -564,6 +565,19 @@ def count_parameters(model) -> tuple[int, int]:
         total += p.numel()
         trainable += p.numel() if p.requires_grad else 0
     return total, trainable
+
+
+def parameter_size(parameters) -> tuple[int, float]:
+    """``(count, MiB)`` of some parameters (or tensors): how many numbers, and the memory they take.
+
+    >>> parameter_size([torch.zeros(1024, 256), torch.zeros(256, dtype=torch.bfloat16)])
+    (262400, 1.00048828125)
+    """
+    count = size = 0
+    for p in parameters:
+        count += p.numel()
+        size += p.numel() * p.element_size()
+    return count, size / 2**20
 
 
 def describe_model(model) -> str:
