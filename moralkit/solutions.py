@@ -64,13 +64,14 @@ _HELPERS = ("show", "solution", "Solution")
 def my_social_dilemma() -> MatrixGame:
     """Exercise 1.1: the Stag Hunt (R=4, S=0, T=3, P=1) turned into a social dilemma.
 
+    The Stag Hunt fails only T > R: make the temptation larger than the reward (keep it symmetric).
     Raising the temptation from 3 to 5 gives T=5 > R=4 > P=1 > S=0 and 2R=8 > T+S=5.
     """
     return MatrixGame.from_cells("my_dilemma", cc=(4, 4), cd=(0, 5), dc=(5, 0), dd=(1, 1))
 
 
 def my_stag_hunt() -> MatrixGame:
-    """Exercise 1.2: a Stag Hunt of our own: R > T ≥ P > S (here R=5, T=4, P=2, S=0)."""
+    """Exercise 1.2: a Stag Hunt of our own. Any R > T ≥ P > S works, e.g. R=5, T=4, P=2, S=0."""
     return MatrixGame.symmetric("my_stag_hunt", R=5, S=0, T=4, P=2)
 
 

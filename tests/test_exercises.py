@@ -544,3 +544,59 @@ def test_solution_drop_down_is_closed_html_and_names_only_real_solutions():
     assert html.startswith("<details>") and "<details open" not in html and "def e_step" in html
     with pytest.raises(KeyError, match="Solutions:"):
         solutions.solution("show")
+
+
+# --------------------------------------------------------------------- the notebooks: labels and one source of solutions
+import json  # noqa: E402
+import re  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+HEADING = re.compile(r"^## Exercise (\d+)\.(\d+) — .+$", re.M)
+LABEL = re.compile(r"^\*Difficulty ([●○]{3}) · (\d+) min\*$", re.M)
+SHOW = re.compile(r"""\bsolution\(["'](\w+)["']\)""")
+
+
+def _cells(path):
+    return [(c["cell_type"], "".join(c["source"])) for c in json.loads(path.read_text())["cells"]]
+
+
+def _exercises(path) -> dict[str, dict]:
+    """Each exercise of a notebook: its label and the solution names shown before the next exercise or heading."""
+    found, current = {}, None
+    for kind, source in _cells(path):
+        if kind == "markdown":
+            heading = HEADING.search(source)
+            if heading:
+                current = f"{heading.group(1)}.{heading.group(2)}"
+                after = source[heading.end():]
+                found[current] = {"label": LABEL.search(after.split("\n## ")[0]), "solutions": []}
+            elif re.search(r"^#{1,2} ", source, re.M):
+                current = None
+        elif current:
+            found[current]["solutions"] += SHOW.findall(source)
+    return found
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_each_notebook_has_two_labelled_exercises_with_checks_and_one_click_solutions(path):
+    chapter = int(path.stem[:2])
+    found = _exercises(path)
+    assert len(found) >= 2, f"{path.name}: {sorted(found)}"
+    for name, exercise in found.items():
+        assert name.startswith(f"{chapter}."), f"{path.name}: exercise {name} is numbered for another chapter"
+        assert exercise["label"], f"{path.name}, exercise {name}: add '*Difficulty ●●○ · 15 min*' under its heading"
+        assert int(exercise["label"].group(2)) > 0
+        assert exercise["solutions"], f"{path.name}, exercise {name}: show its solution with solution(\"...\")"
+        for solution_name in exercise["solutions"]:
+            solutions.solution(solution_name)  # a KeyError names a solution that does not exist
+    # the exercises of the notebook are the exercises this test file checks, and the other way round
+    assert set(found) == {k for k in EXERCISES if k.startswith(f"{chapter}.")}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_notebook_keeps_a_hand_written_solution(path):
+    for kind, source in _cells(path):
+        assert "<details" not in source, f"{path.name}: a hand-written drop-down; put the answer in moralkit.solutions"
+        if kind == "markdown":
+            assert not re.search(r"\b(Solution|Answers?)\b\s*\(click", source), path.name
