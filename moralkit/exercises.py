@@ -3,7 +3,17 @@
 Every check prints a friendly verdict, one line per thing it looked at (✓ fine, ✗ what is
 wrong and how to fix it), and returns a :class:`CheckResult` that is truthy when everything
 passed. A check never raises because of a wrong answer, so a notebook with an unfinished
-exercise still runs top to bottom.
+exercise still runs top to bottom; an untouched placeholder (``None``, ``...``,
+``NotImplemented``, a function that raises ``NotImplementedError`` or still returns the
+notebook's starting point) fails with a line that says "not done yet".
+
+Chapter by chapter: 1.1 :func:`check_is_social_dilemma`, 1.2 :func:`check_game_kind`;
+2.1 :func:`check_reward`, 2.2 :func:`check_own_reward`, 2.3 :func:`check_cooperation_threshold`;
+3.1 :func:`check_parse_answer`, 3.2 :func:`check_regrets_by_hand`;
+4.1 :func:`check_exploitation_reward`, 4.2 :func:`check_predicted_responses` (and
+:func:`check_training_moved` after training); 5.1 :func:`check_forgiving_reward`,
+5.2 :func:`check_kl_leash`; 6.1 :func:`check_choices_vs_random`, 6.2 :func:`check_regrets_from_shares`;
+7.1 :func:`check_maxmin_mix`, 7.2 :func:`check_e_step`.
 
 >>> import numpy as np
 >>> def my_reward(game, my_move, opp_move, opp_prev_move):
