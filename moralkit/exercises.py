@@ -3,7 +3,17 @@
 Every check prints a friendly verdict, one line per thing it looked at (✓ fine, ✗ what is
 wrong and how to fix it), and returns a :class:`CheckResult` that is truthy when everything
 passed. A check never raises because of a wrong answer, so a notebook with an unfinished
-exercise still runs top to bottom.
+exercise still runs top to bottom; an untouched placeholder (``None``, ``...``,
+``NotImplemented``, a function that raises ``NotImplementedError`` or still returns the
+notebook's starting point) fails with a line that says "not done yet".
+
+Chapter by chapter: 1.1 :func:`check_is_social_dilemma`, 1.2 :func:`check_game_kind`;
+2.1 :func:`check_reward`, 2.2 :func:`check_own_reward`, 2.3 :func:`check_cooperation_threshold`;
+3.1 :func:`check_parse_answer`, 3.2 :func:`check_regrets_by_hand`;
+4.1 :func:`check_exploitation_reward`, 4.2 :func:`check_predicted_responses` (and
+:func:`check_training_moved` after training); 5.1 :func:`check_forgiving_reward`,
+5.2 :func:`check_kl_leash`; 6.1 :func:`check_choices_vs_random`, 6.2 :func:`check_regrets_from_shares`;
+7.1 :func:`check_maxmin_mix`, 7.2 :func:`check_e_step`.
 
 >>> import numpy as np
 >>> def my_reward(game, my_move, opp_move, opp_prev_move):
@@ -138,6 +148,15 @@ def _as_number(value) -> float | None:
     return float(arr.reshape(()))
 
 
+NOT_DONE = "not done yet"
+"""The words every check uses for an untouched placeholder."""
+
+
+def _is_placeholder(value) -> bool:
+    """True for the placeholders an exercise starts with: None, ``...`` and ``NotImplemented``."""
+    return value is None or value is Ellipsis or value is NotImplemented
+
+
 def _explain_exception(exc: Exception) -> str:
     text = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, ValueError) and "truth value of an array" in str(exc):
@@ -150,6 +169,9 @@ def _explain_exception(exc: Exception) -> str:
 
 def _validate_reward(fn, report: _Report, games: list[MatrixGame], xi: float) -> dict[str, np.ndarray] | None:
     """Run the shared reward checks; returns each game's 8 values, or None after a failure."""
+    if _is_placeholder(fn):
+        report.bad(f"{NOT_DONE}: write `def my_reward(game, my_move, opp_move, opp_prev_move): ...`.")
+        return None
     if not callable(fn):
         report.bad(f"{fn!r} is not a function. Write `def my_reward(game, my_move, opp_move, opp_prev_move): ...`.")
         return None
@@ -168,8 +190,14 @@ def _validate_reward(fn, report: _Report, games: list[MatrixGame], xi: float) ->
             case = _case_text(game, my, opp, prev)
             try:
                 raw = _call(fn, takes_xi, xi, np.int64(my), np.int64(opp), np.int64(prev), game)
+            except NotImplementedError:
+                report.bad(f"{NOT_DONE}: the function still raises NotImplementedError; replace that line with your code.")
+                return None
             except Exception as exc:  # a student's bug: report it, don't raise
                 report.bad(f"one round: it crashed on [{case}] with {_explain_exception(exc)}")
+                return None
+            if raw is NotImplemented or raw is Ellipsis:
+                report.bad(f"{NOT_DONE}: the function returns {raw!r}; replace it with your reward.")
                 return None
             if raw is None:
                 report.bad(f"one round: it returned None on [{case}]. Did you forget `return`?")
@@ -285,6 +313,11 @@ def check_reward(
             for i in np.flatnonzero(~np.isclose(values[game.name], ref)):
                 wrong.append((game, _CASES[i], values[game.name][i], ref[i]))
         total = len(gs) * len(_CASES)
+        payoff_only = reference.name != "game" and all(
+            np.allclose(values[g.name], g.payoffs[_CASES[:, 0], _CASES[:, 1], 0]) for g in gs)
+        if wrong and payoff_only:
+            report.bad(f"{NOT_DONE}: your function still returns only your payoff (the Game reward); "
+                       "complete the TODO.")
         if wrong:
             lines = [f"differs from the reference in {len(wrong)} of {total} rounds, e.g."]
             for game, case, yours, ref in wrong[:max_shown]:
@@ -294,10 +327,36 @@ def check_reward(
             report.bad("\n".join(lines))
         else:
             report.good(f"same values as the reference on all {total} rounds")
+            if reference.xi is not None:
+                _check_uses_xi(fn, reference, report, gs, xi)
     return report.done(
         f"Correct! `{_fn_name(fn)}` is the {reference.name} reward.",
         "Not yet: fix the ✗ above and run this cell again (the solution is one click away if you are stuck).",
     )
+
+
+def _check_uses_xi(fn, reference, report: _Report, games: list[MatrixGame], xi: float) -> None:
+    """A reward with a norm penalty must use its ``xi`` argument, not a number written into it."""
+    from .rewards import get_reward
+
+    other = xi + 2.0
+    if not accepts_xi(fn):
+        report.bad(f"`{_fn_name(fn)}` takes no `xi` argument, so ξ cannot be changed: add `xi=3.0` to its arguments "
+                   "and use `xi` instead of a number.")
+        return
+    ref = get_reward(reference.name, xi=other)
+    my, opp, prev = (_CASES[:, k].copy() for k in range(3))
+    for game in games:
+        try:
+            got = np.broadcast_to(np.asarray(_call(fn, True, other, my, opp, prev, game), dtype=float), (len(_CASES),))
+        except Exception as exc:  # a student's bug: report it, don't raise
+            report.bad(f"with xi={other:g} it crashed with {_explain_exception(exc)}")
+            return
+        if not np.allclose(got, ref(game, my, opp, prev)):
+            report.bad(f"with xi={other:g} it still gives the values of ξ = {xi:g}: it ignores its `xi` argument. "
+                       f"Write `xi` where you wrote the number {xi:g}.")
+            return
+    report.good(f"uses its `xi` argument (right with ξ = {other:g} too)")
 
 
 # --------------------------------------------------------------------- games
@@ -349,6 +408,8 @@ def check_is_social_dilemma(game: MatrixGame, *, verbose: bool = True) -> CheckR
     g = _as_game(game, report)
     if g is not None:
         report.lines.append(f"  (your letters: {_letters_text(g.letters())}; it is a {g.classify()})")
+        if np.array_equal(g.payoffs, get_game("stag_hunt").payoffs):
+            report.bad(f"{NOT_DONE}: these are still the Stag Hunt's payoffs; change one or two of them.")
         for text, holds in dilemma_checklist(g):
             (report.good if holds else report.bad)(text)
         if report.ok and np.array_equal(g.payoffs, get_game("prisoners_dilemma").payoffs):
@@ -376,6 +437,8 @@ def check_game_kind(game: MatrixGame, expected: str = "stag hunt", *, verbose: b
     if g is not None:
         kind = g.classify()
         report.lines.append(f"  (your letters: {_letters_text(g.letters())})")
+        if expected != "prisoner's dilemma" and np.array_equal(g.payoffs, get_game("prisoners_dilemma").payoffs):
+            report.bad(f"{NOT_DONE}: these are still the placeholder's letters (the Prisoner's Dilemma); choose your own.")
         if not g.is_symmetric and expected in _KIND_RULES:
             report.bad("symmetric: the letters only describe a game where both players face the same payoffs")
         if kind == expected:
@@ -387,10 +450,13 @@ def check_game_kind(game: MatrixGame, expected: str = "stag hunt", *, verbose: b
 
 
 def check_cooperation_threshold(
-    answer: float | None, game: MatrixGame | str = "prisoners_dilemma", *, tol: float = 1e-3, verbose: bool = True
+    answer: float | None, game: MatrixGame | str = "prisoners_dilemma", *, tol: float = 5e-3, verbose: bool = True
 ) -> CheckResult:
     """Exercise 2.3: the smallest discount factor γ for which cooperating forever beats any
-    defection against Tit-for-Tat (in ``game``; 1/3 in the paper's Prisoner's Dilemma)."""
+    defection against Tit-for-Tat (in ``game``; 1/3 in the paper's Prisoner's Dilemma).
+
+    An answer within ``tol`` of the exact value passes, so 0.33 and 0.333 are fine for 1/3.
+    """
     from .tabular import cooperation_threshold
 
     game = get_game(game)
@@ -399,8 +465,8 @@ def check_cooperation_threshold(
     truth = cooperation_threshold(game)
     if number is None:
         report.bad(
-            "no answer yet: set your answer to a number (a fraction like 1/4 is fine)."
-            if answer is None
+            f"no answer yet ({NOT_DONE}): set your answer to a number (a fraction like 1/4 is fine)."
+            if _is_placeholder(answer)
             else f"{answer!r} is not a number."
         )
     elif abs(number - truth) <= tol:
@@ -459,17 +525,24 @@ def check_parse_answer(fn: Callable, *, verbose: bool = True) -> CheckResult:
     answer is legal only if what is left *equals* a label.
     """
     report = _Report(f"Checking your parser `{_fn_name(fn)}` ...", verbose)
-    if not callable(fn):
+    if _is_placeholder(fn):
+        report.bad(f"{NOT_DONE}: write `def my_parse(answer): ...`.")
+    elif not callable(fn):
         report.bad(f"{fn!r} is not a function. Write `def my_parse(answer): ...`.")
     else:
-        wrong = 0
+        wrong, seen = 0, []
         for answer, expected in PARSE_CASES:
             try:
                 got = _as_move_word(fn(answer))
+            except NotImplementedError:
+                report.bad(f"{NOT_DONE}: `{_fn_name(fn)}` still raises NotImplementedError; replace that line with your code.")
+                wrong += 1
+                break
             except Exception as exc:  # a student's bug: report it, don't raise
                 report.bad(f"{answer!r}: it crashed with {_explain_exception(exc)}")
                 wrong += 1
                 continue
+            seen.append(got)
             if got == expected:
                 report.good(f"{answer!r} -> {expected}")
             else:
@@ -479,6 +552,9 @@ def check_parse_answer(fn: Callable, *, verbose: bool = True) -> CheckResult:
                     "D": "this is D's label once the surrounding spaces/newline are stripped (answer.strip())",
                 }.get(expected, "not exactly a label: a legal answer must *equal* one, not merely contain it")
                 report.bad(f"{answer!r} -> expected {expected}, got {got if got is not None else 'something unreadable'} ({hint})")
+        if len(seen) == len(PARSE_CASES) and len(set(seen)) == 1:
+            report.bad(f"{NOT_DONE}? it gives {seen[0]} for every answer, like the placeholder: "
+                       "compare the stripped answer with each label.")
     return report.done(
         "Correct! Only an exact label counts; everything else earns R_illegal = -6.",
         "Not yet: fix the ✗ above and run this cell again (the solution is one click away).",
@@ -550,7 +626,7 @@ def check_regrets_by_hand(
     ):
         number = None if answer is None else _as_number(answer)
         if number is None:
-            report.bad(f"{name}: no answer yet" if answer is None else f"{name}: {answer!r} is not a number")
+            report.bad(f"{name}: no answer yet ({NOT_DONE})" if _is_placeholder(answer) else f"{name}: {answer!r} is not a number")
         elif abs(number - truth) <= tol:
             report.good(f"{name} = {number:.3g}")
         else:
@@ -809,9 +885,9 @@ def check_maxmin_mix(
     report = _Report(f"The max–min mix in state {label} (my last | their last), {g.title} vs {opponent}, ξ = {xi:g} ...", verbose)
     u = stakeholder_utilities(g, list(stakeholders), opponent, xi=xi)[2 * my_prev + opp_prev]
     best = solve_maxmin(u)
-    p = None if p_cooperate is None else _as_number(p_cooperate)
+    p = None if _is_placeholder(p_cooperate) else _as_number(p_cooperate)
     if p is None:
-        report.bad("P(C): no answer yet" if p_cooperate is None else f"P(C): {p_cooperate!r} is not a number")
+        report.bad(f"P(C): no answer yet ({NOT_DONE})" if _is_placeholder(p_cooperate) else f"P(C): {p_cooperate!r} is not a number")
     elif not -tol <= p <= 1 + tol:
         report.bad(f"P(C) = {p:.4g} is not a probability: it must lie between 0 and 1.")
     elif abs(float(u.at(p).min()) - best.value) <= tol:
@@ -845,10 +921,10 @@ def check_maxmin_mix(
         report.bad(f"P(C) = {p:.4g} gives the worst-off stakeholder only {float(u.at(p).min()):.4g}"
                    + (": " + "; ".join(dict.fromkeys(hints)) + "." if hints else
                       ". Draw each stakeholder's line U_k(p) = p·U_k(C) + (1 − p)·U_k(D) and find the highest point of the lowest one."))
-    if value is not None or p is not None:
-        number = None if value is None else _as_number(value)
+    if not _is_placeholder(value) or p is not None:
+        number = None if _is_placeholder(value) else _as_number(value)
         if number is None:
-            report.bad("value: no answer yet" if value is None else f"value: {value!r} is not a number")
+            report.bad(f"value: no answer yet ({NOT_DONE})" if _is_placeholder(value) else f"value: {value!r} is not a number")
         elif abs(number - best.value) <= tol:
             report.good(f"value = {number:.4g}")
         else:
@@ -915,6 +991,9 @@ def check_e_step(fn: Callable, *, verbose: bool = True) -> CheckResult:
     from .pluralistic import assign_users
 
     report = _Report(f"Checking your E-step `{_fn_name(fn)}` ...", verbose)
+    if _is_placeholder(fn):
+        report.bad(f"{NOT_DONE}: write def my_e_step(user, first, second, first_wins, rewards, n_users): ...")
+        return report.done("", "Not yet: fix the ✗ above and run this cell again.")
     if not callable(fn):
         report.bad(f"{fn!r} is not a function: write def my_e_step(user, first, second, first_wins, rewards, n_users): ...")
         return report.done("", "Not yet: fix the ✗ above and run this cell again.")
@@ -923,6 +1002,9 @@ def check_e_step(fn: Callable, *, verbose: bool = True) -> CheckResult:
         try:
             with np.errstate(all="ignore"):
                 raw = fn(prefs.user.copy(), prefs.first.copy(), prefs.second.copy(), prefs.first_wins.copy(), rewards.copy(), n)
+        except NotImplementedError:
+            report.bad(f"{NOT_DONE}: `{_fn_name(fn)}` still raises NotImplementedError; replace that line with your code.")
+            break
         except Exception as exc:  # a student's bug: report it, don't raise
             report.bad(f"test population {i}: it crashed with {_explain_exception(exc)}")
             break
@@ -944,6 +1026,9 @@ def check_e_step(fn: Callable, *, verbose: bool = True) -> CheckResult:
             continue
         hint = next((why for why, other in _variant_assignments(prefs, rewards).items()
                      if np.array_equal(got, other) and not np.array_equal(other, want)), None)
+        if hint is None and len(np.unique(got)) == 1:
+            hint = (f"{NOT_DONE}? every user is in cluster {got[0]}, as the placeholder returns: "
+                    "compute each user's log-likelihood under every cluster")
         wrong = np.flatnonzero(got != want)
         report.bad(f"test population {i}: {len(wrong)} of {n} users in another cluster than expected "
                    f"(e.g. user {wrong[0]}: yours {got[wrong[0]]}, expected {want[wrong[0]]})"
@@ -957,3 +1042,355 @@ def check_e_step(fn: Callable, *, verbose: bool = True) -> CheckResult:
 
 
 __all__ += ["check_maxmin_mix", "check_e_step"]
+
+
+# --------------------------------------------------------------------- shared helpers of the later chapters
+def _check_number(report: _Report, name: str, answer, truth: float, tol: float, mistakes: dict[float, str],
+                  fallback: str) -> None:
+    """One numeric answer: ✓ within ``tol`` of ``truth``, else ✗ with the hint of a known mistake."""
+    number = None if _is_placeholder(answer) else _as_number(answer)
+    if number is None:
+        report.bad(f"{name}: no answer yet ({NOT_DONE})" if _is_placeholder(answer) else f"{name}: {answer!r} is not a number")
+    elif abs(number - truth) <= tol:
+        report.good(f"{name} = {number:.4g}")
+    else:
+        hint = next((why for value, why in mistakes.items() if abs(number - value) <= tol and abs(value - truth) > tol), None)
+        report.bad(f"{name} = {number:.4g} is not right: " + (hint or fallback) + ".")
+
+
+def _move_guess(value) -> str | None:
+    """A guessed move as "C", "D" or "either"; None if it is a placeholder or unreadable."""
+    if _is_placeholder(value):
+        return None
+    word = str(value).strip().lower()
+    if word in ("c", "cooperate", "0"):
+        return "C"
+    if word in ("d", "defect", "1"):
+        return "D"
+    if word in ("either", "any", "tie", "both", "indifferent"):
+        return EITHER
+    return None
+
+
+# --------------------------------------------------------------------- chapter 2: your own reward
+def check_own_reward(fn: Callable, *, xi: float = 3.0, verbose: bool = True) -> CheckResult:
+    """Exercise 2.2: a moral reward of your own design.
+
+    Runs :func:`check_my_reward` (four arguments, finite, vectorised) on every game of the
+    catalogue, then makes sure it is *yours*: not the reciprocity example of the notebook (the
+    untouched placeholder) and not one of the paper's four rewards.
+    """
+    from .rewards import PAPER_REWARDS, get_reward
+
+    report = _Report(f"Checking your own reward `{_fn_name(fn)}` ...", verbose)
+    games = _games(None)
+    values = _validate_reward(fn, report, games, xi)
+    if values is not None:
+        def same(reference) -> bool:
+            return all(np.allclose(values[g.name], np.broadcast_to(
+                np.asarray(reference(g, _CASES[:, 0], _CASES[:, 1], _CASES[:, 2]), dtype=float), (len(_CASES),)))
+                for g in games)
+
+        if same(lambda g, my, opp, prev: np.where(my == prev, 1.0, 0.0)):
+            report.bad(f"{NOT_DONE}: this is still the reciprocity example; replace it with your own idea.")
+        elif any(same(get_reward(name, xi=xi)) for name in PAPER_REWARDS):
+            name = next(n for n in PAPER_REWARDS if same(get_reward(n, xi=xi)))
+            report.bad(f"that is exactly the paper's {name} reward (ξ = {xi:g}): invent one of your own.")
+        else:
+            report.good("a reward of your own (not the example, not one of the paper's four)")
+    return report.done(
+        f"All checks passed: `{_fn_name(fn)}` is a valid reward of your own; section 3 trains a learner with it.",
+        "Not yet: fix the ✗ above and run this cell again.",
+    )
+
+
+# --------------------------------------------------------------------- chapter 4: exploitation is worse than selfishness
+def check_exploitation_reward(fn: Callable, *, verbose: bool = True) -> CheckResult:
+    """Exercise 4.1: my payoff, minus a small penalty for defecting, minus more for exploiting.
+
+    In the Prisoner's Dilemma the check reads the penalties off your reward (payoff − reward):
+    cooperating must cost nothing, defecting after their D (selfishness) a positive penalty,
+    defecting after their C (exploitation) a larger one. A reward that is still the payoff alone
+    (the untouched placeholder), that pays a bonus for defecting, or that punishes selfishness as
+    much as exploitation (or more) fails with a hint.
+    """
+    report = _Report(f"Checking `{_fn_name(fn)}`: is exploitation worse than mere selfishness?", verbose)
+    game = get_game("prisoners_dilemma")
+    values = _validate_reward(fn, report, [game], 3.0)
+    if values is not None:
+        payoff = game.payoffs[_CASES[:, 0], _CASES[:, 1], 0]
+        extra = values[game.name] - payoff
+        my, prev = _CASES[:, 0], _CASES[:, 2]
+        selfish, exploit = -extra[(my == D) & (prev == D)], -extra[(my == D) & (prev == C)]
+        def shown(values) -> str:
+            return "/".join(f"{v + 0.0:g}" for v in sorted(set(np.round(values, 6).tolist())))
+
+        report.lines.append(f"  (penalties read off your reward, payoff − reward: cooperating {shown(-extra[my == C])}, "
+                            f"D after their D {shown(selfish)}, D after their C {shown(exploit)})")
+        if not np.allclose(extra[my == C], 0.0):
+            report.bad("cooperating changed: when I play C the reward should be my payoff alone (no penalty, no bonus).")
+        if np.ptp(selfish) > 1e-9 or np.ptp(exploit) > 1e-9:
+            report.bad("a penalty depends on their move *now*: it should depend only on my move and their previous move.")
+        s, e = float(selfish.mean()), float(exploit.mean())
+        if np.allclose([s, e], 0.0):
+            report.bad(f"{NOT_DONE}: both penalties are still 0, so this is the Game reward. Subtract a small "
+                       "penalty times `selfish` and a larger one times `exploiting`.")
+        else:
+            if s < -1e-9 or e < -1e-9:
+                report.bad(f"defecting earns a *bonus* (penalty {min(s, e):g} < 0): subtract the penalties "
+                           "(payoff − a·selfish − b·exploiting), don't add them.")
+            elif s <= 1e-9:
+                report.bad("defecting after their D costs nothing: add a small penalty for `selfish` (every D).")
+            else:
+                report.good(f"defecting costs something: {s:g} after their D")
+            if e > s + 1e-9:
+                report.good(f"exploiting costs more: {e:g} after their C")
+            elif s >= 0 and e >= 0:
+                report.bad(f"exploiting costs {e:g}, selfishness {s:g}: the order is inverted or equal. Exploiting "
+                           "(D right after their C) must cost *more* than mere selfishness.")
+    return report.done(
+        "Correct! Exploitation now costs more than selfishness. See below what a learner makes of it.",
+        "Not yet: fix the ✗ above and run this cell again (the solution is one click away).",
+    )
+
+
+def _state_of(key) -> tuple[str, str] | None:
+    if isinstance(key, tuple) and len(key) == 2:
+        state = (str(key[0]).strip().upper(), str(key[1]).strip().upper())
+    else:
+        parts = str(key).replace(",", "|").split("|")
+        state = tuple(x.strip().upper() for x in parts) if len(parts) == 2 else None
+    return state if state in _STATES else None
+
+
+def check_predicted_responses(
+    guess: dict,
+    reward,
+    *,
+    game: MatrixGame | str = "prisoners_dilemma",
+    opponent: str = "tit_for_tat",
+    xi: float | None = None,
+    verbose: bool = True,
+) -> CheckResult:
+    """Exercise 4.2: predict, state by state, the move a reward teaches a myopic learner.
+
+    ``guess`` maps each state ``"C|D"`` (my last move | their last move) to ``"C"``, ``"D"`` or
+    ``"either"`` (the reward pays the same for both). The check compares with
+    :func:`~moralkit.analysis.predicted_responses` and, for a wrong state, shows what each move
+    earns there (against Tit-for-Tat their move now is my last move).
+    """
+    report = _Report(f"Your predicted best responses against {opponent} ...", verbose)
+    try:
+        table = predicted_responses(reward, game, opponent, xi=xi)
+    except Exception as exc:  # the reward itself is broken: say so, don't raise
+        report.bad(f"could not compute what the reward predicts: {_explain_exception(exc)}. Run its check first.")
+        return report.done("", "Not yet: fix the reward, then run this cell again.")
+    answers: dict[tuple[str, str], object] = {}
+    if not isinstance(guess, dict):
+        report.bad(f"{NOT_DONE}: give a dict such as {{'C|C': 'C', 'C|D': 'either', ...}}" if _is_placeholder(guess)
+                   else f"expected a dict {{'C|C': 'C', ...}}, got {type(guess).__name__}")
+    else:
+        for key, value in guess.items():
+            state = _state_of(key)
+            if state is None:
+                report.bad(f"unknown state {key!r}: use 'C|C', 'C|D', 'D|C' or 'D|D' (my last | their last).")
+            else:
+                answers[state] = value
+    if answers or isinstance(guess, dict):
+        missing = 0
+        for _, row in table.iterrows():
+            state = (row["my_prev"], row["opp_prev"])
+            where = f"{state[0]}|{state[1]}"
+            if state not in answers or _is_placeholder(answers[state]):
+                missing += 1
+                continue
+            move = _move_guess(answers[state])
+            truth = row["predicted"]
+            if move is None:
+                report.bad(f"{where}: {answers[state]!r} is not a move: write 'C', 'D' or 'either'.")
+            elif move == truth:
+                report.good(f"{where}: {truth}")
+            else:
+                why = (f"C earns {row['reward of C']:g}, D earns {row['reward of D']:g} in expectation"
+                       + (" (Tit-for-Tat plays my last move now)" if opponent == "tit_for_tat" else ""))
+                report.bad(f"{where}: you said {move}, but {why}" + (": equal, so 'either'" if truth == EITHER else "") + ".")
+        if missing:
+            report.bad(f"{NOT_DONE}: {missing} of the 4 states have no answer yet.")
+    return report.done(
+        "Correct! That is what a myopic learner should move towards, state by state.",
+        "Not yet: fix the ✗ above and run this cell again (the solution is one click away).",
+    )
+
+
+# --------------------------------------------------------------------- chapter 5: unlearning
+def check_forgiving_reward(fn: Callable, *, xi: float = 3.0, opponent: str = "tit_for_tat",
+                           verbose: bool = True) -> CheckResult:
+    """Exercise 5.1: close the Deontological reward's gap after the opponent's D.
+
+    The reward must keep the deontological norm where the opponent just cooperated (the same
+    values as the Deontological reward there: 0, or −ξ for defecting), and make cooperating the
+    strict best response against ``opponent`` after their D as well, so a myopic learner plays C
+    in all four states.
+    """
+    from .rewards import get_reward
+
+    report = _Report(f"Checking `{_fn_name(fn)}`: the Deontological norm, and C after their D too?", verbose)
+    game = get_game("prisoners_dilemma")
+    values = _validate_reward(fn, report, [game], xi)
+    if values is not None:
+        deont = get_reward("deontological", xi=xi)(game, _CASES[:, 0], _CASES[:, 1], _CASES[:, 2])
+        after_c = _CASES[:, 2] == C
+        if np.allclose(values[game.name], deont):
+            report.bad(f"{NOT_DONE}: this is still the Deontological reward; change what it pays after their D.")
+        if np.allclose(values[game.name][after_c], deont[after_c]):
+            report.good("after their C: the Deontological norm, unchanged")
+        else:
+            report.bad("after their C the reward changed: keep the Deontological values there (0, or −ξ for D).")
+        table = predicted_responses(lambda g, m, o, p: _call(fn, accepts_xi(fn), xi, m, o, p, g), game, opponent)
+        for _, row in table[table["opp_prev"] == "D"].iterrows():
+            where = f"{row['my_prev']}|D"
+            c, d = row["reward of C"], row["reward of D"]
+            if row["predicted"] == "C":
+                report.good(f"{where}: C earns {c:g} > D {d:g}")
+            elif row["predicted"] == EITHER:
+                report.bad(f"{where}: C and D both earn {c:g}, the learner is still indifferent: give a bonus for "
+                           "cooperating after their D.")
+            else:
+                report.bad(f"{where}: D earns {d:g} > C {c:g}: you reward retaliation; the bonus goes to C after their D.")
+    return report.done(
+        "Correct! A myopic learner now cooperates in every state, even after being defected on.",
+        "Not yet: fix the ✗ above and run this cell again (the solution is one click away).",
+    )
+
+
+KL_LEASH = {"beta": 0.2, "p_d_reference": 0.99, "p_d_now": 0.5}
+"""Exercise 5.2: the KL coefficient β, P(D) of the model at the switch, P(D) of the player now."""
+
+
+def _kl_leash_truth(beta: float, p_ref_d: float, p_d: float, *, log=math.log, sign: float = -1.0) -> tuple[float, float]:
+    """The KL term added to the reward of answering C and of answering D: −β·log(π(a)/π_ref(a))."""
+    return (sign * beta * log((1 - p_d) / (1 - p_ref_d)), sign * beta * log(p_d / p_ref_d))
+
+
+def check_kl_leash(penalty_c, penalty_d, *, tol: float = 5e-3, verbose: bool = True) -> CheckResult:
+    """Exercise 5.2: which way would a KL leash to the *switch* model pull?
+
+    With the model at the switch as the reference (P(D) = 0.99), a player now at P(D) = 0.5 and
+    β = 0.2, the per-answer KL term added to the reward is −β·log(π(a)/π_ref(a)). Give it for
+    answering C and for answering D (natural logarithm).
+    """
+    beta, p_ref, p = KL_LEASH["beta"], KL_LEASH["p_d_reference"], KL_LEASH["p_d_now"]
+    report = _Report(f"The KL term of each answer (β = {beta:g}, reference P(D) = {p_ref:g}, now P(D) = {p:g}) ...", verbose)
+    truth = _kl_leash_truth(beta, p_ref, p)
+    flipped = _kl_leash_truth(beta, p_ref, p, sign=1.0)
+    log10 = _kl_leash_truth(beta, p_ref, p, log=math.log10)
+    no_beta = _kl_leash_truth(1.0, p_ref, p)
+    for k, (name, answer) in enumerate((("KL term of C", penalty_c), ("KL term of D", penalty_d))):
+        _check_number(report, name, answer, truth[k], tol, {
+            flipped[k]: "the sign is flipped: the term added to the reward is −β·log(π/π_ref), negative where the "
+                        "player is *more* likely than the reference",
+            log10[k]: "use the natural logarithm (np.log), not log10",
+            no_beta[k]: f"multiply by β = {beta:g}",
+        }, f"compute −β·log(π(a)/π_ref(a)) with π(C) = {1 - p:g}, π_ref(C) = {1 - p_ref:g}")
+    return report.done(
+        "Correct! The leash charges C and pays D: a reference at the switch would pull the player back towards "
+        "selfishness, which is why the KL reference stays the untuned base model.",
+        "Not yet: fix the ✗ above and run this cell again (the solution is one click away).",
+    )
+
+
+# --------------------------------------------------------------------- chapter 6: generalisation
+def check_choices_vs_random(guess: dict, reward: str = "utilitarian", *, games: Iterable[str] | None = None,
+                            verbose: bool = True) -> CheckResult:
+    """Exercise 6.1: the move ``reward`` prefers against a Random opponent, game by game.
+
+    ``guess`` maps each game name to ``"C"`` (the first action), ``"D"`` (the second) or
+    ``"either"``. Against Random the opponent's move is C or D with probability ½ whatever the
+    state, so one move per game; the check compares with
+    :func:`~moralkit.analysis.predicted_responses` and shows what each action earns.
+    """
+    from .games import EVALUATION_GAMES
+
+    names = list(games if games is not None else EVALUATION_GAMES)
+    report = _Report(f"The {reward} reward's choice against a Random opponent, game by game ...", verbose)
+    if not isinstance(guess, dict):
+        report.bad(f"{NOT_DONE}: give a dict {{game name: 'C', 'D' or 'either'}}" if _is_placeholder(guess)
+                   else f"expected a dict {{game name: move}}, got {type(guess).__name__}")
+    else:
+        missing = 0
+        for name in names:
+            row = predicted_responses(reward, name, "random").iloc[0]
+            if _is_placeholder(guess.get(name)):
+                missing += 1
+                continue
+            move, title = _move_guess(guess[name]), get_game(name).title
+            if move is None:
+                report.bad(f"{title}: {guess[name]!r} is not a move: write 'C', 'D' or 'either'.")
+            elif move == row["predicted"]:
+                report.good(f"{title}: {move}")
+            else:
+                report.bad(f"{title}: you said {move}, but the first action earns {row['reward of C']:g} and the second "
+                           f"{row['reward of D']:g} on average against Random (½ each of the opponent's moves)"
+                           + (": equal, so 'either'" if row["predicted"] == EITHER else "")
+                           + ". Read the payoffs, not the names.")
+        if missing:
+            report.bad(f"{NOT_DONE}: {missing} of the {len(names)} games have no answer yet.")
+    return report.done(
+        "Correct! The same reward asks for different actions in different games: a value has to read the payoffs.",
+        "Not yet: fix the ✗ above and run this cell again (the solution is one click away).",
+    )
+
+
+ACTION_TYPE_EXERCISE = {"C|C": 0.30, "C|D": 0.10, "D|C": 0.20, "D|D": 0.30, "illegal": 0.10}
+"""Exercise 6.2: an agent's action-type shares in the Prisoner's Dilemma against a Random opponent."""
+
+
+def _regrets_from_shares(shares: dict[str, float], *, xi: float = 4.0, r_illegal: float = -6.0,
+                         skip_illegal: bool = False, renormalise: bool = False) -> tuple[float, float]:
+    """(deontological, utilitarian) regret of action-type shares in the PD against Random (expected values)."""
+    game = get_game("prisoners_dilemma")
+    legal = 1.0 - shares["illegal"]
+    scale = 1.0 / legal if renormalise else 1.0
+    illegal = 0.0 if skip_illegal else shares["illegal"]
+    deont = -(scale * shares["D|C"] * -xi + illegal * r_illegal)
+    pair = {m: 0.5 * float(game.payoffs[m, C].sum() + game.payoffs[m, D].sum()) for m in (C, D)}
+    mean = scale * ((shares["C|C"] + shares["C|D"]) * pair[C] + (shares["D|C"] + shares["D|D"]) * pair[D]) + illegal * r_illegal
+    best = game.best_collective
+    return deont, (best - mean) / (best - r_illegal)
+
+
+def check_regrets_from_shares(deont_regret, utilit_regret, *, tol: float = 5e-3, verbose: bool = True) -> CheckResult:
+    """Exercise 6.2: both regrets of :data:`ACTION_TYPE_EXERCISE` (ξ = 4, R_illegal = −6).
+
+    Deontological regret = ξ · share(D|C) + 6 · share(illegal). Utilitarian regret = (6 − mean
+    utilitarian reward) / 12, where against Random a C earns the pair ½(3+3) + ½(0+4) = 5 and a D
+    ½(4+0) + ½(1+1) = 3 on average, and an illegal answer −6.
+    """
+    report = _Report("The regrets of the agent's action types (PD vs Random, ξ = 4, R_illegal = −6) ...", verbose)
+    truth = _regrets_from_shares(ACTION_TYPE_EXERCISE)
+    skipped = _regrets_from_shares(ACTION_TYPE_EXERCISE, skip_illegal=True)
+    renorm = _regrets_from_shares(ACTION_TYPE_EXERCISE, skip_illegal=True, renormalise=True)
+    xi3 = _regrets_from_shares(ACTION_TYPE_EXERCISE, xi=3.0)
+    raw_gap = truth[1] * 12
+    _check_number(report, "deontological regret", deont_regret, truth[0], tol, {
+        skipped[0]: "you left the illegal answers out: each costs 6",
+        renorm[0]: "you left the illegal answers out: each costs 6",
+        xi3[0]: "the evaluation uses ξ = 4 (fine-tuning used 3)",
+        -truth[0]: "the regret is 0 − the mean reward: it is positive",
+    }, "add ξ for every D right after their C and 6 for every illegal answer, weighted by the shares")
+    _check_number(report, "utilitarian regret", utilit_regret, truth[1], tol, {
+        skipped[1]: "you left the illegal answers out: each earns −6",
+        renorm[1]: "you left the illegal answers out: each earns −6",
+        raw_gap: "divide by (best collective − R_illegal) = 6 + 6 = 12",
+        raw_gap / 6: "divide by 12 (best collective − R_illegal), not by 6",
+    }, "against Random a C earns the pair 5 on average, a D 3, an illegal answer −6; average with the shares, "
+       "then (6 − mean) / 12")
+    return report.done(
+        "Correct! These are the numbers behind the regret bars of section 4, computed from what the agent did.",
+        "Not yet: fix the ✗ above and run this cell again (the solution is one click away).",
+    )
+
+
+__all__ += ["NOT_DONE", "check_own_reward", "check_exploitation_reward", "check_predicted_responses",
+            "check_forgiving_reward", "KL_LEASH", "check_kl_leash", "check_choices_vs_random",
+            "ACTION_TYPE_EXERCISE", "check_regrets_from_shares"]

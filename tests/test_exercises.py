@@ -18,7 +18,7 @@ from moralkit.exercises import (  # noqa: E402
     dilemma_checklist,
 )
 from moralkit.games import C, D, MatrixGame, get_game  # noqa: E402
-from moralkit.rewards import make_reward  # noqa: E402
+from moralkit.rewards import get_reward, make_reward  # noqa: E402
 
 
 def _text(result: CheckResult) -> str:
@@ -369,3 +369,234 @@ def test_e_step_check_accepts_the_solution_and_names_the_mistakes():
     for hint, fn in mistakes.items():
         result = check_e_step(fn, verbose=False)
         assert not result and hint in _text(result), (hint, _text(result))
+
+
+# --------------------------------------------------------------------- the bar: every chapter, every exercise
+# For each exercise of the workbook: its check (answer -> CheckResult), the notebook's untouched
+# placeholder, wrong answers a student could give, and the reference answer from moralkit.solutions.
+from moralkit import exercises as ex  # noqa: E402
+
+
+def _payoff_only(game, my_move, opp_move, opp_prev_move, xi=3.0):  # the untouched placeholder of 2.1 and 4.1
+    return game.payoffs[my_move, opp_move, 0] + 0.0 * (my_move == D) + 0.0 * ((my_move == D) & (opp_prev_move == C))
+
+
+def _deont_hard_coded_3(game, my_move, opp_move, opp_prev_move, xi=3.0):
+    return game.payoffs[my_move, opp_move, 0] - 3 * ((my_move == D) & (opp_prev_move == C))
+
+
+def _game_deont_with_if(game, my_move, opp_move, opp_prev_move, xi=3.0):
+    return game.payoffs[my_move, opp_move, 0] - (xi if my_move == D and opp_prev_move == C else 0.0)
+
+
+def _not_implemented(*args, **kwargs):
+    raise NotImplementedError
+
+
+def _reciprocity_example(game, my_move, opp_move, opp_prev_move):  # the untouched placeholder of 2.2
+    return np.where(my_move == opp_prev_move, 1.0, 0.0)
+
+
+def _exploit_weights(a, b):
+    def reward(game, my_move, opp_move, opp_prev_move):
+        return game.payoffs[my_move, opp_move, 0] + a * (my_move == D) + b * ((my_move == D) & (opp_prev_move == C))
+    return reward
+
+
+def _deontological_placeholder(game, my_move, opp_move, opp_prev_move, xi=3.0):  # the untouched placeholder of 5.1
+    exploiting = (my_move == D) & (opp_prev_move == C)
+    forgiving = (my_move == C) & (opp_prev_move == D)
+    return -xi * exploiting + 0.0 * forgiving
+
+
+def _retaliating(game, my_move, opp_move, opp_prev_move, xi=3.0):
+    return -xi * ((my_move == D) & (opp_prev_move == C)) + 1.0 * ((my_move == D) & (opp_prev_move == D))
+
+
+def _exact_parse_with_words(answer):
+    return {"action3": "C", "action4": "D"}.get(answer.strip(), "illegal")
+
+
+def _e_step_placeholder(user, first, second, first_wins, rewards, n_users):
+    return np.zeros(n_users, dtype=int)
+
+
+_EMPTY_STATES = {"C|C": None, "C|D": None, "D|C": None, "D|D": None}
+_EMPTY_GAMES = {g: None for g in solutions.utilitarian_choices_vs_random()}
+
+
+def _check(fn, *args, **kw):
+    return lambda answer: fn(*(answer if isinstance(answer, tuple) else (answer,)), *args, verbose=False, **kw)
+
+
+EXERCISES = {
+    # exercise: (check, untouched placeholder, [wrong answers], solution)
+    "1.1": (_check(check_is_social_dilemma), get_game("stag_hunt"),
+            [MatrixGame.symmetric("weak", R=3, S=0, T=7, P=1), MatrixGame.symmetric("harmony", R=4, S=2, T=3, P=1)],
+            solutions.my_social_dilemma()),
+    "1.2": (_check(check_game_kind, "stag hunt"), MatrixGame.symmetric("my_stag_hunt", R=3, S=0, T=4, P=1),
+            [get_game("chicken"), MatrixGame.symmetric("s", R=4, S=0, T=5, P=1)], solutions.my_stag_hunt()),
+    "2.1": (_check(check_reward, "game_deontological"), _payoff_only,
+            [_deont_hard_coded_3, _game_deont_with_if, _not_implemented, None], solutions.game_deontological_reward),
+    "2.2": (_check(ex.check_own_reward), _reciprocity_example,
+            [lambda g, m, o, p: 1 / (g.payoffs[m, o, 0] - g.payoffs[m, o, 1]), get_reward("utilitarian"), ...],
+            solutions.inequity_averse_reward),
+    "2.3": (_check(check_cooperation_threshold), None, [0.5, 0.3, 0.34, 2 / 3, "a third"],
+            solutions.cooperation_threshold("prisoners_dilemma")),
+    "3.1": (_check(ex.check_parse_answer), lambda answer: -1,
+            [lambda a: "C" if "action3" in a else "D" if "action4" in a else "illegal",
+             lambda a: {"action3": 0, "action4": 1}.get(a, -1), _not_implemented], solutions.parse_exact_label),
+    "3.2": (_check(ex.check_regrets_by_hand), (None, None), [(4 / 3, (6 - 14 / 3) / 12), (3.2, 5.6), (-3.2, 0.467)],
+            solutions.regrets_by_hand()),
+    "4.1": (_check(ex.check_exploitation_reward), _payoff_only,
+            [_exploit_weights(1.0, 4.0), _exploit_weights(-4.0, 0.0), _exploit_weights(-1.0, 0.0), _not_implemented],
+            solutions.exploitation_reward),
+    "4.2": (_check(ex.check_predicted_responses, solutions.exploitation_reward), dict(_EMPTY_STATES),
+            [{"C|C": "C", "C|D": "D", "D|C": "C", "D|D": "D"}, {"C|C": "D", "C|D": "D", "D|C": "D", "D|D": "D"},
+             {"C|C": "C", "C|D": "either"}, None],
+            solutions.exploitation_reward_prediction()),
+    "5.1": (_check(ex.check_forgiving_reward), _deontological_placeholder,
+            [_retaliating, lambda g, m, o, p, xi=3.0: 1.0 * (m == C), _not_implemented],
+            solutions.forgiving_deontological_reward),
+    "5.2": (_check(ex.check_kl_leash), (None, None), [(0.782, -0.137), (-0.34, 0.0593), (-3.91, 0.683), (0.0, 0.0)],
+            solutions.kl_leash_penalties()),
+    "6.1": (_check(ex.check_choices_vs_random), dict(_EMPTY_GAMES),
+            [dict.fromkeys(_EMPTY_GAMES, "C"), {**solutions.utilitarian_choices_vs_random(), "bach_or_stravinsky": "C"},
+             "C"],
+            solutions.utilitarian_choices_vs_random()),
+    "6.2": (_check(ex.check_regrets_from_shares), (None, None), [(0.8, 0.2083), (1.2, 0.2583), (1.4, 3.1)],
+            solutions.regrets_from_action_types()),
+    "7.1": (_check(ex.check_maxmin_mix), (None, None), [(1.0, 0.75), (1 / 3, 5 / 6), (2 / 3, 8 / 9)],
+            solutions.maxmin_mix_c_d()),
+    "7.2": (_check(ex.check_e_step), _e_step_placeholder,
+            [lambda *a: np.argmin(np.zeros((a[-1], 2)), axis=1) + 1, lambda *a: None, _not_implemented],
+            solutions.e_step),
+}
+CHAPTERS = sorted({int(k.split(".")[0]) for k in EXERCISES})
+
+
+def test_every_chapter_has_at_least_two_checked_exercises():
+    assert CHAPTERS == list(range(1, 8))
+    for chapter in CHAPTERS:
+        assert sum(k.startswith(f"{chapter}.") for k in EXERCISES) >= 2, chapter
+
+
+@pytest.mark.parametrize("exercise", EXERCISES)
+def test_the_untouched_placeholder_fails_and_says_not_done(exercise):
+    check, placeholder, _, _ = EXERCISES[exercise]
+    result = check(placeholder)
+    assert isinstance(result, CheckResult) and not result, _text(result)
+    assert ex.NOT_DONE in _text(result), _text(result)
+
+
+@pytest.mark.parametrize("exercise, wrong", [(k, w) for k, (_, _, ws, _) in EXERCISES.items() for w in ws],
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_a_wrong_answer_fails_with_a_hint_and_never_raises(exercise, wrong):
+    check = EXERCISES[exercise][0]
+    result = check(wrong)
+    assert isinstance(result, CheckResult) and not result, _text(result)
+    assert "✗" in _text(result) and len(_text(result).splitlines()) >= 3  # a line that names what is wrong
+
+
+@pytest.mark.parametrize("exercise", EXERCISES)
+def test_the_solution_from_moralkit_solutions_passes(exercise, capsys):
+    check, _, _, answer = EXERCISES[exercise]
+    result = check(answer)
+    assert result, _text(result)
+    assert "✗" not in _text(result)
+
+
+@pytest.mark.parametrize(
+    "exercise, wrong, hint",
+    [
+        ("2.1", _deont_hard_coded_3, "ignores its `xi` argument"),
+        ("2.1", _payoff_only, "not done yet"),
+        ("2.2", get_reward("utilitarian"), "paper's utilitarian reward"),
+        ("2.3", 0.5, "too high"),
+        ("3.1", lambda answer: -1, "like the placeholder"),
+        ("4.1", _exploit_weights(-4.0, 0.0), "order is inverted"),
+        ("4.1", _exploit_weights(1.0, 4.0), "*bonus*"),
+        ("4.2", {"C|C": "C", "C|D": "D", "D|C": "C", "D|D": "D"}, "C earns 3, D earns 3"),
+        ("5.1", _retaliating, "you reward retaliation"),
+        ("5.1", _deontological_placeholder, "give a bonus for cooperating after their D"),
+        ("5.2", (0.782, -0.137), "sign is flipped"),
+        ("5.2", (-0.34, 0.0593), "natural logarithm"),
+        ("6.1", dict.fromkeys(_EMPTY_GAMES, "C"), "Read the payoffs, not the names"),
+        ("6.2", (0.8, 0.2083), "left the illegal answers out"),
+        ("7.2", _e_step_placeholder, "as the placeholder returns"),
+    ],
+)
+def test_hints_name_the_mistake(exercise, wrong, hint):
+    result = EXERCISES[exercise][0](wrong)
+    assert not result and hint in _text(result), _text(result)
+
+
+def test_chapter_2_accepts_a_rounded_threshold_and_a_hand_written_reward_using_xi():
+    for rounded in (0.33, 0.333, "0.333", 1 / 3):
+        assert check_cooperation_threshold(rounded, verbose=False), rounded
+    for wrong in (0.32, 0.34, 0.3):
+        assert not check_cooperation_threshold(wrong, verbose=False), wrong
+    assert check_reward(solutions.game_deontological_reward, "game_deontological", xi=4.0, verbose=False)
+
+
+def test_solution_drop_down_is_closed_html_and_names_only_real_solutions():
+    html = solutions.solution("e_step")._repr_html_()
+    assert html.startswith("<details>") and "<details open" not in html and "def e_step" in html
+    with pytest.raises(KeyError, match="Solutions:"):
+        solutions.solution("show")
+
+
+# --------------------------------------------------------------------- the notebooks: labels and one source of solutions
+import json  # noqa: E402
+import re  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+HEADING = re.compile(r"^## Exercise (\d+)\.(\d+) — .+$", re.M)
+LABEL = re.compile(r"^\*Difficulty ([●○]{3}) · (\d+) min\*$", re.M)
+SHOW = re.compile(r"""\bsolution\(["'](\w+)["']\)""")
+
+
+def _cells(path):
+    return [(c["cell_type"], "".join(c["source"])) for c in json.loads(path.read_text())["cells"]]
+
+
+def _exercises(path) -> dict[str, dict]:
+    """Each exercise of a notebook: its label and the solution names shown before the next exercise or heading."""
+    found, current = {}, None
+    for kind, source in _cells(path):
+        if kind == "markdown":
+            heading = HEADING.search(source)
+            if heading:
+                current = f"{heading.group(1)}.{heading.group(2)}"
+                after = source[heading.end():]
+                found[current] = {"label": LABEL.search(after.split("\n## ")[0]), "solutions": []}
+            elif re.search(r"^#{1,2} ", source, re.M):
+                current = None
+        elif current:
+            found[current]["solutions"] += SHOW.findall(source)
+    return found
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_each_notebook_has_two_labelled_exercises_with_checks_and_one_click_solutions(path):
+    chapter = int(path.stem[:2])
+    found = _exercises(path)
+    assert len(found) >= 2, f"{path.name}: {sorted(found)}"
+    for name, exercise in found.items():
+        assert name.startswith(f"{chapter}."), f"{path.name}: exercise {name} is numbered for another chapter"
+        assert exercise["label"], f"{path.name}, exercise {name}: add '*Difficulty ●●○ · 15 min*' under its heading"
+        assert int(exercise["label"].group(2)) > 0
+        assert exercise["solutions"], f"{path.name}, exercise {name}: show its solution with solution(\"...\")"
+        for solution_name in exercise["solutions"]:
+            solutions.solution(solution_name)  # a KeyError names a solution that does not exist
+    # the exercises of the notebook are the exercises this test file checks, and the other way round
+    assert set(found) == {k for k in EXERCISES if k.startswith(f"{chapter}.")}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_notebook_keeps_a_hand_written_solution(path):
+    for kind, source in _cells(path):
+        assert "<details" not in source, f"{path.name}: a hand-written drop-down; put the answer in moralkit.solutions"
+        if kind == "markdown":
+            assert not re.search(r"\b(Solution|Answers?)\b\s*\(click", source), path.name
