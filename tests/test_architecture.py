@@ -27,6 +27,7 @@ ORDER = [
     "llm.agent",
     "llm",
     "ppo",
+    "grpo",
     "evaluate",
     "pluralistic",
     "analysis",
