@@ -492,6 +492,10 @@ class TrainingRun:
         from .ppo import PPOTrainer
 
         c = self.config
+        if c.algorithm == "grpo":
+            from .grpo import require_trl
+
+            require_trl()  # before the model is loaded: say at once how to install TRL
         if not self.finished:
             point = self._resume_point()  # before the model is loaded: a damaged folder fails fast
         if self._model is None:
