@@ -30,6 +30,7 @@ TRL is imported only here, inside functions: ``pip install "moralkit[grpo]"`` in
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import json
@@ -41,7 +42,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -185,6 +186,30 @@ def moral_reward_function(game: MatrixGame | str, rewards: Mapping[str, Reward],
 # ---------------------------------------------------------------------------------------------
 # the learner
 # ---------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _score_answer_tokens_only() -> Iterator[None]:
+    """Within the block, TRL's fused LM head scores only the answer tokens on every device.
+
+    TRL 1.16 scores only the labelled positions on CUDA/XPU, but elsewhere (a CPU) it sends *every*
+    prompt position through the LM head (to keep tile shapes fixed for compilers) and masks the
+    result afterwards: for a two-token answer to a 200-token prompt that is ~100x the work and
+    memory for the same numbers. Where TRL's code is not what we expect, nothing is changed.
+    """
+    try:
+        from trl.trainer import utils as trl_utils
+    except ImportError:
+        trl_utils = None
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None:
+        yield
+        return
+    trl_utils._use_triton = lambda device: True  # "compact": only the positions that carry a label
+    try:
+        yield
+    finally:
+        trl_utils._use_triton = original
+
+
 def _chunks(total: int, size: int) -> int:
     """How many equal parts of at most ``size`` split ``total`` (the smallest divisor that works)."""
     for k in range(max(1, math.ceil(total / size)), total + 1):
@@ -223,15 +248,17 @@ class GRPOLearner:
         self.accumulation = _chunks(completions, s.minibatch_size)
         bf16 = s.autocast_dtype == "bf16" or (s.autocast_dtype == "auto" and native_bf16(self.device))
         self._workdir = tempfile.TemporaryDirectory(prefix="moralkit-grpo-")  # TRL wants an output_dir; we write nothing there
-        args = trl.GRPOConfig(
-            output_dir=self._workdir.name, report_to="none", save_strategy="no", disable_tqdm=True, logging_steps=1,
-            use_cpu=self.device.type == "cpu", bf16=bf16, fp16=False, seed=s.seed, gradient_checkpointing=False,
-            learning_rate=s.learning_rate, max_grad_norm=s.max_grad_norm or 0.0,
-            per_device_train_batch_size=completions // self.accumulation, gradient_accumulation_steps=self.accumulation,
-            num_generations=s.num_generations, max_completion_length=int(max_completion_length),
-            temperature=s.temperature, top_p=1.0, top_k=0, beta=s.beta, epsilon=s.epsilon,
-            num_iterations=s.num_iterations, loss_type=s.loss_type, scale_rewards=s.scale_rewards,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # transformers renames gradient_checkpointing
+            args = trl.GRPOConfig(
+                output_dir=self._workdir.name, report_to="none", save_strategy="no", disable_tqdm=True, logging_steps=1,
+                use_cpu=self.device.type == "cpu", bf16=bf16, fp16=False, seed=s.seed, gradient_checkpointing=False,
+                learning_rate=s.learning_rate, max_grad_norm=s.max_grad_norm or 0.0,
+                per_device_train_batch_size=completions // self.accumulation, gradient_accumulation_steps=self.accumulation,
+                num_generations=s.num_generations, max_completion_length=int(max_completion_length),
+                temperature=s.temperature, top_p=1.0, top_k=0, beta=s.beta, epsilon=s.epsilon,
+                num_iterations=s.num_iterations, loss_type=s.loss_type, scale_rewards=s.scale_rewards,
+            )
         placeholder = Dataset.from_list([{"prompt": [{"role": "user", "content": "-"}]}])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -274,7 +301,9 @@ class GRPOLearner:
         tr.current_gradient_accumulation_steps = self.accumulation
         tr._step, tr._buffered_inputs = 0, None  # a fresh group every update
         losses = []
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), _score_answer_tokens_only(), \
+                warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
             torch.manual_seed(int(np.random.default_rng([self.settings.seed, self.step_count]).integers(2**62)))
             for _ in range(self.settings.num_iterations):
                 for _ in range(self.accumulation):
