@@ -183,3 +183,37 @@ def test_grpo_moves_the_embedded_model_towards_defection_under_the_game_reward(t
     run = TrainingRun(cfg, tmp_path / "run", model=model, tokenizer=tok).train(progress=False)
     after = run.player().label_probabilities(game, *states)[:, 1].mean()
     assert after > before + 0.1, (before, after)
+
+
+# ------------------------------------------------------------------ the comparison table
+def test_rounds_to_criterion_counts_rounds_until_a_trailing_window_meets_the_prediction():
+    import pandas as pd
+
+    from moralkit.analysis import rounds_to_criterion
+
+    # 10 episodes of 2 rounds: C until episode 5, then always D; the window is 20% = 2 episodes
+    moves = ["C"] * 10 + ["D"] * 10
+    log = pd.DataFrame({"episode": np.repeat(np.arange(10), 2), "my_move": moves, "opp_prev": ["C"] * 20,
+                        "action_type": [f"{m}|C" for m in moves]})
+    assert rounds_to_criterion(log, "game") == 14  # episodes 5 and 6 are the first all-D window: 7 episodes played
+    assert rounds_to_criterion(log, "deontological") == 4  # never D after C in episodes 0-1
+    assert rounds_to_criterion(log.assign(my_move="C", action_type="C|C"), "game") is None
+
+
+@pytest.mark.slow
+def test_compare_algorithms_writes_the_table_and_resumes(tmp_path):
+    """Both algorithms on a tiny setting, each run in its own process; the second call trains nothing."""
+    from moralkit.experiments import compare_algorithms
+
+    kw = dict(out=tmp_path / "cmp", profile="smoke", episodes=1, games_per_update=1, rounds=2,
+              model="random:smollm2-135m-narrow", progress=False)
+    table = compare_algorithms(["game"], **kw)
+    assert list(table["algorithm"]) == ["ppo", "grpo"] and (table["rounds"] == 2).all()
+    assert {"rounds_to_criterion", "minutes", "rounds_per_s", "peak_rss_mb", "D", "legal", "meets"} <= set(table.columns)
+    assert (table["peak_rss_mb"] > 100).all() and (table["rounds_per_s"] > 0).all()
+    assert (tmp_path / "cmp" / "grpo" / "game__tit_for_tat__seed0" / "adapter" / "adapter_model.safetensors").exists()
+    stamp = (tmp_path / "cmp" / "grpo" / "game__tit_for_tat__seed0" / "done.json").stat().st_mtime_ns
+    again = compare_algorithms(["game"], **kw)
+    assert (tmp_path / "cmp" / "grpo" / "game__tit_for_tat__seed0" / "done.json").stat().st_mtime_ns == stamp
+    pd_cols = ["reward", "algorithm", "rounds", "peak_rss_mb", "D"]
+    assert again[pd_cols].equals(table[pd_cols])
