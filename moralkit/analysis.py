@@ -57,6 +57,7 @@ __all__ = [
     "meets_prediction",
     "training_summary",
     "training_table",
+    "rounds_to_criterion",
     "reward_switches",
     "phase_shares",
     "UNLEARNING_GAIN",
@@ -229,6 +230,27 @@ def meets_prediction(reward: str, summary: dict, opponent: str = "tit_for_tat", 
 
 
 # --------------------------------------------------------------------- training
+def rounds_to_criterion(log, reward: str, opponent: str = "tit_for_tat", *, window: float = 0.2,
+                        game: MatrixGame | str = "prisoners_dilemma", xi: float | None = None) -> int | None:
+    """Training rounds played until the prediction first holds over a trailing window of episodes.
+
+    The window is the same share ``window`` of the run's episodes that :func:`training_summary`
+    judges a run on (at least one episode); the answer counts every round up to the window's end.
+    None when the prediction never holds (or the reward has none).
+    """
+    if len(log) == 0 or prediction(reward, opponent, game, xi=xi) is None:
+        return None
+    episodes = np.asarray(log["episode"], dtype=int)
+    n = int(episodes.max()) + 1
+    width = max(1, math.ceil(n * window))
+    for end in range(width, n + 1):
+        rows = (episodes >= end - width) & (episodes < end)
+        tail = log[rows].assign(episode=0)
+        if meets_prediction(reward, training_summary(tail, last=1.0), opponent, game=game, xi=xi):
+            return int((episodes < end).sum())
+    return None
+
+
 def training_summary(log, last: float = 0.2) -> dict:
     """Behaviour over the last ``last`` fraction of training episodes (what a prediction is judged on).
 

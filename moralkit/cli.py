@@ -208,7 +208,29 @@ def _train_config(ns):
         "episodes": ns.episodes, "games_per_update": ns.games_per_update, "rounds": ns.rounds,
         "preset": ns.preset, "model": ns.model, "game": ns.game, "checkpoint_every": ns.checkpoint_every,
     }.items() if v is not None}
+    overrides.update(_algorithm_overrides(ns))
     return condition_config(ns.reward, ns.opponent, ns.seed, ns.profile, **overrides)
+
+
+def _algorithm_overrides(ns) -> dict:
+    """``algorithm`` and the GRPO settings given on the command line (checks that TRL is installed for GRPO)."""
+    if getattr(ns, "algorithm", "ppo") != "grpo":
+        return {}
+    from .grpo import GRPOSettings, require_trl
+
+    require_trl()
+    defaults = GRPOSettings()
+    grpo = {k: v for k, v in {"num_generations": ns.num_generations, "beta": ns.beta}.items()
+            if v is not None and v != getattr(defaults, k)}
+    return {"algorithm": "grpo", **({"grpo_overrides": grpo} if grpo else {})}
+
+
+def _grpo_args(fn):
+    """The options that choose the algorithm and size GRPO (shared by train and compare-algorithms)."""
+    fn = arg("--beta", type=float, default=0.04, help="GRPO: weight of the KL to the base model (TRL's own, 0, "
+             "would not anchor the policy)")(fn)
+    fn = arg("--num-generations", type=int, default=4, help="GRPO: answers sampled per state (the group)")(fn)
+    return fn
 
 
 def _figures_every(n: int, profile=None):
@@ -223,7 +245,7 @@ def _figures_every(n: int, profile=None):
     return callback
 
 
-@command("train", "fine-tune the LLM player with LoRA-PPO on a moral reward (resumable)")
+@command("train", "fine-tune the LLM player with LoRA-PPO (or GRPO) on a moral reward (resumable)")
 @arg("--reward", default="game", help=_REWARD_HELP)
 @arg("--opponent", default="tit_for_tat", help=_OPPONENT_HELP)
 @arg("--game", default="prisoners_dilemma", help="training game: one of {games}")
@@ -239,6 +261,9 @@ def _figures_every(n: int, profile=None):
 @arg("--out", default=None, help="run folder (default: runs/<reward>__<opponent>__seed<k>); new, empty, or "
      "holding this run")
 @arg("--no-resume", dest="resume", action="store_false", help="refuse to continue a run already in --out")
+@arg("--algorithm", choices=["ppo", "grpo"], default="ppo", help="ppo: moralkit's own LoRA-PPO; grpo: TRL's "
+     'GRPOTrainer (pip install "moralkit[grpo]"), same adapter, prompts and rewards')
+@_grpo_args
 def _train(ns) -> int:
     from .experiments import run_folder
     from .plots import save_run_figures
@@ -260,6 +285,38 @@ def _train(ns) -> int:
     print(f"  per-update log:        {run.folder / 'updates.csv'}")
     print(f"  figures:               {', '.join(str(p) for p in figures)}")
     print("  last 20% of training:  " + ", ".join(f"{k}={v}" for k, v in summary.items()))
+    return 0
+
+
+@command("compare-algorithms", "PPO vs GRPO on the same task, one run at a time on this machine (resumable)")
+@arg("--rewards", nargs="+", default=["game", "deontological", "utilitarian", "game_deontological"], help="rewards")
+@arg("--algorithms", nargs="+", choices=["ppo", "grpo"], default=["ppo", "grpo"], help="algorithms")
+@arg("--opponent", default="tit_for_tat", help="opponent of every run")
+@arg("--episodes", type=int, default=FromProfile("train_episodes"), help="updates per run")
+@arg("--games-per-update", type=int, default=FromProfile("games_per_update"), help="games played in parallel per update")
+@arg("--model", default=FromProfile("model"), help="'embedded', a folder, a hub id or random:<shape>")
+@arg("--seed", type=int, default=0, help="training seed of every run")
+@arg("--profile", default=None, help=_PROFILE_HELP)
+@arg("--out", default="runs/ppo_vs_grpo", help="comparison folder: new, empty, or an earlier comparison's")
+@arg("--table", default=None, help="also write the table here, e.g. data/results/ppo_vs_grpo_cpu.csv (default: only OUT/ppo_vs_grpo.csv)")
+@_grpo_args
+def _compare_algorithms(ns) -> int:
+    import pandas as pd
+
+    from .experiments import compare_algorithms
+    from .storage import atomic_write
+
+    ns.algorithm = "grpo" if "grpo" in ns.algorithms else "ppo"
+    grpo = _algorithm_overrides(ns).get("grpo_overrides")
+    overrides = {k: v for k, v in {"episodes": ns.episodes, "games_per_update": ns.games_per_update,
+                                   "model": ns.model}.items() if v is not None}
+    table = compare_algorithms(ns.rewards, ns.algorithms, out=ns.out, opponent=ns.opponent, seed=ns.seed,
+                               profile=ns.profile, grpo_overrides_for_grpo=grpo, **overrides)
+    if ns.table:
+        atomic_write(ns.table, lambda p: table.to_csv(p, index=False))
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(table)
+    print(f"[moralkit] table in {ns.out}/ppo_vs_grpo.csv" + (f" and {ns.table}" if ns.table else ""))
     return 0
 
 
@@ -519,13 +576,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
-        if ns.threads is not None or ns.command in ("train", "evaluate", "grid", "bench"):
+        if ns.threads is not None or ns.command in ("train", "evaluate", "grid", "bench", "compare-algorithms"):
             from .profiles import configure_threads, get_profile
 
             fallback = get_profile(ns.profile).threads if hasattr(ns, "profile") else None  # smoke: 1 thread
             configure_threads(ns.threads, fallback=fallback)
         return COMMANDS[ns.command][1](ns) or 0
-    except (ValueError, OSError, RuntimeError) as exc:
+    except (ValueError, OSError, RuntimeError, ImportError) as exc:
         print(f"moralkit {ns.command}: error: {exc}", file=sys.stderr)
         return 2
 

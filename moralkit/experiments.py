@@ -18,13 +18,15 @@ import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .analysis import (generalisation_over_seeds, generalisation_table, over_seeds, reward_switches, training_table,
+from .analysis import (generalisation_over_seeds, generalisation_table, over_seeds, reward_switches,
+                       rounds_to_criterion, training_summary, training_table,
                        unlearning_table)
 from .profiles import PAPER_AGENTS, Profile, get_profile
-from .storage import atomic_write, claim_folder, read_json
+from .storage import atomic_write, claim_folder, read_json, write_json
 from .training import TrainingConfig, TrainingRun, condition_config
 
-__all__ = ["PAPER_AGENTS", "condition_config", "run_folder", "train_or_reuse", "train_grid", "evaluate_runs", "run_grid", "load_runs"]
+__all__ = ["PAPER_AGENTS", "condition_config", "run_folder", "train_or_reuse", "train_grid", "evaluate_runs", "run_grid",
+           "load_runs", "compare_algorithms", "algorithm_table"]
 
 
 def run_folder(root: str | Path, config: TrainingConfig) -> Path:
@@ -311,3 +313,104 @@ def agent_players(runs: Sequence[TrainingRun], *, model=None, tokenizer=None, la
 
 
 __all__ += ["agent_players"]
+
+
+# --------------------------------------------------------------------- PPO vs GRPO
+_MEASUREMENTS = "measurements.json"
+
+
+def _measure_one(config: dict, folder: str, threads: int) -> dict:
+    """Worker process: train one run; returns this process's peak memory (MiB) and its device."""
+    import resource
+
+    import torch
+
+    from .profiles import configure_threads
+
+    configure_threads(threads)
+    TrainingRun(TrainingConfig.from_dict(config), folder).train(progress=False)
+    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+    if torch.cuda.is_available():
+        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def compare_algorithms(rewards: Sequence[str], algorithms: Sequence[str] = ("ppo", "grpo"), *,
+                       out: str | Path = "runs/ppo_vs_grpo", opponent: str = "tit_for_tat", seed: int = 0,
+                       profile: str | Profile | None = "auto", progress: bool = True,
+                       grpo_overrides_for_grpo: dict | None = None, **overrides):
+    """Train every reward with every algorithm on the same machine, one run at a time; returns the table.
+
+    Each run trains in a process of its own (so its peak memory is its own) into
+    ``out/<algorithm>/<run folder>``; finished runs are skipped and unfinished ones resume, so the
+    same call continues a killed comparison. Peak memory per run is kept in ``out/measurements.json``
+    (the largest over the sessions a resumed run took). The table (:func:`algorithm_table`) is
+    written to ``out/ppo_vs_grpo.csv``. ``overrides`` apply to every run; ``grpo_overrides_for_grpo``
+    (fields of :class:`moralkit.grpo.GRPOSettings`) to the GRPO runs only.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    prof = get_profile(profile)
+    out = Path(out)
+    claim_folder(out, marker=_MEASUREMENTS, kind="algorithm comparison folder (no measurements.json)",
+                 fix="Choose a new or empty folder (--out), or the folder of an earlier comparison.")
+    path = out / _MEASUREMENTS
+    measured = read_json(path) if path.exists() else {}
+    write_json(path, measured)
+    runs = {}
+    for reward in rewards:
+        for algorithm in algorithms:
+            extra = {"grpo_overrides": dict(grpo_overrides_for_grpo)} if algorithm == "grpo" and grpo_overrides_for_grpo else {}
+            cfg = condition_config(reward, opponent, seed, prof, algorithm=algorithm, **extra, **dict(overrides))
+            runs[(reward, algorithm)] = run = TrainingRun(cfg, run_folder(out / algorithm, cfg))
+            key = f"{algorithm}/{run.folder.name}"
+            if run.finished:
+                if progress:
+                    print(f"[moralkit] {key}: finished earlier, skipped")
+                continue
+            if progress:
+                print(f"[moralkit] {key}: training ({cfg.episodes} updates)", flush=True)
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(1, mp_context=context) as pool:
+                result = pool.submit(_measure_one, cfg.to_dict(), str(run.folder), prof.threads).result()
+            before = measured.get(key, {})
+            measured[key] = {**result, **{k: max(result[k], before.get(k, 0.0)) for k in ("peak_rss_mb", "peak_gpu_mb") if k in result}}
+            write_json(path, measured)
+    table = algorithm_table(list(runs.values()), measured)
+    atomic_write(out / "ppo_vs_grpo.csv", lambda p: table.to_csv(p, index=False))
+    return table
+
+
+def algorithm_table(runs: Sequence[TrainingRun], measured: dict | None = None):
+    """One row per run: reward, algorithm, rounds to criterion, minutes, rounds/s, peak memory, final behaviour.
+
+    ``rounds_to_criterion`` (:func:`~moralkit.analysis.rounds_to_criterion`): training rounds until
+    the prediction first held over a trailing 20% of the episodes (empty: never); ``minutes`` and
+    ``rounds_per_s``: time in the episodes (play + update), model loading excluded; ``peak_rss_mb``
+    (``peak_gpu_mb`` on a GPU): the training process's peak; the behaviour columns and ``meets``
+    are over the last 20% of training, as in :func:`~moralkit.analysis.training_table`.
+    """
+    import pandas as pd
+
+    measured = measured or {}
+    verdicts = training_table(runs)
+    rows = []
+    for run, verdict in zip(runs, verdicts.to_dict("records")):
+        c, log, updates = run.config, run.log, run.updates
+        seconds = float(updates["seconds"].sum()) if "seconds" in updates else float("nan")
+        summary = training_summary(log)
+        m = measured.get(f"{c.algorithm}/{run.folder.name}", {})
+        rows.append({
+            "reward": c.label, "algorithm": c.algorithm, "opponent": c.opponent, "episodes": c.episodes,
+            "rounds": int(len(log)),
+            "rounds_to_criterion": rounds_to_criterion(log, c.phases[-1][0], c.opponent, game=c.game, xi=c.xi),
+            "minutes": round(seconds / 60, 2), "rounds_per_s": round(len(log) / seconds, 2) if seconds else float("nan"),
+            "peak_rss_mb": round(m["peak_rss_mb"]) if "peak_rss_mb" in m else None,
+            "peak_gpu_mb": round(m["peak_gpu_mb"]) if "peak_gpu_mb" in m else None,
+            "device": m.get("device", ""),
+            **{k: summary.get(k) for k in ("D", "C", "legal", "C_after_C", "D_after_C", "C_after_D", "D_after_D")},
+            "predicted": verdict["predicted"], "meets": verdict["meets"],
+        })
+    return pd.DataFrame(rows)

@@ -74,6 +74,7 @@ __all__ = [
     "ppo_losses",
     "ScoredAnswers",
     "score_answers",
+    "lora_config",
     "PPOTrainer",
 ]
 
@@ -757,6 +758,16 @@ def score_answers(
 _CHECKPOINT_FORMAT = 1
 
 
+def lora_config(config: PPOConfig):
+    """peft's ``LoraConfig`` of a learner's adapter (the one place the LoRA settings become an adapter)."""
+    from peft import LoraConfig
+
+    modules = config.lora_target_modules
+    return LoraConfig(task_type="CAUSAL_LM", r=config.lora_r, lora_alpha=config.lora_alpha,
+                      lora_dropout=config.lora_dropout, bias="none",
+                      target_modules=modules if isinstance(modules, str) else list(modules))
+
+
 class PPOTrainer:
     """One learning LLM player: a LoRA adapter + value head + Adam + KL controller + score stats.
 
@@ -790,24 +801,13 @@ class PPOTrainer:
         *,
         adapter_name: str = "default",
     ) -> None:
-        from peft import LoraConfig, PeftModel, get_peft_model
+        from peft import PeftModel, get_peft_model
 
         self.config = config if config is not None else PPOConfig.preset("paper")
         self.adapter_name = adapter_name
         self.pad_token_id, self.eos_token_id = _pad_and_eos(tokenizer_or_pad_id, model)
 
-        lora_config = LoraConfig(
-            task_type="CAUSAL_LM",
-            r=self.config.lora_r,
-            lora_alpha=self.config.lora_alpha,
-            lora_dropout=self.config.lora_dropout,
-            target_modules=(
-                self.config.lora_target_modules
-                if isinstance(self.config.lora_target_modules, str)
-                else list(self.config.lora_target_modules)
-            ),
-            bias="none",
-        )
+        lora = lora_config(self.config)
         hidden_size = _hidden_size(model)
         # initialise LoRA and the value head from config.seed without touching the global RNG
         # (peft creates the LoRA matrices on the CPU, then moves them next to their base layer)
@@ -819,9 +819,9 @@ class PPOTrainer:
                         f"the model already has an adapter named {adapter_name!r}; give this learner "
                         f"another adapter_name (existing: {sorted(model.peft_config)})"
                     )
-                model.add_adapter(adapter_name, lora_config)
+                model.add_adapter(adapter_name, lora)
             else:
-                model = get_peft_model(model, lora_config, adapter_name=adapter_name)
+                model = get_peft_model(model, lora, adapter_name=adapter_name)
             self.value_head = ValueHead(hidden_size, self.config.value_head_dropout)
         self.model = model
         self.device = _output_head(model).weight.device

@@ -1,7 +1,8 @@
-"""Fine-tuning an LLM player with LoRA-PPO on moral rewards (docs/science.md §5), episode by episode.
+"""Fine-tuning an LLM player with LoRA-PPO (or TRL's GRPO) on moral rewards (docs/science.md §5), episode by episode.
 
 An **episode** is ``games_per_update`` independent games played in parallel from random initial
-states for ``rounds`` rounds; all its (prompt, answer, reward) rounds feed **one PPO update**.
+states for ``rounds`` rounds; all its (prompt, answer, reward) rounds feed **one PPO update** (with ``algorithm="grpo"``: its
+states feed one GRPO update, which samples a group of new answers to each, see :mod:`moralkit.grpo`).
 ``games_per_update=1, rounds=5`` is the paper's setting; more games per update is the batched
 mode that uses a GPU (or a CPU's vector units) well (docs/glossary.md).
 
@@ -75,10 +76,14 @@ __all__ = [
     "parse_reward_spec",
     "condition_config",
     "RUN_FORMAT",
+    "ALGORITHMS",
 ]
 
 LEARNER = "learner"
 """Opponent name for a second learning LLM."""
+
+ALGORITHMS = ("ppo", "grpo")
+"""The training algorithms: our own LoRA-PPO (:mod:`moralkit.ppo`), TRL's GRPO (:mod:`moralkit.grpo`)."""
 
 RUN_FORMAT = 2
 """Version of the run-folder layout written into ``config.json`` (1: before the PPO settings were recorded)."""
@@ -102,7 +107,10 @@ class TrainingConfig:
     to get another profile's. ``schedule`` overrides ``reward``/``episodes``: a sequence of
     ``(reward, episodes)`` pairs played one after the other, e.g. ``(("game", 30),
     ("deontological", 30))``. ``ppo_overrides`` change single fields of the PPO preset (see
-    :class:`moralkit.ppo.PPOConfig`).
+    :class:`moralkit.ppo.PPOConfig`). ``algorithm`` is ``"ppo"`` (our own LoRA-PPO) or ``"grpo"``
+    (TRL's GRPOTrainer, :mod:`moralkit.grpo`: same adapter, optimiser and learning rate as the
+    preset, against fixed opponents); ``grpo_overrides`` change fields of
+    :class:`moralkit.grpo.GRPOSettings`.
     """
 
     reward: str = "game"
@@ -120,6 +128,8 @@ class TrainingConfig:
     checkpoint_every: int = _DEFAULT.checkpoint_every
     schedule: tuple[tuple[str, int], ...] | None = None
     ppo_overrides: dict = field(default_factory=dict)
+    algorithm: str = "ppo"
+    grpo_overrides: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.schedule is not None:
@@ -138,6 +148,15 @@ class TrainingConfig:
             if int(getattr(self, k)) < 1:
                 raise ValueError(f"{k} must be at least 1, got {getattr(self, k)}.")
         self.ppo_config()  # unknown preset/field -> clear error
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}.")
+        if self.algorithm == "grpo":
+            if self.opponent == LEARNER:
+                raise ValueError("GRPO trains against a fixed opponent; two learning LLMs (opponent='learner') need "
+                                 "algorithm='ppo'.")
+            self.grpo_config()  # unknown field / bad value -> clear error
+        elif self.grpo_overrides:
+            raise ValueError(f"grpo_overrides {self.grpo_overrides} only apply with algorithm='grpo'.")
 
     @property
     def phases(self) -> tuple[tuple[str, int], ...]:
@@ -167,6 +186,12 @@ class TrainingConfig:
         seed = self.seed + (1 if learner == "opponent" else 0)
         return PPOConfig.preset(self.preset, **{"seed": seed, **self.ppo_overrides})
 
+    def grpo_config(self):
+        """The fully resolved GRPO settings: the PPO preset's adapter, optimiser and seed, then ``grpo_overrides``."""
+        from .grpo import GRPOSettings
+
+        return GRPOSettings.from_ppo(self.ppo_config(), **self.grpo_overrides)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["schedule"] = [list(p) for p in self.schedule] if self.schedule else None
@@ -174,7 +199,10 @@ class TrainingConfig:
 
     def settings(self) -> dict:
         """What ``config.json`` records: these fields, the resolved PPO settings and the format version."""
-        return {**self.to_dict(), "ppo": self.ppo_config().to_dict(), "format": RUN_FORMAT}
+        out = {**self.to_dict(), "ppo": self.ppo_config().to_dict(), "format": RUN_FORMAT}
+        if self.algorithm == "grpo":
+            out["grpo"] = self.grpo_config().to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainingConfig":
@@ -438,6 +466,8 @@ class TrainingRun:
                     f"cannot be resumed safely. Its logs stay readable. {self._start_over_hint()}"
                 )
             return  # nothing trained yet that could disagree: the run starts afresh
+        if not diffs and self.config.algorithm == "grpo" and isinstance(saved.get("grpo"), dict):
+            diffs = _differences(saved["grpo"], self.config.grpo_config().to_dict(), prefix="grpo.")
         if diffs:
             raise RunMismatchError(
                 f"{self.folder} holds an unfinished run that started with other PPO settings:\n{_diff_text(diffs)}\n"
@@ -476,19 +506,16 @@ class TrainingRun:
         from .ppo import PPOTrainer
 
         c = self.config
+        if c.algorithm == "grpo":
+            from .grpo import require_trl
+
+            require_trl()  # before the model is loaded: say at once how to install TRL
         if not self.finished:
             point = self._resume_point()  # before the model is loaded: a damaged folder fails fast
         if self._model is None:
             self._model, self._tokenizer = load_model(c.model)
         elif self._tokenizer is None:
             raise ValueError("Pass the tokenizer together with the model.")
-        learner = PPOTrainer(self._model, self._tokenizer, c.ppo_config(), adapter_name="default")
-        self.trainers = {"learner": learner}
-        if c.opponent == LEARNER:
-            self.trainers["opponent"] = PPOTrainer(learner.model, self._tokenizer, c.ppo_config("opponent"),
-                                                   adapter_name="opponent")
-        # each player answers with its own learner's adapter, whatever else is active on the shared model
-        self.players = {k: LLMPlayer(t.model, self._tokenizer, c.labels, adapter=t.adapter_name) for k, t in self.trainers.items()}
         self.env = IteratedGame(
             c.game,
             None if c.opponent == LEARNER else c.opponent,
@@ -499,6 +526,16 @@ class TrainingRun:
             r_illegal=c.r_illegal,
             seed=np.random.default_rng([c.seed, 1]),
         )
+        if c.algorithm == "grpo":
+            learner = self._grpo_learner()
+        else:
+            learner = PPOTrainer(self._model, self._tokenizer, c.ppo_config(), adapter_name="default")
+        self.trainers = {"learner": learner}
+        if c.opponent == LEARNER:
+            self.trainers["opponent"] = PPOTrainer(learner.model, self._tokenizer, c.ppo_config("opponent"),
+                                                   adapter_name="opponent")
+        # each player answers with its own learner's adapter, whatever else is active on the shared model
+        self.players = {k: LLMPlayer(t.model, self._tokenizer, c.labels, adapter=t.adapter_name) for k, t in self.trainers.items()}
         self.sample_rng = np.random.default_rng([c.seed, 2])
         self.episode = 0
         if self.finished:
@@ -507,6 +544,19 @@ class TrainingRun:
             self._load_checkpoint(*point)
         else:
             self._start_folder()
+
+    def _grpo_learner(self):
+        """TRL's GRPO on this run's model, with the moral reward of the run's environment (its reward objects)."""
+        from .grpo import GRPOLearner, moral_reward_function
+        from .llm.agent import label_token_ids
+        from .llm.prompts import get_label_set
+
+        c = self.config
+        labels = get_label_set(c.labels)
+        longest_label = max(len(ids) for ids in label_token_ids(self._tokenizer, labels))
+        return GRPOLearner(self._model, self._tokenizer, c.grpo_config(), rows_per_update=c.games_per_update * c.rounds,
+                           reward_fn=moral_reward_function(self.env.game, self.env.rewards, labels),
+                           max_completion_length=longest_label)
 
     def _logged_episodes(self) -> int:
         """How many episodes ``rounds.csv`` holds (0 without a log)."""
@@ -669,7 +719,7 @@ class TrainingRun:
         """Play one episode with the current policies; returns (rounds frame, batches per learner)."""
         c = self.config
         game = self.env.game
-        batches = {k: ([], [], []) for k in self.trainers}
+        batches = {k: ([], [], [], []) for k in self.trainers}  # prompt ids, answer ids, rewards, states
         state = self.env.reset()
         reward_name = get_reward(c.reward_at(self.episode)).name
         with contextlib.ExitStack() as weights_fixed:  # the weights change only in the update after the episode
@@ -693,7 +743,11 @@ class TrainingRun:
         batches["learner"][0].extend(d.prompt_ids)
         batches["learner"][1].extend(d.answer_ids)
         batches["learner"][2].extend(res.rewards[reward_name])
+        batches["learner"][3].extend(  # what GRPO needs to score other answers to the same prompt
+            {"message": m, "train_reward": reward_name, "my_prev": int(mp), "opp_prev": int(op), "opp_move": int(om)}
+            for m, mp, op, om in zip(d.messages, state.my_prev, state.opp_prev, res.opp_moves))
         if opp_moves is not None:
+            batches["opponent"][3].extend({} for _ in od.prompt_ids)
             batches["opponent"][0].extend(od.prompt_ids)
             batches["opponent"][1].extend(od.answer_ids)
             batches["opponent"][2].extend(res.opp_rewards[reward_name])
@@ -709,7 +763,7 @@ class TrainingRun:
         self.setup()
         self._lock.acquire()  # again, if an earlier train() of this run released it
         c = self.config
-        bar = tqdm(total=c.episodes, initial=self.episode, disable=not progress, desc=f"PPO {c.label} vs {c.opponent}")
+        bar = tqdm(total=c.episodes, initial=self.episode, disable=not progress, desc=f"{c.algorithm.upper()} {c.label} vs {c.opponent}")
         try:
             while self.episode < c.episodes:
                 start = time.perf_counter()
@@ -717,8 +771,11 @@ class TrainingRun:
                 rounds["episode"] = self.episode
                 stats_rows = {}
                 for key, trainer in self.trainers.items():
-                    prompts, answers, scores = batches[key]
-                    stats_rows[key] = trainer.step(prompts, answers, np.asarray(scores, dtype=np.float32))
+                    prompts, answers, scores, states = batches[key]
+                    if c.algorithm == "grpo":
+                        stats_rows[key] = trainer.update(states)  # new groups of answers to the states just played
+                    else:
+                        stats_rows[key] = trainer.step(prompts, answers, np.asarray(scores, dtype=np.float32))
                 update = {"episode": self.episode, "train_reward": rounds["train_reward"].iloc[0],
                           "seconds": time.perf_counter() - start}
                 for key, stats in stats_rows.items():

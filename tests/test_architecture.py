@@ -31,6 +31,7 @@ ORDER = [
     "llm.agent",
     "llm",
     "ppo",
+    "grpo",
     "evaluate",
     "pluralistic",
     "analysis",
