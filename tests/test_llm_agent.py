@@ -274,20 +274,26 @@ def test_works_with_a_peft_model(model, tokenizer):
     assert len(decision.answer_ids) == 2 and peft_model.training  # mode restored
 
 
-def test_player_uses_its_named_adapter(tokenizer):
+def two_adapter_model(tokenizer):
+    """The tiny random model with two LoRA adapters: "zero" (B = 0, the base model) and "trained" (random B)."""
     from peft import LoraConfig, get_peft_model
 
-    def log_probs(player):  # compare in log space: the unbiased tiny model gives tiny label probabilities
-        return np.log(player.label_probabilities(PD, [0], [1])[:, :2])
-
     lora = dict(r=4, target_modules=["q_proj", "v_proj"])
-    reference = log_probs(LLMPlayer(tiny_random_model(tokenizer, seed=0), tokenizer))
     model = get_peft_model(tiny_random_model(tokenizer, seed=0), LoraConfig(**lora), adapter_name="zero")
     model.add_adapter("trained", LoraConfig(**lora))
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B.trained" in name:
                 param.normal_(std=0.5, generator=torch.Generator().manual_seed(0))
+    return model
+
+
+def test_player_uses_its_named_adapter(tokenizer):
+    def log_probs(player):  # compare in log space: the unbiased tiny model gives tiny label probabilities
+        return np.log(player.label_probabilities(PD, [0], [1])[:, :2])
+
+    reference = log_probs(LLMPlayer(tiny_random_model(tokenizer, seed=0), tokenizer))
+    model = two_adapter_model(tokenizer)
     model.set_adapter("zero")
     base, zero, trained = (LLMPlayer(model, tokenizer, adapter=x) for x in ("base", "zero", "trained"))
     assert "adapter='trained'" in repr(trained) and trained.with_labels("test").adapter == "trained"
@@ -299,15 +305,7 @@ def test_player_uses_its_named_adapter(tokenizer):
 
 def test_a_player_keeps_the_adapter_active_when_it_was_made(tokenizer):
     """No hidden state: switching the shared model's adapter afterwards leaves the player as it was."""
-    from peft import LoraConfig, get_peft_model
-
-    lora = dict(r=4, target_modules=["q_proj", "v_proj"])
-    model = get_peft_model(tiny_random_model(tokenizer, seed=0), LoraConfig(**lora), adapter_name="zero")
-    model.add_adapter("trained", LoraConfig(**lora))
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B.trained" in name:
-                param.normal_(std=0.5, generator=torch.Generator().manual_seed(0))
+    model = two_adapter_model(tokenizer)
     model.set_adapter("trained")
     player = LLMPlayer(model, tokenizer)  # no adapter named: it keeps "trained"
     assert player.adapter == "trained" and player.with_labels("ab").adapter == "trained"
