@@ -840,29 +840,23 @@ class TrainingRun:
         model up (loads it) if needed. Against a fixed opponent there is one learner; with two
         learners (``opponent="learner"``) both adapters sit on the one base model.
         """
-        import pandas as pd
-
-        from .llm.models import parameter_size
+        from .llm.adapters import base_parameters, parameter_table
 
         self.setup()
-        lora = {id(p) for trainer in self.trainers.values() for p in trainer.adapter_parameters}
-        rows = {"base model (frozen, shared)": parameter_size(p for p in self.model.parameters() if id(p) not in lora)}
+        rows = {"base model (frozen, shared)": base_parameters(self.model)}
         for key, trainer in self.trainers.items():
-            rows[f"LoRA adapter {trainer.adapter_name!r} ({key})"] = parameter_size(trainer.adapter_parameters)
-            rows[f"value head ({key})"] = parameter_size(trainer.value_head.parameters())
-        table = pd.DataFrame(rows, index=["parameters", "MiB"]).T
-        table["parameters"] = table["parameters"].astype(int)
-        return table
+            rows[f"LoRA adapter {trainer.adapter_name!r} ({key})"] = trainer.adapter_parameters
+            rows[f"value head ({key})"] = trainer.value_head.parameters()
+        return parameter_table(rows)
 
     def parameter_counts(self, which: str = "learner") -> tuple[int, int]:
         """``(trained, frozen)``: the parameters PPO trains for ``which`` (adapter + value head) and the base model's."""
+        from .llm.adapters import base_parameters
         from .llm.models import parameter_size
 
         self.setup()
-        trainer = self.trainers[which]
-        lora = {id(p) for t in self.trainers.values() for p in t.adapter_parameters}
-        trained, _ = parameter_size(trainer.trainable_parameters)
-        frozen, _ = parameter_size(p for p in self.model.parameters() if id(p) not in lora)
+        trained, _ = parameter_size(self.trainers[which].trainable_parameters)
+        frozen, _ = parameter_size(base_parameters(self.model))
         return trained, frozen
 
     def player(self, which: str = "learner", labels: str | None = None):

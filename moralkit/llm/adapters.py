@@ -15,10 +15,10 @@ from __future__ import annotations
 import contextlib
 import weakref
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 
 __all__ = ["BASE", "attach_adapters", "using_adapter", "adapters_disabled", "adapter_names", "adapter_parameters",
-           "memory_report"]
+           "base_parameters", "parameter_table", "memory_report"]
 
 BASE = "base"
 """Adapter name meaning "no adapter": the untuned base model."""
@@ -35,23 +35,33 @@ def adapter_parameters(model, name: str | None = None) -> list:
             if "lora_" in key and (name is None or f".{name}." in key or key.endswith(f".{name}"))]
 
 
+def base_parameters(model) -> list:
+    """The base model's own parameters: everything on ``model`` that is not a LoRA adapter's."""
+    lora = {id(p) for p in adapter_parameters(model)}
+    return [p for p in model.parameters() if id(p) not in lora]
+
+
+def parameter_table(rows: Mapping[str, Iterable]):
+    """A table of ``parameters`` and ``MiB``, one row per label, from each label's parameters."""
+    import pandas as pd
+
+    from .models import parameter_size
+
+    table = pd.DataFrame({label: parameter_size(params) for label, params in rows.items()}, index=["parameters", "MiB"]).T
+    table["parameters"] = table["parameters"].astype(int)
+    return table
+
+
 def memory_report(model, base_label: str = "base model (frozen, shared)"):
     """What one base model with several adapters holds: a table of ``parameters`` and ``MiB``.
 
     One row for the base model's own weights, one per adapter (``LoRA adapter 'name'``). A second
     adapter costs its own row only: the base weights are stored once.
     """
-    import pandas as pd
-
-    from .models import parameter_size
-
-    lora = {id(p) for p in adapter_parameters(model)}
-    rows = {base_label: parameter_size(p for p in model.parameters() if id(p) not in lora)}
+    rows = {base_label: base_parameters(model)}
     for name in adapter_names(model):
-        rows[f"LoRA adapter {name!r}"] = parameter_size(adapter_parameters(model, name))
-    table = pd.DataFrame(rows, index=["parameters", "MiB"]).T
-    table["parameters"] = table["parameters"].astype(int)
-    return table
+        rows[f"LoRA adapter {name!r}"] = adapter_parameters(model, name)
+    return parameter_table(rows)
 
 
 def attach_adapters(model, adapters: Mapping[str, str | Path]):
