@@ -201,12 +201,18 @@ def _profile_name(profile: str | None) -> str:
     return get_profile(profile).name
 
 
+_LABELS_HELP = ("labels the player trains with: train (action1/action2, the paper's), another label set, or pool "
+                "(each update draws a pair from moralkit.llm.prompts.LABEL_POOL, disjoint from the evaluation "
+                "labels, with random meanings: the policy must read the payoff table)")
+
+
 def _train_config(ns):
     from .training import condition_config
 
     overrides = {k: v for k, v in {
         "episodes": ns.episodes, "games_per_update": ns.games_per_update, "rounds": ns.rounds,
         "preset": ns.preset, "model": ns.model, "game": ns.game, "checkpoint_every": ns.checkpoint_every,
+        "labels": ns.labels,
     }.items() if v is not None}
     overrides.update(_algorithm_overrides(ns))
     return condition_config(ns.reward, ns.opponent, ns.seed, ns.profile, **overrides)
@@ -256,6 +262,7 @@ def _figures_every(n: int, profile=None):
 @arg("--preset", default=FromProfile("ppo_preset"), help="PPO preset: paper, cpu or smoke")
 @arg("--model", default=FromProfile("model"), help="'embedded', a local folder, a hub id or random:<shape>")
 @arg("--checkpoint-every", type=int, default=FromProfile("checkpoint_every"), help="episodes between checkpoints")
+@arg("--labels", default="train", help=_LABELS_HELP)
 @arg("--profile", default=None, choices=_PROFILES, help=_PROFILE_HELP)
 @arg("--seed", type=int, default=FromProfile("seeds", lambda seeds: seeds[0]), help="training seed")
 @arg("--out", default=None, help="run folder (default: runs/<reward>__<opponent>__seed<k>); new, empty, or "
@@ -359,6 +366,7 @@ def _evaluate(ns) -> int:
 @arg("--workers", type=int, default=1, help="train this many conditions at once, each in its own process "
      "(on a GPU: several runs share it; on a CPU: they share the cores)")
 @arg("--model", default=FromProfile("model"), help="'embedded', a folder, a hub id or random:<shape>")
+@arg("--labels", default="train", help=_LABELS_HELP)
 @arg("--no-evaluate", dest="evaluate", action="store_false", help="train only; print the training table")
 @arg("--out", default="runs/grid", help="grid folder: new, empty, or an earlier grid's")
 def _grid(ns) -> int:
@@ -369,7 +377,7 @@ def _grid(ns) -> int:
     from .experiments import run_grid
     from .storage import read_table
 
-    overrides = {k: v for k, v in {"episodes": ns.episodes, "model": ns.model}.items() if v is not None}
+    overrides = {k: v for k, v in {"episodes": ns.episodes, "model": ns.model, "labels": ns.labels}.items() if v is not None}
     train_tab, summary = run_grid(ns.rewards, ns.opponents, ns.seeds, out=ns.out, profile=ns.profile,
                                   evaluate=ns.evaluate, workers=ns.workers, **overrides)
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 3):

@@ -154,24 +154,38 @@ def _text(completion: Any) -> str:
     return "".join(m.get("content", "") for m in completion if isinstance(m, dict))
 
 
-def moral_reward_function(game: MatrixGame | str, rewards: Mapping[str, Reward], labels: LabelSet | str = "train") -> Callable:
+def moral_reward_function(game: MatrixGame | str, rewards: Mapping[str, Reward],
+                          labels: LabelSet | str | None = "train") -> Callable:
     """A reward function in TRL's form: ``f(prompts, completions, **dataset columns) -> list[float]``.
 
     It reads the state from the dataset columns ``train_reward`` (the reward's name in ``rewards``),
     ``my_prev``, ``opp_prev`` and ``opp_move`` (the opponent strategy's move that round), parses each
     completion with ``labels`` and returns the moral reward of M's move; a garbled answer is an
-    illegal move and earns the reward's ``r_illegal``.
+    illegal move and earns the reward's ``r_illegal``. With ``labels=None`` each row's labels come
+    from its columns ``c_label`` and ``d_label`` (a run training with ``labels="pool"``).
 
     >>> from moralkit.rewards import get_reward
     >>> f = moral_reward_function("prisoners_dilemma", {"game": get_reward("game")})
     >>> f(["p", "p"], ["action2", "action 9"], train_reward=["game"] * 2, my_prev=[0, 0], opp_prev=[0, 0], opp_move=[0, 0])
     [4.0, -6.0]
+    >>> g = moral_reward_function("prisoners_dilemma", {"game": get_reward("game")}, labels=None)
+    >>> g(["p", "p"], ["red", "red"], train_reward=["game"] * 2, my_prev=[0, 0], opp_prev=[0, 0], opp_move=[0, 0],
+    ...   c_label=["red", "blue"], d_label=["blue", "red"])
+    [3.0, 4.0]
     """
     game = get_game(game)
-    labels = get_label_set(labels)
+    labels = None if labels is None else get_label_set(labels)
 
-    def moral_reward(prompts, completions, train_reward, my_prev, opp_prev, opp_move, **_unused) -> list[float]:
-        moves = parse_answers([_text(c) for c in completions], labels)
+    def moral_reward(prompts, completions, train_reward, my_prev, opp_prev, opp_move, c_label=None, d_label=None,
+                     **_unused) -> list[float]:
+        texts = [_text(c) for c in completions]
+        if labels is not None:
+            moves = parse_answers(texts, labels)
+        elif c_label is None or d_label is None:
+            raise ValueError("This reward function reads each row's labels from the columns c_label and d_label, "
+                             "which the dataset lacks; pass labels= to read every answer with one label set.")
+        else:
+            moves = np.array([parse_answers([t], LabelSet(c, d))[0] for t, c, d in zip(texts, c_label, d_label)])
         names = np.asarray(list(train_reward), dtype=object)
         out = np.zeros(len(moves), dtype=float)
         for name in dict.fromkeys(names):
@@ -275,11 +289,13 @@ class GRPOLearner:
         return (f"GRPOLearner(group={self.settings.num_generations}, beta={self.settings.beta}, LoRA r={self.settings.lora_r}: "
                 f"{n:,} params, rows per update={self.rows_per_update}, steps={self.step_count})")
 
-    def update(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    def update(self, rows: Sequence[Mapping[str, Any]], max_completion_length: int | None = None) -> dict[str, float]:
         """One GRPO update on the states of an episode; returns statistics (floats).
 
         ``rows``: one dict per state with ``message`` (the user message the player saw) and the
         columns the reward function reads (``train_reward``, ``my_prev``, ``opp_prev``, ``opp_move``).
+        ``max_completion_length``: tokens sampled per answer in this update (the longer label of the
+        episode's labels, which change from update to update with ``labels="pool"``; default: as built).
 
         Stats: ``score/raw_mean``, ``score/raw_std`` (reward of the sampled answers),
         ``objective/kl`` (TRL's per-token KL to the base model), ``objective/kl_coef`` (β),
@@ -297,6 +313,9 @@ class GRPOLearner:
             item["prompt"] = [{"role": "user", "content": row["message"]}]
             batch += [dict(item) for _ in range(g)]
         tr = self.trainer
+        if max_completion_length is not None:  # as our player: exactly the label's tokens, no tail to garble it
+            k = int(max_completion_length)
+            tr.max_completion_length = tr.generation_config.max_new_tokens = tr.generation_kwargs["max_new_tokens"] = k
         tr._metrics["train"].clear()
         tr.current_gradient_accumulation_steps = self.accumulation
         tr._step, tr._buffered_inputs = 0, None  # a fresh group every update

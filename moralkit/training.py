@@ -88,6 +88,7 @@ ALGORITHMS = ("ppo", "grpo")
 RUN_FORMAT = 2
 """Version of the run-folder layout written into ``config.json`` (1: before the PPO settings were recorded)."""
 
+_LABEL_STREAM = 3  # the random stream of a "pool" run's labels: (seed, episode, 3); env and sampling use (seed, 1), (seed, 2)
 _DEFAULT = PROFILES["cpu"]  # TrainingConfig's defaults are the cpu profile's sizes
 
 
@@ -142,6 +143,9 @@ class TrainingConfig:
         for name, _ in self.phases:
             get_reward(name, xi=self.xi, r_illegal=self.r_illegal)  # fails early with the valid names / bad numbers
         get_game(self.game)
+        from .llm.prompts import check_training_labels
+
+        object.__setattr__(self, "labels", check_training_labels(self.labels))
         if self.opponent != LEARNER:
             get_opponent(self.opponent)
         for k in ("episodes", "games_per_update", "rounds", "checkpoint_every"):
@@ -171,10 +175,31 @@ class TrainingConfig:
                 return name
         return self.phases[-1][0]
 
+    def labels_at(self, episode: int) -> "LabelSet":
+        """The labels the players see in a (0-based) episode.
+
+        A label set's name gives the same labels in every episode. ``"pool"`` draws each episode's
+        pair from :data:`~moralkit.llm.prompts.LABEL_POOL`, with a random meaning for each label,
+        from a random stream of its own (``seed``, ``episode``): a resumed run sees the same labels.
+
+        >>> TrainingConfig().labels_at(3).name
+        'train'
+        >>> pool = TrainingConfig(labels="pool")
+        >>> pool.labels_at(0) == pool.labels_at(0), pool.labels_at(0).name.startswith("pool_")
+        (True, True)
+        """
+        from .llm.prompts import POOL, get_label_set, pool_labels
+
+        if self.labels != POOL:
+            return get_label_set(self.labels)
+        return pool_labels(np.random.default_rng([self.seed, int(episode), _LABEL_STREAM]))
+
     @property
     def label(self) -> str:
-        """A short name for tables: ``game``, ``game_then_deontological``…"""
-        return "_then_".join(name for name, _ in self.phases)
+        """A short name for tables: ``game``, ``game_then_deontological``…; ``utilitarian+pool`` trained
+        with other labels than the paper's (``labels="pool"``)."""
+        name = "_then_".join(name for name, _ in self.phases)
+        return name if self.labels == "train" else f"{name}+{self.labels}"
 
     def ppo_config(self, learner: str = "learner"):
         """The fully resolved PPO settings of a learner: the preset, this run's seed, the overrides.
@@ -535,7 +560,8 @@ class TrainingRun:
             self.trainers["opponent"] = PPOTrainer(learner.model, self._tokenizer, c.ppo_config("opponent"),
                                                    adapter_name="opponent")
         # each player answers with its own learner's adapter, whatever else is active on the shared model
-        self.players = {k: LLMPlayer(t.model, self._tokenizer, c.labels, adapter=t.adapter_name) for k, t in self.trainers.items()}
+        self.players = {k: LLMPlayer(t.model, self._tokenizer, c.labels_at(0), adapter=t.adapter_name)
+                        for k, t in self.trainers.items()}
         self.sample_rng = np.random.default_rng([c.seed, 2])
         self.episode = 0
         if self.finished:
@@ -548,15 +574,19 @@ class TrainingRun:
     def _grpo_learner(self):
         """TRL's GRPO on this run's model, with the moral reward of the run's environment (its reward objects)."""
         from .grpo import GRPOLearner, moral_reward_function
-        from .llm.agent import label_token_ids
-        from .llm.prompts import get_label_set
+        from .llm.prompts import POOL
 
         c = self.config
-        labels = get_label_set(c.labels)
-        longest_label = max(len(ids) for ids in label_token_ids(self._tokenizer, labels))
+        labels = None if c.labels == POOL else c.labels_at(0)  # pool: each row's labels travel with it
         return GRPOLearner(self._model, self._tokenizer, c.grpo_config(), rows_per_update=c.games_per_update * c.rounds,
                            reward_fn=moral_reward_function(self.env.game, self.env.rewards, labels),
-                           max_completion_length=longest_label)
+                           max_completion_length=self._answer_tokens(0))
+
+    def _answer_tokens(self, episode: int) -> int:
+        """Tokens per answer in an episode: as many as the longer of its labels needs."""
+        from .llm.agent import label_token_ids
+
+        return max(len(ids) for ids in label_token_ids(self._tokenizer, self.config.labels_at(episode)))
 
     def _logged_episodes(self) -> int:
         """How many episodes ``rounds.csv`` holds (0 without a log)."""
@@ -717,34 +747,50 @@ class TrainingRun:
 
     def play_episode(self):
         """Play one episode with the current policies; returns (rounds frame, batches per learner)."""
+        from .llm.prompts import POOL
+
         c = self.config
         game = self.env.game
         batches = {k: ([], [], [], []) for k in self.trainers}  # prompt ids, answer ids, rewards, states
         state = self.env.reset()
         reward_name = get_reward(c.reward_at(self.episode)).name
+        players = self._episode_players()
         with contextlib.ExitStack() as weights_fixed:  # the weights change only in the update after the episode
-            for player in self.players.values():
+            for player in players.values():
                 weights_fixed.enter_context(player.reuse_prefix())
             while not self.env.done:
-                state = self._play_round(game, state, reward_name, batches)
+                state = self._play_round(game, state, reward_name, batches, players)
         rounds = self.env.frame(clear=True)
         rounds.insert(1, "train_reward", reward_name)
+        if c.labels == POOL:  # which labels meant C and D in this episode
+            rounds.insert(2, "labels", players["learner"].labels.name)
         return rounds, batches
 
-    def _play_round(self, game, state, reward_name: str, batches: dict):
+    def _episode_players(self) -> dict:
+        """This episode's players: the run's own, or with a ``"pool"`` run's labels of the episode."""
+        from .llm.prompts import POOL
+
+        if self.config.labels != POOL:
+            return self.players
+        labels = self.config.labels_at(self.episode)
+        return {key: player.with_labels(labels) for key, player in self.players.items()}
+
+    def _play_round(self, game, state, reward_name: str, batches: dict, players: dict):
         """One round of every game of the episode; appends each learner's rows to ``batches``."""
-        d = self.players["learner"].decide(game, state.my_prev, state.opp_prev, self.sample_rng)
+        d = players["learner"].decide(game, state.my_prev, state.opp_prev, self.sample_rng)
+        labels = players["learner"].labels
         info = {"answer": d.answers}
         opp_moves = None
         if "opponent" in self.trainers:
-            od = self.players["opponent"].decide(game.swap_players(), state.opp_prev, state.my_prev, self.sample_rng)
+            od = players["opponent"].decide(game.swap_players(), state.opp_prev, state.my_prev, self.sample_rng)
             opp_moves, info["opp_answer"] = od.moves, od.answers
         res = self.env.step(d.moves, opp_moves, info=info)
         batches["learner"][0].extend(d.prompt_ids)
         batches["learner"][1].extend(d.answer_ids)
         batches["learner"][2].extend(res.rewards[reward_name])
         batches["learner"][3].extend(  # what GRPO needs to score other answers to the same prompt
-            {"message": m, "train_reward": reward_name, "my_prev": int(mp), "opp_prev": int(op), "opp_move": int(om)}
+            {"message": m, "train_reward": reward_name, "my_prev": int(mp), "opp_prev": int(op), "opp_move": int(om),
+             "c_label": labels.c, "d_label": labels.d}
             for m, mp, op, om in zip(d.messages, state.my_prev, state.opp_prev, res.opp_moves))
         if opp_moves is not None:
             batches["opponent"][3].extend({} for _ in od.prompt_ids)
@@ -772,8 +818,8 @@ class TrainingRun:
                 stats_rows = {}
                 for key, trainer in self.trainers.items():
                     prompts, answers, scores, states = batches[key]
-                    if c.algorithm == "grpo":
-                        stats_rows[key] = trainer.update(states)  # new groups of answers to the states just played
+                    if c.algorithm == "grpo":  # new groups of answers to the states just played
+                        stats_rows[key] = trainer.update(states, self._answer_tokens(self.episode))
                     else:
                         stats_rows[key] = trainer.step(prompts, answers, np.asarray(scores, dtype=np.float32))
                 update = {"episode": self.episode, "train_reward": rounds["train_reward"].iloc[0],

@@ -59,6 +59,20 @@ def test_reward_function_uses_each_rows_reward():
     assert got == [4.0, -get_reward("deontological").xi]
 
 
+def test_a_pool_run_scores_each_group_with_its_episodes_labels(tmp_path):
+    from moralkit.llm.models import embedded_tokenizer, tiny_random_model
+
+    tok = embedded_tokenizer()
+    red, blue = (tok.encode(t, add_special_tokens=False)[0] for t in ("red", "blue"))
+    model = tiny_random_model(tok, seed=0, logit_bias={red: 15.0, blue: 14.5})
+    cfg = TrainingConfig(**{**TINY, "algorithm": "grpo", "labels": "pool", "episodes": 2})
+    assert [cfg.labels_at(e).name for e in range(2)] == ["pool_blue_red", "pool_action7_action8"]
+    run = TrainingRun(cfg, tmp_path / "pool", model=model, tokenizer=tok).train(progress=False)
+    score = run.updates["score/raw_mean"].to_numpy()
+    # the groups' answers are "red"/"blue": legal moves under episode 0's labels, illegal under episode 1's
+    assert score[0] > R_ILLEGAL + 1 and score[1] == pytest.approx(R_ILLEGAL)
+
+
 def test_settings_share_the_ppo_adapter_and_refuse_no_anchor():
     cfg = TrainingConfig(**TINY, algorithm="grpo")
     s, p = cfg.grpo_config(), cfg.ppo_config()

@@ -58,6 +58,41 @@ def test_scores_are_the_reward_in_force(tmp_path):
     assert (log[log["episode"] >= 2]["train_reward"] == "deontological").all()
 
 
+def test_a_pool_run_reads_each_episode_with_its_own_labels(tmp_path):
+    from moralkit.llm.models import embedded_tokenizer, tiny_random_model
+    from moralkit.llm.prompts import LABEL_POOL, LABEL_SETS, parse_answer
+
+    tok = embedded_tokenizer()
+    red, blue = (tok.encode(t, add_special_tokens=False)[0] for t in ("red", "blue"))
+    model = tiny_random_model(tok, seed=0, logit_bias={red: 15.0, blue: 14.5})
+    cfg = TrainingConfig(**{**TINY, "labels": "pool"})
+    run = TrainingRun(cfg, tmp_path / "pool", model=model, tokenizer=tok).train(progress=False)
+    log = run.log
+    assert cfg.label == "game+pool" and json.loads((run.folder / "config.json").read_text())["labels"] == "pool"
+    drawn = {e: cfg.labels_at(e) for e in range(cfg.episodes)}
+    assert log.groupby("episode")["labels"].unique().map(list).to_dict() == {e: [ls.name for ls in [drawn[e]]] for e in drawn}
+    assert len({ls.name for ls in drawn.values()}) > 1  # the labels change from update to update
+    named = {label for ls in LABEL_SETS.values() for label in ls.labels}
+    assert all({ls.c, ls.d} in [set(p) for p in LABEL_POOL] and not {ls.c, ls.d} & named for ls in drawn.values())
+    moves = {0: "C", 1: "D", -1: "illegal"}
+    read = [moves[parse_answer(a, drawn[e])] for a, e in zip(log["answer"].fillna(""), log["episode"])]
+    assert read == log["my_move"].tolist()  # every answer was read with its own episode's labels
+    legal = log[log["my_move"] != "illegal"]
+    assert len(legal) and set(legal["answer"]) <= {"red", "blue"}  # the biased model's words, legal only where drawn
+    assert {drawn[e].name for e in legal["episode"]} == {"pool_blue_red"}
+
+
+def test_pool_labels_are_a_pure_function_of_seed_and_episode():
+    a, b = TrainingConfig(labels="pool", seed=0), TrainingConfig(labels="pool", seed=1)
+    assert [a.labels_at(e) for e in range(20)] == [a.labels_at(e) for e in range(20)]  # a resumed run sees the same
+    assert [a.labels_at(e) for e in range(20)] != [b.labels_at(e) for e in range(20)]
+    meanings = {(ls.c, ls.d) for ls in (a.labels_at(e) for e in range(200))}
+    assert any((d, c) in meanings for c, d in meanings)  # both meanings of a pair occur
+    assert TrainingConfig(labels="Train").labels == "train" and TrainingConfig().labels_at(5).name == "train"
+    with pytest.raises(ValueError, match="Unknown training labels 'nope'.*pool"):
+        TrainingConfig(labels="nope")
+
+
 KILLED_RUN = textwrap.dedent(
     """
     import os, signal, sys, torch

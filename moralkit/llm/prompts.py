@@ -52,6 +52,10 @@ __all__ = [
     "LABEL_SETS",
     "get_label_set",
     "random_labels",
+    "LABEL_POOL",
+    "POOL",
+    "pool_labels",
+    "check_training_labels",
     "VALUE_PROMPTS",
     "value_sentence",
     "draw_flips",
@@ -153,6 +157,47 @@ def get_label_set(name: str | LabelSet) -> LabelSet:
         f"Unknown label set {name!r}. Valid names: {', '.join(LABEL_SETS)}; "
         "or call random_labels(rng) for random strings, or build LabelSet(c=..., d=...)."
     )
+
+
+LABEL_POOL: tuple[tuple[str, str], ...] = (
+    ("action5", "action6"), ("action7", "action8"), ("action9", "action0"),
+    ("option1", "option2"), ("choice1", "choice2"), ("move1", "move2"),
+    ("P", "Q"), ("K", "M"), ("U", "V"),
+    ("red", "blue"), ("north", "south"), ("alpha", "beta"), ("sun", "moon"),
+)
+"""Label pairs for training with ``labels="pool"``: none of them is a label of :data:`LABEL_SETS`
+(the training labels, the generalisation test's ``action3``/``action4`` and the probes), and
+:func:`pool_labels` gives either one the meaning C. A policy trained on them cannot learn "answer
+``action1``": to earn its reward it has to read, in the payoff table, which label pays what."""
+
+POOL = "pool"
+"""The ``labels`` value of a training run whose every update draws its labels from :data:`LABEL_POOL`."""
+
+
+def pool_labels(rng: np.random.Generator) -> LabelSet:
+    """A pair of :data:`LABEL_POOL`, in a random order: which of the two means C is a coin flip.
+
+    >>> a = pool_labels(np.random.default_rng(0))
+    >>> a == pool_labels(np.random.default_rng(0)), {a.c, a.d} in [set(p) for p in LABEL_POOL]
+    (True, True)
+    """
+    c, d = LABEL_POOL[int(rng.integers(len(LABEL_POOL)))]
+    if rng.random() < 0.5:
+        c, d = d, c
+    return LabelSet(c, d, f"pool_{c}_{d}")
+
+
+def check_training_labels(name: str) -> str:
+    """``name`` if a run can train with it (a label set's name or :data:`POOL`), else a ValueError."""
+    if str(name).strip().lower() == POOL:
+        return POOL
+    try:
+        return get_label_set(name).name
+    except KeyError:
+        raise ValueError(
+            f"Unknown training labels {name!r}: use a label set ({', '.join(LABEL_SETS)}) or {POOL!r} "
+            "(each update draws its labels from LABEL_POOL, disjoint from the evaluation labels)."
+        ) from None
 
 
 def random_labels(rng: np.random.Generator, length: int = 5) -> LabelSet:
