@@ -284,6 +284,11 @@ class GRPOLearner:
         self.step_count = 0
         self.model.eval()
 
+    @property
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """What GRPO trains: the LoRA adapter only (no value head: the group is the baseline)."""
+        return list(self.adapter_parameters)
+
     def __repr__(self) -> str:
         n = sum(p.numel() for p in self.adapter_parameters)
         return (f"GRPOLearner(group={self.settings.num_generations}, beta={self.settings.beta}, LoRA r={self.settings.lora_r}: "

@@ -892,11 +892,12 @@ class TrainingRun:
         rows = {"base model (frozen, shared)": base_parameters(self.model)}
         for key, trainer in self.trainers.items():
             rows[f"LoRA adapter {trainer.adapter_name!r} ({key})"] = trainer.adapter_parameters
-            rows[f"value head ({key})"] = trainer.value_head.parameters()
+            if getattr(trainer, "value_head", None) is not None:  # PPO's critic; GRPO has none
+                rows[f"value head ({key})"] = trainer.value_head.parameters()
         return parameter_table(rows)
 
     def parameter_counts(self, which: str = "learner") -> tuple[int, int]:
-        """``(trained, frozen)``: the parameters PPO trains for ``which`` (adapter + value head) and the base model's."""
+        """``(trained, frozen)``: the parameters training changes for ``which`` (adapter, and PPO's value head) and the base model's."""
         from .llm.adapters import base_parameters
         from .llm.models import parameter_size
 

@@ -73,6 +73,16 @@ def test_a_pool_run_scores_each_group_with_its_episodes_labels(tmp_path):
     assert score[0] > R_ILLEGAL + 1 and score[1] == pytest.approx(R_ILLEGAL)
 
 
+def test_memory_report_and_parameter_counts_of_a_grpo_run_have_no_value_head(tmp_path):
+    model, tok = tiny_model()
+    run = TrainingRun(TrainingConfig(**{**TINY, "algorithm": "grpo"}), tmp_path / "g", model=model, tokenizer=tok)
+    report = run.memory_report()
+    assert [i for i in report.index if "value head" in i] == [] and any("LoRA adapter" in i for i in report.index)
+    trained, frozen = run.parameter_counts()
+    adapter = sum(p.numel() for p in run.trainers["learner"].adapter_parameters)
+    assert trained == adapter > 0 and frozen > trained
+
+
 def test_settings_share_the_ppo_adapter_and_refuse_no_anchor():
     cfg = TrainingConfig(**TINY, algorithm="grpo")
     s, p = cfg.grpo_config(), cfg.ppo_config()
