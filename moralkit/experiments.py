@@ -14,6 +14,7 @@ Schedules are written ``A->B`` (the profile's ``switch_at`` share first) or ``A:
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -281,14 +282,27 @@ def run_grid(
 
 
 # --------------------------------------------------------------------- generalisation (chapter 6)
+def adapter_key(adapter_dir: str | Path) -> str:
+    """The name a run's adapter gets on a shared model: its run folder's name and a hash of its path.
+
+    >>> adapter_key("runs/game__tit_for_tat__seed0/adapter")[:28]
+    'game__tit_for_tat__seed0_a_'
+    """
+    path = Path(adapter_dir).resolve()
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+    return re.sub(r"\W", "_", f"{path.parent.name}_{path.name}") + "_" + digest
+
+
 def agent_players(runs: Sequence[TrainingRun], *, model=None, tokenizer=None, labels: str = "test",
                   base_name: str = "no_finetuning"):
     """One base model, every run's adapter on it: ``(peft_model, tokenizer, players)``.
 
     ``players`` maps ``base_name`` (the untuned model: all adapters off) and each run's label
     (``game``, ``game_then_deontological`` …; ``_seed<k>`` appended when a label repeats) to an
-    :class:`~moralkit.llm.agent.LLMPlayer`. The adapters get the names :func:`evaluate_runs` uses,
-    so passing the returned model to ``evaluate_runs(runs, model=..., tokenizer=...)`` loads nothing twice.
+    :class:`~moralkit.llm.agent.LLMPlayer`. Each adapter is named after its folder
+    (:func:`adapter_key`), so passing the returned model to ``evaluate_runs(runs, model=...,
+    tokenizer=...)`` loads nothing twice, and evaluating other runs on it later adds their adapters
+    beside these without touching them.
     """
     from .llm.adapters import BASE, attach_adapters
     from .llm.agent import LLMPlayer
@@ -298,7 +312,7 @@ def agent_players(runs: Sequence[TrainingRun], *, model=None, tokenizer=None, la
         model, tokenizer = load_model(runs[0].config.model if runs else "embedded")
     elif tokenizer is None:
         raise ValueError("Pass the tokenizer together with the model.")
-    names = {f"run{i}": run.adapter_dir for i, run in enumerate(runs)}
+    names = {adapter_key(run.adapter_dir): run.adapter_dir for run in runs}
     peft_model = attach_adapters(model, names) if names else model
     players = {base_name: LLMPlayer(peft_model, tokenizer, labels, adapter=BASE if names else None)}
     counts: dict[str, int] = {}

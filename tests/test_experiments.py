@@ -11,7 +11,7 @@ import pytest
 from moralkit.env import ACTION_TYPES
 from moralkit.evaluate import Evaluation
 from moralkit.analysis import agent_kind, generalisation_table, opponent_log, phase_shares, reward_switches, state_policy
-from moralkit.experiments import agent_players, evaluate_runs
+from moralkit.experiments import adapter_key, agent_players, evaluate_runs
 from moralkit.training import TrainingConfig
 
 
@@ -210,14 +210,14 @@ def biased_model(tokenizer):
     return tiny_random_model(tokenizer, seed=0, logit_bias={action: 15.0, three: 14.3, four: 14.0})
 
 
-def fake_runs(tmp_path, tokenizer, rewards):
+def fake_runs(tmp_path, tokenizer, rewards, first_seed=0):
     """Run-like objects (config + adapter folder) with random, non-zero LoRA adapters on a tiny model."""
     import torch
     from peft import LoraConfig, get_peft_model
 
     runs = []
     for k, reward in enumerate(rewards):
-        torch.manual_seed(k)
+        torch.manual_seed(first_seed + k)
         lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
         model = get_peft_model(biased_model(tokenizer), lora)
         folder = tmp_path / f"run{k}" / "adapter"
@@ -234,17 +234,23 @@ def test_agent_players_share_one_base_model_with_evaluate_runs(tmp_path, tokeniz
     model, tok, players = agent_players(runs, model=biased_model(tokenizer), tokenizer=tokenizer)
     assert list(players) == ["no_finetuning", "game", "deontological"]
     assert all(p.model is model for p in players.values()) and tok is tokenizer
-    assert adapter_names(model) == ["run0", "run1"]
+    names = [adapter_key(run.adapter_dir) for run in runs]
+    assert sorted(adapter_names(model)) == sorted(names) and names[0].startswith("run0_adapter_")
     game = get_game("prisoners_dilemma")
     probs = {name: p.label_probabilities(game, [0, 1], [0, 1]) for name, p in players.items()}
     assert probs["no_finetuning"][:, :2].sum() > 0.1  # the biased model answers with the labels
     assert not np.allclose(probs["game"], probs["no_finetuning"])  # the adapter is on
     assert not np.allclose(probs["game"], probs["deontological"])  # and each player has its own
     ev = evaluate_runs(runs, model=model, tokenizer=tok, games=["prisoners_dilemma"], episodes=1, progress=False)
-    assert adapter_names(model) == ["run0", "run1"]  # nothing loaded twice
+    assert sorted(adapter_names(model)) == sorted(names)  # nothing loaded twice
     assert set(ev.rounds["agent"]) == {"game", "deontological", "no_finetuning"}
+    # another run evaluated later on the same model gets an adapter of its own beside the others
+    other = fake_runs(tmp_path / "later", tokenizer, ["utilitarian"], first_seed=7)  # its folder is run0 too
+    ev2 = evaluate_runs(other, model=model, tokenizer=tok, games=["prisoners_dilemma"], episodes=1, progress=False)
+    assert sorted(adapter_names(model)) == sorted(names + [adapter_key(other[0].adapter_dir)])
+    assert set(ev2.rounds["agent"]) == {"utilitarian", "no_finetuning"}
     again = {name: p.label_probabilities(game, [0, 1], [0, 1]) for name, p in players.items()}
-    for name in probs:
+    for name in probs:  # the earlier players answer exactly as before
         np.testing.assert_allclose(again[name], probs[name], rtol=1e-6)
 
 

@@ -67,11 +67,14 @@ def memory_report(model, base_label: str = "base model (frozen, shared)"):
 def attach_adapters(model, adapters: Mapping[str, str | Path]):
     """Load adapters saved in peft's format onto ``model`` (a base model or a PeftModel).
 
-    Returns the PeftModel (a base model is wrapped; its weights are shared, not copied).
+    Returns the PeftModel (a base model is wrapped; its weights are shared, not copied). A name the
+    model already has is kept as it is (not loaded again): give different adapters different names.
     """
     from peft import PeftModel
 
     for name, path in adapters.items():
+        if isinstance(model, PeftModel) and name in model.peft_config:
+            continue
         path = Path(path)
         if not (path / "adapter_config.json").exists():
             raise FileNotFoundError(
