@@ -67,7 +67,8 @@ CHAPTERS: Mapping[str, Chapter] = MappingProxyType({c.stem: c for c in (
     _chapter("04_ppo_finetuning", "Fine-tuning an LLM with moral rewards", 6.5, 45, 11, 100),
     _chapter("05_unlearning_selfishness", "Unlearning selfishness", 5.5, 60, 13, 150),
     _chapter("06_generalisation", "Did they learn a value or a token?", 7, 25, 5, 10,
-             note="plus training any agent chapters 4 and 5 did not leave in the runs folder"),
+             note="plus training any agent chapters 4 and 5 did not leave in the runs folder, and section 10's "
+                  "label-pool run (one more training run)"),
     _chapter("07_pluralistic_alignment", "Pluralistic alignment", 5.5, 30, 6, 50),
 )})
 """Every chapter in order, by notebook stem. ``gpu`` minutes are estimates (see the module's docstring)."""
