@@ -67,7 +67,7 @@ measure)  # device call 2: the model, then the grids side by side
       --out $RUNS/grpo > "$OUT/grpo.log" 2>&1 &
   fi
   wait; el trained
-  timeout 30 python3 -m moralkit.cli maxmin-report $RUNS/maxmin/*/ --out $RUNS/maxmin/maxmin_llm.csv > "$OUT/maxmin_report.log" 2>&1
+  timeout 30 python3 -m moralkit.cli maxmin-report $RUNS/maxmin/*__seed* --out $RUNS/maxmin/maxmin_llm.csv > "$OUT/maxmin_report.log" 2>&1
   tar -czf "$OUT/runs.tar.gz" -C $RUNS --exclude='checkpoint*' --exclude='adapter*' --exclude='*.png' --exclude='.lock' .
   ls -la "$OUT"; el done
   ;;
