@@ -285,8 +285,9 @@ def run_grid(
 def adapter_key(adapter_dir: str | Path) -> str:
     """The name a run's adapter gets on a shared model: its run folder's name and a hash of its path.
 
-    >>> adapter_key("runs/game__tit_for_tat__seed0/adapter")[:28]
-    'game__tit_for_tat__seed0_a_'
+    >>> key = adapter_key("runs/game__tit_for_tat__seed0/adapter")
+    >>> key.rsplit("_", 1)[0], len(key.rsplit("_", 1)[1])
+    ('game__tit_for_tat__seed0_adapter', 8)
     """
     path = Path(adapter_dir).resolve()
     digest = hashlib.sha1(str(path).encode()).hexdigest()[:8]
