@@ -2,7 +2,7 @@
 # The measurements that our 2-core CPU machine cannot afford, in one lease of a GPU machine.
 #
 #   bash benchmarks/gpu_session.sh parts      # HERE, once: wheels and the embedded model in two parts
-#   bash benchmarks/gpu_session.sh prepare    # device call 1 (carry .whl .devcache/m1): installs, 1 bench
+#   bash benchmarks/gpu_session.sh prepare    # device call 1 (carry .whl .devcache/m1): installs, probe, 1 bench
 #   bash benchmarks/gpu_session.sh measure    # device call 2 (carry .devcache/m2), right after call 1
 #   bash benchmarks/gpu_session.sh tables F   # HERE: the tables of data/results from F (runs.tar.gz)
 #
@@ -44,8 +44,9 @@ prepare)  # device call 1
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $SITE .whl/*.whl || exit 1
   nvidia-smi -L; export PYTHONPATH=$SITE:$PWD
   python3 -c "import torch, transformers, peft; print(torch.__version__, transformers.__version__, peft.__version__, torch.cuda.get_device_name())"
-  timeout 120 python3 -m moralkit.cli bench --model random:smollm2-135m --preset cpu --games-per-update 8 --updates 4 --json \
-    --save "$OUT/bench_gpu.csv"
+  timeout 120 python3 benchmarks/gpu_probe.py --json-out "$OUT/probe.jsonl" 2>&1 | grep -v Warning
+  timeout 75 python3 -m moralkit.cli bench --model random:smollm2-135m --preset paper --games-per-update 1 --updates 4 \
+    --dtype float32 --json --save "$OUT/bench_gpu.csv"
   el prepared
   ;;
 measure)  # device call 2: the model, then the grids side by side
@@ -56,14 +57,14 @@ measure)  # device call 2: the model, then the grids side by side
   el converted
   G="python3 -m moralkit.cli grid --profile gpu"
   mkdir -p $RUNS
-  timeout 420 $G --rewards game deontological utilitarian game_deontological --seeds 0 1 2 --workers 6 \
+  timeout 380 $G --rewards game deontological utilitarian game_deontological --seeds 0 1 2 --workers 6 \
     --out $RUNS/base > "$OUT/base.log" 2>&1 &
-  timeout 420 $G --rewards "maxmin(game,deontological,utilitarian)" "average(game,deontological,utilitarian)" --no-evaluate \
+  timeout 380 $G --rewards "maxmin(game,deontological,utilitarian)" "average(game,deontological,utilitarian)" --no-evaluate \
     --workers 2 --out $RUNS/maxmin > "$OUT/maxmin.log" 2>&1 &
-  timeout 420 $G --rewards utilitarian deontological --seeds 0 1 2 --labels pool --workers 4 \
+  timeout 380 $G --rewards utilitarian deontological --seeds 0 1 2 --labels pool --workers 6 \
     --out $RUNS/pool > "$OUT/pool.log" 2>&1 &
   if python3 -c "import trl, datasets" 2>/dev/null; then
-    timeout 420 python3 -m moralkit.cli compare-algorithms --rewards game deontological --algorithms grpo --profile gpu \
+    timeout 380 python3 -m moralkit.cli compare-algorithms --rewards game deontological --algorithms grpo --profile gpu \
       --out $RUNS/grpo > "$OUT/grpo.log" 2>&1 &
   fi
   wait; el trained
