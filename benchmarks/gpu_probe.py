@@ -65,18 +65,28 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--json-out", default=None)
+    parser.add_argument("--tf32", action="store_true", help="let float32 matrix products use TF32")
+    parser.add_argument("--no-lora", action="store_true",
+                        help="the bare model (what a LoRA merged into the weights costs): forward passes only")
     args = parser.parse_args(argv)
 
     from peft import get_peft_model
 
-    from moralkit.llm.models import load_model
+    from moralkit.llm.models import load_model, random_model
     from moralkit.ppo import PPOConfig, lora_config
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    model, _ = load_model(args.model, device=device, dtype=args.dtype)
-    model = get_peft_model(model, lora_config(PPOConfig.preset("paper")), adapter_name="learner")
+    if args.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if args.model.startswith("random:"):  # no tokenizer needed (load_model would ask for the embedded one)
+        model = random_model(args.model.removeprefix("random:"), device=device, dtype=args.dtype)
+    else:
+        model, _ = load_model(args.model, device=device, dtype=args.dtype)
+    if not args.no_lora:
+        model = get_peft_model(model, lora_config(PPOConfig.preset("paper")), adapter_name="learner")
     net = Logits(model)
     vocab = model.config.vocab_size
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -85,7 +95,8 @@ def main(argv=None) -> int:
         return torch.randint(0, vocab, (batch, args.length), generator=gen).to(device)
 
     def report(**row):
-        row = {"model": args.model, "length": args.length, "dtype": args.dtype,
+        row = {"model": args.model, "length": args.length, "dtype": args.dtype, "tf32": args.tf32,
+               "lora": not args.no_lora,
                "device": torch.cuda.get_device_name() if cuda else "cpu", **row}
         print(json.dumps(row), flush=True)
         if args.json_out:  # each row at once: a probe cut short keeps what it measured
@@ -108,7 +119,7 @@ def main(argv=None) -> int:
             report(part="fwd", mode="eager", batch=batch, ms=round(seconds * 1e3, 2))
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.Adam(params, lr=1e-5, fused=cuda, capturable=cuda)
+    optimiser = torch.optim.Adam(params, lr=1e-5, fused=cuda, capturable=cuda) if params else None
 
     def eager_step():
         net.train()
@@ -122,7 +133,8 @@ def main(argv=None) -> int:
         optimiser.zero_grad(set_to_none=False)
 
     guarded("eager fwd", eager_forward)
-    guarded("eager step", eager_step)
+    if not args.no_lora:
+        guarded("eager step", eager_step)
     if not cuda:
         return 0
 
@@ -179,8 +191,9 @@ def main(argv=None) -> int:
         report(part="adam", mode="graph", ms=round(timed(graph.replay, args.repeats, sync) * 1e3, 3))
 
     guarded("graph fwd", graphed_forward)
-    guarded("graph adam", graphed_adam)
-    guarded("graph step", graphed_step)
+    if not args.no_lora:
+        guarded("graph adam", graphed_adam)
+        guarded("graph step", graphed_step)
 
     return 0
 
