@@ -215,7 +215,22 @@ def _train_config(ns):
         "labels": ns.labels,
     }.items() if v is not None}
     overrides.update(_algorithm_overrides(ns))
+    overrides.update(_ppo_overrides(ns, ns.preset))
     return condition_config(ns.reward, ns.opponent, ns.seed, ns.profile, **overrides)
+
+
+_PPO_HELP = ("change single fields of the PPO preset, e.g. --ppo max_grad_norm=1.0 ppo_epochs=1 (fields: see "
+             "moralkit.ppo.PPOConfig); train such runs into their own --out folder")
+
+
+def _ppo_overrides(ns, preset: str | None) -> dict:
+    """``{"ppo_overrides": {...}}`` from ``--ppo FIELD=VALUE ...``, checked against the preset (or nothing)."""
+    if not getattr(ns, "ppo", None):
+        return {}
+    from .ppo import parse_ppo_overrides
+    from .profiles import get_profile
+
+    return {"ppo_overrides": parse_ppo_overrides(ns.ppo, preset or get_profile(ns.profile).ppo_preset)}
 
 
 def _algorithm_overrides(ns) -> dict:
@@ -263,6 +278,7 @@ def _figures_every(n: int, profile=None):
 @arg("--model", default=FromProfile("model"), help="'embedded', a local folder, a hub id or random:<shape>")
 @arg("--checkpoint-every", type=int, default=FromProfile("checkpoint_every"), help="episodes between checkpoints")
 @arg("--labels", default="train", help=_LABELS_HELP)
+@arg("--ppo", nargs="+", default=None, metavar="FIELD=VALUE", help=_PPO_HELP)
 @arg("--profile", default=None, choices=_PROFILES, help=_PROFILE_HELP)
 @arg("--seed", type=int, default=FromProfile("seeds", lambda seeds: seeds[0]), help="training seed")
 @arg("--out", default=None, help="run folder (default: runs/<reward>__<opponent>__seed<k>); new, empty, or "
@@ -367,6 +383,7 @@ def _evaluate(ns) -> int:
      "(on a GPU: several runs share it; on a CPU: they share the cores)")
 @arg("--model", default=FromProfile("model"), help="'embedded', a folder, a hub id or random:<shape>")
 @arg("--labels", default="train", help=_LABELS_HELP)
+@arg("--ppo", nargs="+", default=None, metavar="FIELD=VALUE", help=_PPO_HELP)
 @arg("--no-evaluate", dest="evaluate", action="store_false", help="train only; print the training table")
 @arg("--out", default="runs/grid", help="grid folder: new, empty, or an earlier grid's")
 def _grid(ns) -> int:
@@ -378,6 +395,7 @@ def _grid(ns) -> int:
     from .storage import read_table
 
     overrides = {k: v for k, v in {"episodes": ns.episodes, "model": ns.model, "labels": ns.labels}.items() if v is not None}
+    overrides.update(_ppo_overrides(ns, None))
     train_tab, summary = run_grid(ns.rewards, ns.opponents, ns.seeds, out=ns.out, profile=ns.profile,
                                   evaluate=ns.evaluate, workers=ns.workers, **overrides)
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 3):

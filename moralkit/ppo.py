@@ -62,6 +62,7 @@ from .storage import DamagedFileError, folder_versions, write_folder
 
 __all__ = [
     "PPOConfig",
+    "parse_ppo_overrides",
     "ValueHead",
     "AdaptiveKLController",
     "FixedKLController",
@@ -263,6 +264,61 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "ppo_epochs": 1,
     },
 }
+
+
+#: Fields a run sets itself (the preset's name, the training seed): not overridable by hand.
+_NOT_OVERRIDABLE = frozenset({"name", "seed"})
+
+
+def parse_ppo_overrides(items: Sequence[str], preset: str = "paper") -> dict[str, Any]:
+    """``["field=value", ...]`` (the command line's ``--ppo``) -> a dict of :class:`PPOConfig` overrides.
+
+    Values are read as Python literals (``1.0``, ``None``, ``True``, ``('q_proj','v_proj')``),
+    anything else as a string; the result is checked by building ``PPOConfig.preset(preset,
+    **overrides)``, so a wrong name or value fails here with the valid fields named.
+
+    >>> parse_ppo_overrides(["max_grad_norm=1.0", "ppo_epochs=1", "autocast_dtype=None"])
+    {'max_grad_norm': 1.0, 'ppo_epochs': 1, 'autocast_dtype': None}
+    >>> parse_ppo_overrides(["lora_target_modules=q_proj,v_proj"])
+    {'lora_target_modules': ('q_proj', 'v_proj')}
+    >>> parse_ppo_overrides(["clip=0.1"])
+    Traceback (most recent call last):
+        ...
+    ValueError: --ppo clip=0.1: unknown PPOConfig field 'clip'. Fields: adam_betas, adam_eps, adaptive_kl, autocast_dtype, cliprange, cliprange_value, compile, deduplicate, gamma, init_kl_coef, kl_horizon, kl_target, lam, learning_rate, lora_alpha, lora_dropout, lora_r, lora_target_modules, max_grad_norm, mini_batch_size, ppo_epochs, ratio_threshold, score_clip, share_prefix, use_score_norm, use_score_scaling, value_head_dropout, vf_coef, whiten_advantages.
+    """
+    import ast
+
+    types = {f.name: f.type for f in dataclasses.fields(PPOConfig) if f.name not in _NOT_OVERRIDABLE}
+    fields = sorted(types)
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--ppo {item!r}: write FIELD=VALUE, e.g. max_grad_norm=1.0.")
+        if key not in fields:
+            raise ValueError(f"--ppo {item}: unknown PPOConfig field {key!r}. Fields: {', '.join(fields)}.")
+        try:
+            value = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            value = text.strip()
+            if key == "lora_target_modules" and "," in value:
+                value = tuple(v.strip() for v in value.split(",") if v.strip())
+        if isinstance(value, list):
+            value = tuple(value)
+        kind = str(types[key])
+        if isinstance(value, str) and "str" not in kind:
+            raise ValueError(f"--ppo {item}: {key} takes {kind}, not the text {value!r}.")
+        if isinstance(value, float) and kind.startswith("int"):
+            raise ValueError(f"--ppo {item}: {key} takes a whole number.")
+        if isinstance(value, int) and not isinstance(value, bool) and kind.startswith("float"):
+            value = float(value)
+        out[key] = value
+    try:
+        PPOConfig.preset(preset, **out)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"--ppo {' '.join(items)}: {exc}") from exc
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -175,3 +175,25 @@ def test_a_negative_xi_is_refused_by_the_library_too():
                  lambda: train_q_learning("prisoners_dilemma", "deontological", "tit_for_tat", iterations=10, xi=-1)):
         with pytest.raises(RewardError, match="must be a finite number >= 0"):
             make()
+
+
+def test_ppo_option_changes_single_preset_fields_and_refuses_unknown_ones(capsys, monkeypatch):
+    """`--ppo FIELD=VALUE` reaches the run's PPOConfig; a wrong field or value stops before anything runs."""
+    from moralkit.cli import _train_config, build_parser
+
+    monkeypatch.delenv("MORALKIT_PROFILE", raising=False)
+    argv = ["train", "--profile", "smoke", "--ppo", "max_grad_norm=0.5", "ppo_epochs=2"]
+    cfg = _train_config(build_parser(argv).parse_args(argv))
+    assert cfg.ppo_overrides == {"max_grad_norm": 0.5, "ppo_epochs": 2}
+    ppo = cfg.ppo_config()
+    assert (ppo.max_grad_norm, ppo.ppo_epochs, ppo.name) == (0.5, 2, "smoke")
+    assert cfg.to_dict()["ppo_overrides"] == {"max_grad_norm": 0.5, "ppo_epochs": 2}  # recorded in config.json
+
+    for bad, why in ((["clip=0.1"], "unknown PPOConfig field 'clip'. Fields: adam_betas"),
+                     (["max_grad_norm=lots"], "takes float | None"),
+                     (["ppo_epochs=0"], "ppo_epochs must be >= 1"),
+                     (["lora_r=2.5"], "whole number")):
+        assert main(["train", "--profile", "smoke", "--out", "never-made", "--ppo", *bad]) == 2
+        assert why in capsys.readouterr().err
+    assert main(["grid", "--profile", "smoke", "--out", "never-made", "--ppo", "seed=3"]) == 2
+    assert "unknown PPOConfig field 'seed'" in capsys.readouterr().err
