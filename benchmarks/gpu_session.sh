@@ -12,11 +12,7 @@
 # back after ~30 s idle: start call 2 at once). Lease of 2026-11-26: start ~30 s, prepare ~50 s,
 # measure ~430 s (the grids' limits below), all on an H100. `measure` trains, on the `gpu` profile
 # (the cpu profile's runs: 40 updates of 8 games x 5 rounds, cpu PPO preset), all at once on the
-# one GPU, each grid under its own time limit:
-#   base    the four base rewards x seeds 0 1 2 vs Tit-for-Tat (issues 13 and 16: verdicts per seed)
-#   maxmin  maxmin(game,deontological,utilitarian) and average(...) (issue 12's LLM bar)
-#   pool    utilitarian and deontological x seeds 0 1 2 with --labels pool (issue 16's option)
-#   grpo    GRPO, game and deontological (issue 14), when TRL's wheels are carried
+# one GPU, each grid under its own time limit ($LIMIT s, default 400): see the grids below,
 # and brings back one runs.tar.gz with every run's logs (rounds.csv, updates.csv, config.json) and
 # the grids' tables, plus the generalisation tables of base and pool (evaluated there: the adapters
 # are too large to bring back). `tables` recomputes every table here from the logs.
@@ -61,17 +57,21 @@ measure)  # device call 2: the model, then the grids side by side
   timeout 60 python3 -m moralkit.cli bench --model random:smollm2-135m --preset paper --games-per-update 1 --updates 4 \
     --dtype float32 --json --save "$OUT/bench_gpu.csv"
   export OMP_NUM_THREADS=1  # ~14 processes share 16 cores: one host thread each
-  G="python3 -m moralkit.cli grid --profile gpu"
+  G="python3 -m moralkit.cli grid --profile gpu"; L=${LIMIT:-400}
   mkdir -p $RUNS
-  timeout 380 $G --rewards game deontological utilitarian game_deontological --seeds 0 1 2 --workers 6 \
-    --out $RUNS/base > "$OUT/base.log" 2>&1 &
-  timeout 380 $G --rewards "maxmin(game,deontological,utilitarian)" "average(game,deontological,utilitarian)" --no-evaluate \
-    --workers 2 --out $RUNS/maxmin > "$OUT/maxmin.log" 2>&1 &
-  timeout 380 $G --rewards utilitarian deontological --seeds 0 1 2 --labels pool --workers 6 \
-    --out $RUNS/pool > "$OUT/pool.log" 2>&1 &
-  if python3 -c "import trl, datasets" 2>/dev/null; then
-    timeout 380 python3 -m moralkit.cli compare-algorithms --rewards game deontological --algorithms grpo --profile gpu \
-      --out $RUNS/grpo > "$OUT/grpo.log" 2>&1 &
+  # lease 1 (2026-11-26, data/results/*_gpu_h100.csv) measured the base rewards, the pool labels and
+  # MaxMin at seed 0 and GRPO's Game run; this lease measures what that left open:
+  timeout $L $G --rewards deontological utilitarian --seeds 0 1 2 --workers 6 \
+    --out $RUNS/base > "$OUT/base.log" 2>&1 &          # issue 16: generalisation without the pool
+  timeout $L $G --rewards deontological --seeds 0 1 2 3 4 --labels pool --ppo max_grad_norm=1.0 --workers 5 \
+    --out $RUNS/pool_clip > "$OUT/pool_clip.log" 2>&1 &  # issue 16: lease 1's seed-2 collapse, with clipping
+  timeout $L $G --rewards "maxmin(game,deontological,utilitarian)" "average(game,deontological,utilitarian)" \
+    --seeds 1 2 --no-evaluate --workers 4 --out $RUNS/maxmin > "$OUT/maxmin.log" 2>&1 &   # issue 12: more seeds
+  if python3 -c "import trl, datasets" 2>/dev/null; then  # issue 14: PPO vs GRPO on one machine, one run
+    for reward in game deontological; do
+      timeout $L python3 -m moralkit.cli compare-algorithms --rewards $reward --algorithms ppo grpo --profile gpu \
+        --out $RUNS/compare_$reward > "$OUT/compare_$reward.log" 2>&1 &
+    done
   fi
   wait; el trained
   timeout 30 python3 -m moralkit.cli maxmin-report $RUNS/maxmin/*__seed* --out $RUNS/maxmin/maxmin_llm.csv > "$OUT/maxmin_report.log" 2>&1
@@ -89,7 +89,7 @@ from moralkit.experiments import load_runs
 root = Path(sys.argv[1])
 for grid in sorted(p for p in root.iterdir() if p.is_dir()):
     runs = []
-    for folder in sorted(f.parent for f in grid.glob("*/config.json")):
+    for folder in sorted(f.parent for f in grid.rglob("config.json") if (f.parent / "rounds.csv").exists()):
         try:
             runs += load_runs(folder)
         except ValueError as exc:  # cut short by its time limit: say so, keep the others
