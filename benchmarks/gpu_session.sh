@@ -54,8 +54,11 @@ measure)  # device call 2: the model, then the grids side by side
   export PYTHONPATH=$SITE:$PWD
   python3 -c "from moralkit.llm.models import convert_embedded; convert_embedded()" || exit 1
   el converted
-  timeout 60 python3 -m moralkit.cli bench --model random:smollm2-135m --preset paper --games-per-update 1 --updates 4 \
-    --dtype float32 --json --save "$OUT/bench_gpu.csv"
+  for mode in "" "--compile graphs"; do  # issue 10: the PPO epochs eager, then recorded as CUDA graphs
+    timeout 60 python3 -m moralkit.cli bench --model random:smollm2-135m --preset paper --games-per-update 1 --updates 6 \
+      --dtype float32 $mode --json --save "$OUT/bench_gpu.csv"
+  done
+  timeout 30 python3 -m pytest -q -p no:cacheprovider tests/test_speed.py -k "graphs" 2>&1 | tail -3
   export OMP_NUM_THREADS=1  # ~14 processes share 16 cores: one host thread each
   G="python3 -m moralkit.cli grid --profile gpu"; L=${LIMIT:-400}
   mkdir -p $RUNS

@@ -471,7 +471,8 @@ def _grid_figures(out, trained, generalisation, profile=None) -> list:
 @arg("--rounds", type=int, default=FromProfile("rounds"), help="rounds per game")
 @arg("--updates", type=int, default=3, help="timed updates (after one warm-up)")
 @arg("--compile", nargs="?", const=True, default=False, metavar="MODE",
-     help="compile the PPO epochs with torch.compile (pays off on a GPU); MODE e.g. reduce-overhead")
+     help="compile the PPO epochs with torch.compile (pays off on a GPU); MODE e.g. reduce-overhead, or "
+          "'graphs': record them as CUDA graphs instead, without compiling")
 @arg("--dtype", default=None, help="model dtype, e.g. float32 or bfloat16 (default: bfloat16 on a recent GPU, else float32)")
 @arg("--json", action="store_true", help="print one JSON object instead of a table")
 @arg("--save", default=None, metavar="CSV", help="also append the figures to this CSV file, e.g. data/results/bench.csv (default: none)")

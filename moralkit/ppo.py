@@ -57,6 +57,7 @@ from torch import nn
 
 from .llm.adapters import adapters_disabled
 from .llm.agent import PrefixCache, forward_batch
+from .llm.graphs import GraphedDecoder
 from .llm.models import native_cuda_bf16
 from .storage import DamagedFileError, folder_versions, write_folder
 
@@ -123,7 +124,10 @@ class PPOConfig:
       epochs through ``torch.compile`` of the model's decoder stack: on a GPU it fuses the
       thousands of small kernels of a forward and backward pass; the first updates pay for the
       compilation, minutes; ``True`` or a ``torch.compile`` mode such as ``"reduce-overhead"``
-      (CUDA graphs too); off by default, measured in ``moralkit bench --compile``); ``seed`` (LoRA and value-head initialisation, minibatch
+      (CUDA graphs too); ``"graphs"``: no compilation, the decoder stack's forward and backward
+      recorded as CUDA graphs, one per padded minibatch shape, in a second or two
+      (:class:`~moralkit.llm.graphs.GraphedDecoder`; on a CPU the same padded pass runs eagerly);
+      off by default, measured in ``moralkit bench --compile``); ``seed`` (LoRA and value-head initialisation, minibatch
       shuffling and dropout all derive from it).
     """
 
@@ -171,8 +175,9 @@ class PPOConfig:
         if isinstance(self.lora_target_modules, list):
             self.lora_target_modules = tuple(self.lora_target_modules)
         self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]
-        if self.compile not in (True, False, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"):
-            raise ValueError(f"compile must be True, False or a torch.compile mode, got {self.compile!r}")
+        if self.compile not in (True, False, "graphs", "default", "reduce-overhead", "max-autotune",
+                                "max-autotune-no-cudagraphs"):
+            raise ValueError(f"compile must be True, False, 'graphs' or a torch.compile mode, got {self.compile!r}")
         if self.share_prefix not in (True, False, "auto"):
             raise ValueError(f"share_prefix must be True, False or 'auto', got {self.share_prefix!r}")
         if self.autocast_dtype not in (None, "bf16", "auto"):
@@ -655,7 +660,8 @@ def _autocast(device: torch.device, autocast_dtype: str | None) -> contextlib.Ab
         autocast_dtype = "bf16" if native_bf16(device) else None
     if autocast_dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    # no cache of cast weights: one forward per autocast region here, and CUDA graphs need it off
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=False)
 
 
 def _output_head(model: nn.Module) -> nn.Module:
@@ -909,7 +915,10 @@ class PPOTrainer:
         # the frozen base model's keys/values of the prompts' shared beginning: valid for the whole run
         self._reference_prefix = PrefixCache()
         self._compiled_decoder = None
-        if self.config.compile:
+        if self.config.compile == "graphs":
+            decoder = self.model.get_base_model().get_decoder()
+            self._compiled_decoder = (decoder, GraphedDecoder(decoder, pad_id=self.pad_token_id))
+        elif self.config.compile:
             decoder = self.model.get_base_model().get_decoder()
             mode = None if self.config.compile is True else self.config.compile
             self._compiled_decoder = (decoder, torch.compile(decoder.forward, dynamic=None, mode=mode))
@@ -1181,7 +1190,8 @@ class PPOTrainer:
 
     @contextlib.contextmanager
     def _compiled(self) -> Iterator[None]:
-        """With ``config.compile``: the block runs the model's decoder stack through ``torch.compile``.
+        """With ``config.compile``: the block runs the model's decoder stack through ``torch.compile``
+        (or, with ``"graphs"``, through a :class:`~moralkit.llm.graphs.GraphedDecoder`).
 
         Only the stack of transformer layers (with their LoRA layers) is compiled, and only for the
         PPO epochs, whose shapes repeat from update to update; the language-model head, the

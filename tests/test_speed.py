@@ -220,3 +220,88 @@ def test_small_models_stay_float32_on_a_gpu(monkeypatch):
     assert models.default_dtype(cuda) == torch.bfloat16  # size unknown: the large-model choice
     monkeypatch.setattr(models, "native_cuda_bf16", lambda device=None: False)  # a T4
     assert models.default_dtype(cuda, large) == torch.float32
+
+
+# --------------------------------------------------------------------------- CUDA graphs
+def test_padded_decoder_passes_give_the_eager_outputs_and_gradients(tokenizer):
+    """What ``compile="graphs"`` replays: left-padded to a fixed length, its own 4-D mask -- exact at real tokens."""
+    from peft import get_peft_model
+
+    from moralkit.llm.graphs import GraphedDecoder
+    from moralkit.ppo import lora_config
+
+    model = get_peft_model(tiny_random_model(tokenizer, layers=2), lora_config(PPOConfig.preset("smoke", lora_dropout=0.0)))
+    for p in model.parameters():
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.05)  # LoRA's B starts at zero: make the adapter matter
+    seqs = game_prompts(tokenizer, model, 3, seed=4)
+    seqs = [seqs[0][:150], seqs[1][:137], seqs[2][:161]]  # three lengths, none a multiple of 32
+    decoder = model.get_base_model().get_decoder()
+    graphed = GraphedDecoder(decoder, pad_id=0, length_step=32, capture=False)
+    results = []
+    for replace in (False, True):
+        model.zero_grad()
+        if replace:
+            decoder.forward = graphed
+        try:
+            logits = forward_batch(model, seqs, pad_id=0, logits_to_keep=5, share_prefix=False).logits
+        finally:
+            decoder.__dict__.pop("forward", None)
+        logits.float().logsumexp(-1).sum().backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+        results.append((logits.detach(), grads))
+    assert graphed.passes == 1 and graphed.fallbacks == 0
+    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-5)
+    for eager, padded in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(padded, eager, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():  # a pass without gradients (sampling, scoring) is the decoder's own
+        decoder.forward = graphed
+        try:
+            forward_batch(model, seqs, pad_id=0, logits_to_keep=1, share_prefix=False)
+        finally:
+            decoder.__dict__.pop("forward", None)
+    assert graphed.fallbacks == 1 and "padded, eager" in repr(graphed)
+
+
+def test_graphs_option_trains_like_the_eager_epochs(tokenizer):
+    """``PPOConfig(compile="graphs")``: the PPO epochs run the padded (on CUDA: recorded) decoder, same update."""
+    prompts = game_prompts(tokenizer, tiny_random_model(tokenizer), 4, seed=2)
+    answers = [[4667, 33], [4667, 34], [4667, 33], [2]]
+    scores = [3.0, 0.0, 1.0, -6.0]
+    cfg = PPOConfig.preset("smoke", mini_batch_size=2, ppo_epochs=2, learning_rate=1e-2, lora_dropout=0.0,
+                           value_head_dropout=0.0, share_prefix=False)
+    weights = {}
+    for mode in (False, "graphs"):
+        trainer = PPOTrainer(tiny_random_model(tokenizer, layers=1), tokenizer, cfg.replace(compile=mode))
+        for _ in range(2):
+            trainer.step(prompts, answers, scores)
+        weights[mode] = [p.detach().clone() for p in trainer.trainable_parameters]
+    graphed = trainer._compiled_decoder[1]
+    assert graphed.passes == 2 * 2 * 2 and graphed.fallbacks == 0  # 2 updates x 2 epochs x 2 minibatches
+    for eager, padded in zip(weights[False], weights["graphs"]):
+        torch.testing.assert_close(padded, eager, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="'graphs'"):
+        PPOConfig(compile="graph")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+def test_recorded_graphs_replay_the_eager_pass_on_a_gpu(tokenizer):
+    """On a GPU: one graph per (rows, padded length), replays match the eager pass, backward included."""
+    from moralkit.llm.graphs import GraphedDecoder
+
+    prompts = game_prompts(tokenizer, tiny_random_model(tokenizer), 4, seed=2)
+    answers = [[4667, 33], [4667, 34], [4667, 33], [2]]
+    scores = [3.0, 0.0, 1.0, -6.0]
+    cfg = PPOConfig.preset("smoke", mini_batch_size=2, ppo_epochs=2, learning_rate=1e-2, lora_dropout=0.0,
+                           value_head_dropout=0.0, share_prefix=False)
+    weights = {}
+    for mode in (False, "graphs"):
+        trainer = PPOTrainer(tiny_random_model(tokenizer, layers=1).cuda(), tokenizer, cfg.replace(compile=mode))
+        for _ in range(3):
+            trainer.step(prompts, answers, scores)
+        weights[mode] = [p.detach().float().cpu() for p in trainer.trainable_parameters]
+    graphed = trainer._compiled_decoder[1]
+    assert isinstance(graphed, GraphedDecoder) and graphed.capture and graphed.captured
+    assert graphed.passes == 3 * 2 * 2 and graphed.fallbacks == 0
+    for eager, replayed in zip(weights[False], weights["graphs"]):
+        torch.testing.assert_close(replayed, eager, atol=1e-4, rtol=1e-3)

@@ -1,0 +1,136 @@
+"""CUDA graphs for the PPO epochs: the decoder stack replayed as one launch per padded shape.
+
+On a GPU, a forward and backward pass of a small model with LoRA on its layers is thousands of
+small kernels, each costing more host time than GPU time (docs/performance.md). A CUDA graph
+records them once and replays them as one launch; on an H100 one minibatch of the paper preset
+(5 rows, forward and backward) took 189 ms eagerly and 30-45 ms replayed
+(``benchmarks/gpu_probe.py``, ``data/results/gpu_probe_h100.csv``). A graph needs fixed shapes and
+no host-side decisions inside it, so :class:`GraphedDecoder`:
+
+* pads each batch on the left to a multiple of ``length_step`` tokens (left padding keeps every
+  row's last token in the last column, which the caller's ``logits_to_keep`` relies on);
+* builds the attention mask itself, as a 4-D boolean tensor (causal, padding masked out), outside
+  the graph, so that transformers uses it as it is and makes no decision that would read the GPU;
+* captures one graph (forward and backward, :func:`torch.cuda.make_graphed_callables`) per
+  (rows, padded length), the first time that shape comes, under a forked random state so that
+  capturing draws no random numbers from the run's streams.
+
+Real tokens see exactly what they saw before (the same keys, the same positions), so the outputs
+at real positions are those of the eager pass up to the order of floating-point sums; the tests
+check this on a CPU, where the same padded pass runs eagerly (``capture=False``). Passes it cannot
+take (one that uses or fills a key/value cache, embeddings instead of ids, no gradient) run the
+decoder's own forward.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["GraphedDecoder", "padded_causal_mask"]
+
+
+def padded_causal_mask(keep: torch.Tensor) -> torch.Tensor:
+    """``keep`` [B, T] (1 = real token) -> a boolean attention mask [B, 1, T, T] (True = may attend).
+
+    Causal, with padding keys masked out. A query with nothing left to attend (a pad before the
+    row's first real token) attends to itself instead: its output is never read, and an all-masked
+    row would make attention produce NaN, which the backward pass would spread.
+
+    >>> padded_causal_mask(torch.tensor([[0, 1, 1]]))[0, 0].int().tolist()
+    [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+    """
+    keep = keep.bool()
+    length = keep.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=keep.device).tril()
+    mask = causal.unsqueeze(0) & keep.unsqueeze(1)  # [B, T(query), T(key)]
+    lonely = ~mask.any(-1, keepdim=True)
+    mask = mask | (lonely & torch.eye(length, dtype=torch.bool, device=keep.device))
+    return mask.unsqueeze(1)
+
+
+class _Stack(nn.Module):
+    """The decoder as a module of tensors only (what graph capture takes): ids, positions, mask -> hidden."""
+
+    def __init__(self, decoder: nn.Module) -> None:
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        out = type(self.decoder).forward(self.decoder, input_ids=ids, attention_mask=mask, position_ids=positions,
+                                         use_cache=False)
+        return out.last_hidden_state
+
+
+class GraphedDecoder:
+    """Stands in for a decoder stack's ``forward`` during the PPO epochs (see the module docstring).
+
+    ``decoder`` is the model's stack of layers (``model.get_base_model().get_decoder()``);
+    ``capture`` (default: on CUDA) records graphs, else the padded pass runs eagerly.
+    ``captured`` lists the shapes recorded so far, ``passes`` counts the padded passes run and
+    ``fallbacks`` the calls handed to the decoder's own forward.
+    """
+
+    def __init__(self, decoder: nn.Module, *, pad_id: int = 0, length_step: int = 32,
+                 capture: bool | None = None, warmup: int = 3) -> None:
+        if length_step < 1:
+            raise ValueError(f"length_step must be at least 1, got {length_step}.")
+        self.decoder = decoder
+        self.pad_id = pad_id
+        self.length_step = length_step
+        self.warmup = warmup
+        device = next(decoder.parameters()).device
+        self.capture = device.type == "cuda" if capture is None else capture
+        self._graphs: dict[tuple[int, int], nn.Module] = {}
+        self._eager = _Stack(decoder)
+        self.passes = 0
+        self.fallbacks = 0
+
+    @property
+    def captured(self) -> list[tuple[int, int]]:
+        """The (rows, padded length) shapes with a recorded graph."""
+        return sorted(self._graphs)
+
+    def __repr__(self) -> str:
+        mode = "CUDA graphs" if self.capture else "padded, eager"
+        return (f"GraphedDecoder({mode}, length_step={self.length_step}, captured={self.captured}, "
+                f"passes={self.passes}, fallbacks={self.fallbacks})")
+
+    def __call__(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                 position_ids: torch.Tensor | None = None, **kwargs: Any):
+        from transformers.modeling_outputs import BaseModelOutputWithPast
+
+        # anything beyond ids, mask and positions (a key/value cache -- `past_key_values`, or `cache`
+        # in newer transformers --, embeddings, output options) goes to the decoder's own forward
+        others = {k: v for k, v in kwargs.items() if v is not None and k not in ("use_cache", "cache_position", "return_dict")}
+        if input_ids is None or others or kwargs.get("use_cache") or not torch.is_grad_enabled():
+            self.fallbacks += 1
+            return type(self.decoder).forward(self.decoder, input_ids=input_ids, attention_mask=attention_mask,
+                                              position_ids=position_ids, **kwargs)
+        rows, length = input_ids.shape
+        padded = math.ceil(length / self.length_step) * self.length_step
+        extra = padded - length
+        keep = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(input_ids.dtype)
+        if position_ids is None:
+            position_ids = (keep.cumsum(-1) - 1).clamp(min=0)
+        ids = nn.functional.pad(input_ids, (extra, 0), value=self.pad_id)
+        positions = nn.functional.pad(position_ids, (extra, 0), value=0)
+        mask = padded_causal_mask(nn.functional.pad(keep, (extra, 0), value=0))
+        stack = self._graph(rows, padded, (ids, positions, mask)) if self.capture else self._eager
+        hidden = stack(ids, positions, mask)[:, extra:]
+        self.passes += 1
+        return BaseModelOutputWithPast(last_hidden_state=hidden)
+
+    def _graph(self, rows: int, length: int, sample: tuple[torch.Tensor, ...]) -> nn.Module:
+        key = (rows, length)
+        if key not in self._graphs:
+            stack = _Stack(self.decoder)
+            device = sample[0].device
+            with torch.random.fork_rng(devices=[device]):  # warm-up and capture draw no numbers from the run
+                self._graphs[key] = torch.cuda.make_graphed_callables(
+                    stack, tuple(t.clone() for t in sample), num_warmup_iters=self.warmup,
+                    allow_unused_input=True)  # another learner's adapter in the same model takes no part
+        return self._graphs[key]
