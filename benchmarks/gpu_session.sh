@@ -58,7 +58,7 @@ measure)  # device call 2: the model, then the grids side by side
     timeout 60 python3 -m moralkit.cli bench --model random:smollm2-135m --preset paper --games-per-update 1 --updates 6 \
       --dtype float32 $mode --json --save "$OUT/bench_gpu.csv"
   done
-  timeout 30 python3 -m pytest -q -p no:cacheprovider tests/test_speed.py -k "graphs" 2>&1 | tail -3
+  timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_speed.py -k "graphs or graphed or padded" 2>&1 | tail -3
   export OMP_NUM_THREADS=1  # ~14 processes share 16 cores: one host thread each
   G="python3 -m moralkit.cli grid --profile gpu"; L=${LIMIT:-400}
   mkdir -p $RUNS

@@ -560,7 +560,9 @@ class TrainingRun:
             self.trainers["opponent"] = PPOTrainer(learner.model, self._tokenizer, c.ppo_config("opponent"),
                                                    adapter_name="opponent")
         # each player answers with its own learner's adapter, whatever else is active on the shared model
-        self.players = {k: LLMPlayer(t.model, self._tokenizer, c.labels_at(0), adapter=t.adapter_name)
+        # (with compile="graphs" they sample through CUDA graphs too, as the PPO epochs run)
+        self.players = {k: LLMPlayer(t.model, self._tokenizer, c.labels_at(0), adapter=t.adapter_name,
+                                     graphs=t.config.compile == "graphs")
                         for k, t in self.trainers.items()}
         self.sample_rng = np.random.default_rng([c.seed, 2])
         self.episode = 0

@@ -305,3 +305,41 @@ def test_recorded_graphs_replay_the_eager_pass_on_a_gpu(tokenizer):
     assert graphed.passes == 3 * 2 * 2 and graphed.fallbacks == 0
     for eager, replayed in zip(weights[False], weights["graphs"]):
         torch.testing.assert_close(replayed, eager, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("labels", ["train", "mixed"])
+def test_players_sampling_through_graphed_passes_give_the_same_answers(tokenizer, model, labels):
+    """``LLMPlayer(graphs=True)``: whole padded rows, no cache (replayable as CUDA graphs) -- the same answers.
+
+    ``train`` takes the read-ahead path (``action`` shared by both labels; the biased model answers in
+    format, a random one strays), ``mixed`` the token-by-token one (no shared first token)."""
+    from moralkit.llm.graphs import graphed_logits
+    from moralkit.llm.prompts import LabelSet
+
+    label_set = "train" if labels == "train" else LabelSet("action1", "choice2", "mixed")
+    for m in (model, tiny_random_model(tokenizer, seed=3)):
+        answers = {}
+        for graphs in (False, True):
+            player = LLMPlayer(m, tokenizer, label_set, graphs=graphs)
+            rng = np.random.default_rng(7)
+            messages = player.messages(PD, rng.integers(2, size=6), rng.integers(2, size=6), rng)
+            answers[graphs] = player.answer(messages + messages[:2], np.random.default_rng(11)).answer_ids
+        assert answers[True] == answers[False]
+        assert len({tuple(a) for a in answers[False]}) > 1  # the answers differ between rows: a real check
+    forward = graphed_logits(model)
+    assert forward.passes > 0 and not forward.capture and "padded, eager" in repr(forward)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+def test_recorded_sampling_graphs_give_the_eager_answers_on_a_gpu(tokenizer):
+    from moralkit.llm.graphs import graphed_logits
+
+    m = tiny_random_model(tokenizer, seed=3).cuda()
+    answers = {}
+    for graphs in (False, True):
+        player = LLMPlayer(m, tokenizer, graphs=graphs)
+        rng = np.random.default_rng(7)
+        messages = player.messages(PD, rng.integers(2, size=8), rng.integers(2, size=8), rng)
+        answers[graphs] = [player.answer(messages, np.random.default_rng(s)).answer_ids for s in range(3)]
+    assert answers[True] == answers[False]
+    assert graphed_logits(m).capture and graphed_logits(m).captured

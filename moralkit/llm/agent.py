@@ -444,6 +444,10 @@ class LLMPlayer:
         adapters off, the untuned model; ``None``: the adapter active when the player is made).
         The player keeps it: switching the shared model's adapter later never changes what this
         player answers with. See :mod:`moralkit.llm.adapters`.
+    graphs:
+        Sample without a key/value cache, re-reading whole padded rows, so that each pass can be
+        replayed as a CUDA graph (:class:`~moralkit.llm.graphs.GraphedLogits`): on a GPU a replay
+        costs a fraction of the eager calls. The same answers; on a CPU only slower.
     """
 
     def __init__(
@@ -458,6 +462,7 @@ class LLMPlayer:
         system: str | None = None,
         share_prefix: bool | str = "auto",
         adapter: str | None = None,
+        graphs: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
@@ -472,6 +477,7 @@ class LLMPlayer:
         self.system = system
         self.share_prefix = share_prefix
         self.adapter = adapter if adapter is not None else _active_adapter(model)
+        self.graphs = bool(graphs)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id: int = int(pad if pad is not None else 0)
         self.stop_ids: list[int] = stop_token_ids(model, tokenizer)
@@ -492,6 +498,7 @@ class LLMPlayer:
             system=self.system,
             share_prefix=self.share_prefix,
             adapter=self.adapter,
+            graphs=self.graphs,
         )
 
     @property
@@ -644,6 +651,8 @@ class LLMPlayer:
 
     def _sample(self, prompt_ids: list[list[int]], generator: torch.Generator, max_prefix: int | None = None) -> list[list[int]]:
         """Sample up to ``max_new_tokens`` tokens per row, stopping a row at a stop token."""
+        if self.graphs:
+            return self._sample_graphed(prompt_ids, generator)
         if self._guess is not None:
             return self._sample_two(prompt_ids, generator, max_prefix, self._guess)
         # identical prompts (a batch has at most 16 distinct ones per game) are read once
@@ -728,6 +737,53 @@ class LLMPlayer:
         second = self._pick(second_logits, generator)
         for i in torch.nonzero(~done).flatten().tolist():
             out[i].append(int(second[i]))
+        return out
+
+    def _sample_graphed(self, prompt_ids: list[list[int]], generator: torch.Generator) -> list[list[int]]:
+        """What :meth:`_sample` and :meth:`_sample_two` do, without a key/value cache: every call
+        re-reads whole rows through :class:`~moralkit.llm.graphs.GraphedLogits` (CUDA graphs on a
+        GPU). The same distributions and the same random numbers, so the same answers up to the
+        order of floating-point sums."""
+        from .graphs import graphed_logits
+
+        forward = graphed_logits(self.model, self.pad_id)
+        state = ("player", self.adapter)  # _inference keeps this adapter active around every call
+        unique = list(dict.fromkeys(map(tuple, prompt_ids)))
+        where = {ids: i for i, ids in enumerate(unique)}
+        rows = torch.tensor([where[tuple(ids)] for ids in prompt_ids])
+        stop = torch.tensor(self.stop_ids, dtype=torch.long)
+        guess = self._guess
+        if guess is not None:  # as _sample_two: one pass reads the prompt and the labels' shared first token
+            logits = forward.logits([list(ids) + [guess] for ids in unique], keep=2, state=state)
+            logits = logits[rows.to(logits.device)]
+            first = self._pick(logits[:, 0, :], generator)
+            out = [[int(t)] for t in first]
+            done = torch.isin(first, stop)
+            if bool(done.all()):
+                return out
+            second_logits = logits[:, 1, :].clone()
+            strays = torch.nonzero(~done & (first != guess)).flatten()
+            if len(strays):  # their own first token instead of the guess
+                extra = forward.logits([prompt_ids[i] + [int(first[i])] for i in strays.tolist()], keep=1, state=state)
+                second_logits[strays.to(second_logits.device)] = extra[:, -1, :].to(second_logits.dtype)
+            second = self._pick(second_logits, generator)
+            for i in torch.nonzero(~done).flatten().tolist():
+                out[i].append(int(second[i]))
+            return out
+        out: list[list[int]] = [[] for _ in prompt_ids]
+        done = torch.zeros(len(prompt_ids), dtype=torch.bool)
+        for step in range(self.max_new_tokens):
+            if step == 0:
+                logits = forward.logits(unique, keep=1, state=state)
+                logits = logits[rows.to(logits.device), -1, :]
+            else:
+                logits = forward.logits([ids + answer for ids, answer in zip(prompt_ids, out)], keep=1, state=state)[:, -1, :]
+            token = self._pick(logits, generator)
+            for i in torch.nonzero(~done).flatten().tolist():
+                out[i].append(int(token[i]))
+            done |= torch.isin(token, stop)
+            if bool(done.all()):
+                break
         return out
 
     # ----------------------------------------------------------------- exact probabilities

@@ -25,12 +25,13 @@ decoder's own forward.
 from __future__ import annotations
 
 import math
-from typing import Any
+import weakref
+from typing import Any, Hashable, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["GraphedDecoder", "padded_causal_mask"]
+__all__ = ["GraphedDecoder", "GraphedLogits", "graphed_logits", "padded_causal_mask", "pad_rows"]
 
 
 def padded_causal_mask(keep: torch.Tensor) -> torch.Tensor:
@@ -134,3 +135,100 @@ class GraphedDecoder:
                     stack, tuple(t.clone() for t in sample), num_warmup_iters=self.warmup,
                     allow_unused_input=True)  # another learner's adapter in the same model takes no part
         return self._graphs[key]
+
+
+def pad_rows(seqs: Sequence[Sequence[int]], pad_id: int, length: int, rows: int, device=None):
+    """Left-pad token rows to ``length`` and repeat the first row up to ``rows`` rows.
+
+    Returns ``(ids, positions, keep)``, each [rows, length]: positions count from each row's first
+    real token, ``keep`` is 1 on real tokens.
+
+    >>> ids, positions, keep = pad_rows([[5, 6], [7]], pad_id=0, length=3, rows=3)
+    >>> ids.tolist(), positions.tolist(), keep.tolist()
+    ([[0, 5, 6], [0, 0, 7], [0, 5, 6]], [[0, 0, 1], [0, 0, 0], [0, 0, 1]], [[0, 1, 1], [0, 0, 1], [0, 1, 1]])
+    """
+    seqs = [list(s) for s in seqs]
+    seqs += [seqs[0]] * (rows - len(seqs))
+    ids = torch.full((rows, length), pad_id, dtype=torch.long)
+    keep = torch.zeros((rows, length), dtype=torch.long)
+    for i, seq in enumerate(seqs):
+        ids[i, length - len(seq):] = torch.as_tensor(seq, dtype=torch.long)
+        keep[i, length - len(seq):] = 1
+    positions = (keep.cumsum(-1) - 1).clamp(min=0)
+    return ids.to(device), positions.to(device), keep.to(device)
+
+
+class GraphedLogits:
+    """No-gradient forward passes of a causal LM (sampling), replayed as CUDA graphs.
+
+    :meth:`logits` reads whole token rows -- no key/value cache: a graph needs fixed shapes, and a
+    replayed pass over a few hundred tokens costs less than the eager calls a cache saves -- left-
+    padded to a multiple of ``length_step`` tokens and to a power of two of rows, and returns the
+    logits of each row's last ``keep`` tokens. One graph per (``state``, rows, length, keep):
+    ``state`` names what the weights are doing (e.g. which adapter is active), which the caller
+    must keep true whenever it passes that name. Without ``capture`` (default: on CUDA) the same
+    padded pass runs eagerly. Get the one of a model with :func:`graphed_logits`.
+    """
+
+    def __init__(self, model: nn.Module, *, pad_id: int = 0, length_step: int = 32, capture: bool | None = None) -> None:
+        self.model = model
+        self.pad_id = pad_id
+        self.length_step = length_step
+        device = next(model.parameters()).device
+        self.capture = device.type == "cuda" if capture is None else capture
+        self._graphs: dict[tuple, tuple[Any, tuple[torch.Tensor, ...], torch.Tensor]] = {}
+        self.passes = 0
+
+    @property
+    def captured(self) -> list[tuple]:
+        """The (state, rows, padded length, keep) keys with a recorded graph."""
+        return sorted(self._graphs, key=repr)
+
+    def __repr__(self) -> str:
+        mode = "CUDA graphs" if self.capture else "padded, eager"
+        return f"GraphedLogits({mode}, length_step={self.length_step}, graphs={len(self._graphs)}, passes={self.passes})"
+
+    def _run(self, ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, keep: int) -> torch.Tensor:
+        return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
+                          logits_to_keep=keep).logits
+
+    @torch.no_grad()
+    def logits(self, seqs: Sequence[Sequence[int]], keep: int = 1, state: Hashable = None) -> torch.Tensor:
+        """Logits [len(seqs), keep, vocab] at each row's last ``keep`` tokens (rows of any lengths)."""
+        device = next(self.model.parameters()).device
+        n = len(seqs)
+        rows = 1 << max(0, n - 1).bit_length()
+        length = math.ceil(max(len(s) for s in seqs) / self.length_step) * self.length_step
+        ids, positions, keep_mask = pad_rows(seqs, self.pad_id, length, rows, device)
+        mask = padded_causal_mask(keep_mask)
+        self.passes += 1
+        if not self.capture:
+            return self._run(ids, positions, mask, keep)[:n]
+        key = (state, rows, length, keep)
+        if key not in self._graphs:
+            static = (ids.clone(), positions.clone(), mask.clone())
+            stream = torch.cuda.Stream(device)
+            stream.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(stream):
+                for _ in range(2):  # warm-up outside the graph (allocations, library handles)
+                    self._run(*static, keep)
+            torch.cuda.current_stream(device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = self._run(*static, keep)
+            self._graphs[key] = (graph, static, out)
+        graph, static, out = self._graphs[key]
+        for buffer, value in zip(static, (ids, positions, mask)):
+            buffer.copy_(value)
+        graph.replay()
+        return out[:n].clone()
+
+
+_GRAPHED: "weakref.WeakKeyDictionary[nn.Module, GraphedLogits]" = weakref.WeakKeyDictionary()
+
+
+def graphed_logits(model: nn.Module, pad_id: int = 0) -> GraphedLogits:
+    """The :class:`GraphedLogits` of ``model`` (one per model, shared by all its players)."""
+    if model not in _GRAPHED:
+        _GRAPHED[model] = GraphedLogits(model, pad_id=pad_id)
+    return _GRAPHED[model]
