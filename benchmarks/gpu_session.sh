@@ -54,7 +54,7 @@ measure)  # device call 2: the model, then the grids side by side
   export PYTHONPATH=$SITE:$PWD
   python3 -c "from moralkit.llm.models import convert_embedded; convert_embedded()" || exit 1
   el converted
-  for mode in "" "--compile graphs"; do  # issue 10: the PPO epochs eager, then recorded as CUDA graphs
+  for mode in "" "--compile graphs" "--compile graphs --tf32"; do  # issue 10: eager, CUDA graphs, + TF32
     timeout 60 python3 -m moralkit.cli bench --model random:smollm2-135m --preset paper --games-per-update 1 --updates 6 \
       --dtype float32 $mode --json --save "$OUT/bench_gpu.csv"
   done

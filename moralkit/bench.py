@@ -48,6 +48,7 @@ def benchmark_training(
     model: str | None = None,
     seed: int = 0,
     compile: bool | str = False,
+    tf32: bool = False,
     dtype: str | None = None,
     profile: str | None = None,
 ) -> dict:
@@ -57,7 +58,10 @@ def benchmark_training(
     (:func:`~moralkit.training.condition_config`); ``preset``, ``games_per_update``, ``rounds``
     and ``model`` override the profile's.
 
-    Keys: ``device``, ``model``, ``preset``, ``games_per_update``, ``rounds``, ``compile``,
+    ``tf32`` lets float32 matrix products use TensorFloat-32 on a CUDA GPU during the measurement
+    (``torch.backends.cuda.matmul.allow_tf32``; restored afterwards).
+
+    Keys: ``device``, ``model``, ``preset``, ``games_per_update``, ``rounds``, ``compile``, ``tf32``,
     ``timed_updates``, ``load_s`` (model load and set-up), ``warmup_s`` (the first update: with
     ``compile`` it holds the compilation), ``seconds_per_update`` (mean; ``median_update_s``
     beside it shows outliers such as a recompilation) and its parts ``sampling_s``,
@@ -82,13 +86,18 @@ def benchmark_training(
     preset, games_per_update, rounds, model = cfg.preset, cfg.games_per_update, cfg.rounds, cfg.model
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    with tempfile.TemporaryDirectory() as folder:
-        start = time.perf_counter()
-        model_and_tokenizer = load_model(model, dtype=dtype) if dtype else (None, None)
-        run = TrainingRun(cfg, folder, model=model_and_tokenizer[0], tokenizer=model_and_tokenizer[1]).setup()
-        load_s = time.perf_counter() - start
-        run.train(progress=False)
-        table = run.updates
+    tf32_before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(tf32)
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            start = time.perf_counter()
+            model_and_tokenizer = load_model(model, dtype=dtype) if dtype else (None, None)
+            run = TrainingRun(cfg, folder, model=model_and_tokenizer[0], tokenizer=model_and_tokenizer[1]).setup()
+            load_s = time.perf_counter() - start
+            run.train(progress=False)
+            table = run.updates
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32_before
     warmup, timed = table.iloc[0], table.iloc[1:]
     n = len(timed)
     total = float(timed["seconds"].sum())
@@ -104,6 +113,7 @@ def benchmark_training(
         "games_per_update": games_per_update,
         "rounds": rounds,
         "compile": compile,
+        "tf32": bool(tf32),
         "dtype": str(next(run.model.parameters()).dtype).removeprefix("torch."),
         "timed_updates": n,
         "load_s": round(load_s, 2),

@@ -474,6 +474,7 @@ def _grid_figures(out, trained, generalisation, profile=None) -> list:
      help="compile the PPO epochs with torch.compile (pays off on a GPU); MODE e.g. reduce-overhead, or "
           "'graphs': record them as CUDA graphs instead, without compiling")
 @arg("--dtype", default=None, help="model dtype, e.g. float32 or bfloat16 (default: bfloat16 on a recent GPU, else float32)")
+@arg("--tf32", action="store_true", help="let float32 matrix products use TF32 on a CUDA GPU while measuring")
 @arg("--json", action="store_true", help="print one JSON object instead of a table")
 @arg("--save", default=None, metavar="CSV", help="also append the figures to this CSV file, e.g. data/results/bench.csv (default: none)")
 def _bench(ns) -> int:
@@ -482,7 +483,8 @@ def _bench(ns) -> int:
     from .bench import benchmark_training, save_benchmark
 
     result = benchmark_training(profile=ns.profile, preset=ns.preset, games_per_update=ns.games_per_update,
-                                rounds=ns.rounds, updates=ns.updates, model=ns.model, compile=ns.compile, dtype=ns.dtype)
+                                rounds=ns.rounds, updates=ns.updates, model=ns.model, compile=ns.compile, dtype=ns.dtype,
+                                tf32=ns.tf32)
     if ns.json:
         print(json.dumps(result))
     else:
