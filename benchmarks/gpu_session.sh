@@ -65,15 +65,19 @@ speed)  # device call 2: the model, the speed benches and the CUDA-graph tests
   ;;
 grids)  # device call 3: the trainings, side by side on the one GPU (the model converted by `speed`)
   [ -d /tmp/moralkit-cache/models ] || { echo "run 'speed' first (it converts the model)"; exit 1; }
-  export PYTHONPATH=$SITE:$PWD OMP_NUM_THREADS=1  # ~17 processes share 16 cores: one host thread each
+  export PYTHONPATH=$SITE:$PWD OMP_NUM_THREADS=1  # ~20 processes share 16 cores: one host thread each
   G="python3 -m moralkit.cli grid --profile gpu"; L=${LIMIT:-400}
   mkdir -p $RUNS
   # lease 1 (2026-11-26, data/results/*_gpu_h100.csv) measured the base rewards, the pool labels and
   # MaxMin at seed 0 and GRPO's Game run; this lease measures what that left open:
   timeout $L $G --rewards deontological utilitarian --seeds 0 1 2 --workers 6 \
     --out $RUNS/base > "$OUT/base.log" 2>&1 &          # issue 16: generalisation without the pool
-  timeout $L $G --rewards deontological --seeds 0 1 2 3 4 --labels pool --ppo max_grad_norm=1.0 --workers 5 \
-    --out $RUNS/pool_clip > "$OUT/pool_clip.log" 2>&1 &  # issue 16: lease 1's seed-2 collapse, with clipping
+  # issue 16: lease 1's Deontological+pool seed 2 collapsed (approxkl 88 in one update; healthy runs stay
+  # under ~1): the same condition with gradient clipping, and with early stopping at approxkl > 1.5
+  timeout $L $G --rewards deontological --seeds 0 1 2 3 --labels pool --ppo max_grad_norm=1.0 --workers 4 \
+    --out $RUNS/pool_clip > "$OUT/pool_clip.log" 2>&1 &
+  timeout $L $G --rewards deontological --seeds 0 1 2 3 --labels pool --ppo target_kl=1.0 --workers 4 \
+    --out $RUNS/pool_kl > "$OUT/pool_kl.log" 2>&1 &
   timeout $L $G --rewards "maxmin(game,deontological,utilitarian)" "average(game,deontological,utilitarian)" \
     --seeds 1 2 --no-evaluate --workers 4 --out $RUNS/maxmin > "$OUT/maxmin.log" 2>&1 &   # issue 12: more seeds
   if python3 -c "import trl, datasets" 2>/dev/null; then  # issue 14: PPO vs GRPO on one machine, one run

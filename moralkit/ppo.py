@@ -108,7 +108,10 @@ class PPOConfig:
       per update x rounds); optimiser steps per update = ``ppo_epochs * ceil(rows / mini_batch_size)``.
     * PPO: ``cliprange``, ``cliprange_value``, ``vf_coef``, ``gamma``, ``lam``,
       ``whiten_advantages``, ``ratio_threshold`` (a minibatch whose mean probability ratio exceeds
-      it is skipped; ``None`` disables the check).
+      it is skipped; ``None`` disables the check), ``target_kl`` (early stopping as in Stable-Baselines3
+      and CleanRL: once a minibatch finds the policy moved more than ``1.5 * target_kl`` (approximate
+      KL to the sampling policy) that minibatch takes no step (counted as skipped) and the update
+      ends there; ``None``, the paper's, never stops early).
     * KL penalty to the reference (base) model: ``init_kl_coef``, ``adaptive_kl``, ``kl_target``,
       ``kl_horizon``.
     * Scores: ``use_score_scaling`` (divide by the running std), ``use_score_norm`` (also subtract
@@ -153,6 +156,7 @@ class PPOConfig:
     lam: float = 0.95
     whiten_advantages: bool = True
     ratio_threshold: float | None = 10.0
+    target_kl: float | None = None
     # KL penalty
     init_kl_coef: float = 0.2
     adaptive_kl: bool = True
@@ -182,6 +186,8 @@ class PPOConfig:
             raise ValueError(f"share_prefix must be True, False or 'auto', got {self.share_prefix!r}")
         if self.autocast_dtype not in (None, "bf16", "auto"):
             raise ValueError(f"autocast_dtype must be None, 'bf16' or 'auto', got {self.autocast_dtype!r}")
+        if self.target_kl is not None and not self.target_kl > 0:
+            raise ValueError(f"target_kl must be positive (or None: no early stop), got {self.target_kl!r}")
         for field_name in ("lora_r", "mini_batch_size", "ppo_epochs"):
             if getattr(self, field_name) < 1:
                 raise ValueError(f"{field_name} must be >= 1, got {getattr(self, field_name)}")
@@ -289,7 +295,7 @@ def parse_ppo_overrides(items: Sequence[str], preset: str = "paper") -> dict[str
     >>> parse_ppo_overrides(["clip=0.1"])
     Traceback (most recent call last):
         ...
-    ValueError: --ppo clip=0.1: unknown PPOConfig field 'clip'. Fields: adam_betas, adam_eps, adaptive_kl, autocast_dtype, cliprange, cliprange_value, compile, deduplicate, gamma, init_kl_coef, kl_horizon, kl_target, lam, learning_rate, lora_alpha, lora_dropout, lora_r, lora_target_modules, max_grad_norm, mini_batch_size, ppo_epochs, ratio_threshold, score_clip, share_prefix, use_score_norm, use_score_scaling, value_head_dropout, vf_coef, whiten_advantages.
+    ValueError: --ppo clip=0.1: unknown PPOConfig field 'clip'. Fields: adam_betas, adam_eps, adaptive_kl, autocast_dtype, cliprange, cliprange_value, compile, deduplicate, gamma, init_kl_coef, kl_horizon, kl_target, lam, learning_rate, lora_alpha, lora_dropout, lora_r, lora_target_modules, max_grad_norm, mini_batch_size, ppo_epochs, ratio_threshold, score_clip, share_prefix, target_kl, use_score_norm, use_score_scaling, value_head_dropout, vf_coef, whiten_advantages.
     """
     import ast
 
@@ -1097,10 +1103,13 @@ class PPOTrainer:
         skipped = 0
         # compiled: every minibatch keeps its rows (no deduplication), so that shapes repeat
         dedup = None if self._compiled_decoder is None else False
+        stopped = False
         with self._own_dropout_rng(), self._compiled():
             for _epoch in range(cfg.ppo_epochs):
-                order = torch.randperm(n_rows, generator=self.generator)
+                order = torch.randperm(n_rows, generator=self.generator)  # drawn every epoch, stopped or not
                 for start in range(0, n_rows, cfg.mini_batch_size):
+                    if stopped:
+                        break
                     idx = order[start : start + cfg.mini_batch_size]
                     rows = idx.tolist()
                     new = self.score(
@@ -1121,6 +1130,10 @@ class PPOTrainer:
                         cfg.vf_coef,
                     )
                     minibatch_stats.append(stats)
+                    if cfg.target_kl is not None and stats["approxkl"] > 1.5 * cfg.target_kl:
+                        stopped = True  # no step for this minibatch, and no more minibatches this update
+                        skipped += 1
+                        continue
                     if cfg.ratio_threshold is not None and stats["ratio_mean"] > cfg.ratio_threshold:
                         # TRL zeroed the loss of such a minibatch but still called optimizer.step()
                         # (so Adam's momentum moved the weights); we skip the step altogether.

@@ -384,6 +384,25 @@ def test_ratio_threshold_skips_minibatches():
     assert all(torch.equal(a, b) for a, b in zip(before, adapter_snapshot(t)))
 
 
+def test_target_kl_ends_the_update_once_the_policy_has_moved_too_far():
+    """Early stopping (SB3/CleanRL's ``target_kl``): the first minibatch finds the policy unmoved and
+    steps; the next finds it moved by more than 1.5 x target_kl, takes no step, and the update ends."""
+    cfg = no_dropout(PPOConfig.preset("smoke", learning_rate=1e-2, ppo_epochs=2))  # 2 epochs x 2 minibatches
+    batch = random_batch(8, seed=6)
+    free = PPOTrainer(tiny_model(), PAD, cfg).step(*batch)
+    assert (free["ppo/minibatches"], free["ppo/skipped_minibatches"]) == (4, 0)
+    assert free["ppo/policy/approxkl"] > 1e-6  # what the later minibatches see without the stop
+    stopping = PPOTrainer(tiny_model(), PAD, cfg.replace(target_kl=1e-6))
+    before = adapter_snapshot(stopping)
+    stats = stopping.step(*batch)
+    assert (stats["ppo/minibatches"], stats["ppo/skipped_minibatches"]) == (2, 1)  # one step taken
+    assert any(not torch.equal(a, b) for a, b in zip(before, adapter_snapshot(stopping)))
+    generous = PPOTrainer(tiny_model(), PAD, cfg.replace(target_kl=1e6)).step(*batch)
+    assert generous["ppo/skipped_minibatches"] == 0 and generous["ppo/policy/approxkl"] == free["ppo/policy/approxkl"]
+    with pytest.raises(ValueError, match="target_kl must be positive"):
+        PPOConfig(target_kl=0.0)
+
+
 def test_bf16_autocast_step_runs():
     t = PPOTrainer(tiny_model(), PAD, PPOConfig.preset("smoke", autocast_dtype="bf16"))
     stats = t.step(*random_batch(8, seed=7))
