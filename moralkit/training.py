@@ -561,8 +561,8 @@ class TrainingRun:
                                                    adapter_name="opponent")
         # each player answers with its own learner's adapter, whatever else is active on the shared model
         # (with compile="graphs" they sample through CUDA graphs too, as the PPO epochs run)
-        self.players = {k: LLMPlayer(t.model, self._tokenizer, c.labels_at(0), adapter=t.adapter_name,
-                                     graphs=t.config.compile == "graphs")
+        graphs = c.algorithm == "ppo" and c.ppo_config().compile == "graphs"
+        self.players = {k: LLMPlayer(t.model, self._tokenizer, c.labels_at(0), adapter=t.adapter_name, graphs=graphs)
                         for k, t in self.trainers.items()}
         self.sample_rng = np.random.default_rng([c.seed, 2])
         self.episode = 0
