@@ -220,7 +220,7 @@ def _train_config(ns):
 
 
 _PPO_HELP = ("change single fields of the PPO preset, e.g. --ppo max_grad_norm=1.0 ppo_epochs=1 (fields: see "
-             "moralkit.ppo.PPOConfig); train such runs into their own --out folder")
+             "moralkit.ppo.PPOConfig); train such runs into their own --out folder (default: none, the preset as it is)")
 
 
 def _ppo_overrides(ns, preset: str | None) -> dict:

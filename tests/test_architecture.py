@@ -28,6 +28,7 @@ ORDER = [
     "llm.prompts",
     "llm.models",
     "llm.adapters",
+    "llm.graphs",
     "llm.agent",
     "llm",
     "ppo",
