@@ -263,8 +263,8 @@ def test_padded_decoder_passes_give_the_eager_outputs_and_gradients(tokenizer):
     assert graphed.fallbacks == 1 and "padded, eager" in repr(graphed)
 
 
-def test_graphs_option_trains_like_the_eager_epochs(tokenizer):
-    """``PPOConfig(compile="graphs")``: the PPO epochs run the padded (on CUDA: recorded) decoder, same update."""
+def train_eager_and_graphed(tokenizer, updates: int, device: str = "cpu"):
+    """The same PPO updates with eager epochs and with ``compile="graphs"``: (weights by mode, the graphed decoder)."""
     prompts = game_prompts(tokenizer, tiny_random_model(tokenizer), 4, seed=2)
     answers = [[4667, 33], [4667, 34], [4667, 33], [2]]
     scores = [3.0, 0.0, 1.0, -6.0]
@@ -272,11 +272,16 @@ def test_graphs_option_trains_like_the_eager_epochs(tokenizer):
                            value_head_dropout=0.0, share_prefix=False)
     weights = {}
     for mode in (False, "graphs"):
-        trainer = PPOTrainer(tiny_random_model(tokenizer, layers=1), tokenizer, cfg.replace(compile=mode))
-        for _ in range(2):
+        trainer = PPOTrainer(tiny_random_model(tokenizer, layers=1).to(device), tokenizer, cfg.replace(compile=mode))
+        for _ in range(updates):
             trainer.step(prompts, answers, scores)
-        weights[mode] = [p.detach().clone() for p in trainer.trainable_parameters]
-    graphed = trainer._compiled_decoder[1]
+        weights[mode] = [p.detach().float().cpu().clone() for p in trainer.trainable_parameters]
+    return weights, trainer._compiled_decoder[1]
+
+
+def test_graphs_option_trains_like_the_eager_epochs(tokenizer):
+    """``PPOConfig(compile="graphs")``: the PPO epochs run the padded (on CUDA: recorded) decoder, same update."""
+    weights, graphed = train_eager_and_graphed(tokenizer, updates=2)
     assert graphed.passes == 2 * 2 * 2 and graphed.fallbacks == 0  # 2 updates x 2 epochs x 2 minibatches
     for eager, padded in zip(weights[False], weights["graphs"]):
         torch.testing.assert_close(padded, eager, atol=1e-5, rtol=1e-4)
@@ -289,18 +294,7 @@ def test_recorded_graphs_replay_the_eager_pass_on_a_gpu(tokenizer):
     """On a GPU: one graph per (rows, padded length), replays match the eager pass, backward included."""
     from moralkit.llm.graphs import GraphedDecoder
 
-    prompts = game_prompts(tokenizer, tiny_random_model(tokenizer), 4, seed=2)
-    answers = [[4667, 33], [4667, 34], [4667, 33], [2]]
-    scores = [3.0, 0.0, 1.0, -6.0]
-    cfg = PPOConfig.preset("smoke", mini_batch_size=2, ppo_epochs=2, learning_rate=1e-2, lora_dropout=0.0,
-                           value_head_dropout=0.0, share_prefix=False)
-    weights = {}
-    for mode in (False, "graphs"):
-        trainer = PPOTrainer(tiny_random_model(tokenizer, layers=1).cuda(), tokenizer, cfg.replace(compile=mode))
-        for _ in range(3):
-            trainer.step(prompts, answers, scores)
-        weights[mode] = [p.detach().float().cpu() for p in trainer.trainable_parameters]
-    graphed = trainer._compiled_decoder[1]
+    weights, graphed = train_eager_and_graphed(tokenizer, updates=3, device="cuda")
     assert isinstance(graphed, GraphedDecoder) and graphed.capture and graphed.captured
     assert graphed.passes == 3 * 2 * 2 and graphed.fallbacks == 0
     for eager, replayed in zip(weights[False], weights["graphs"]):
