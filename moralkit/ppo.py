@@ -128,8 +128,9 @@ class PPOConfig:
       thousands of small kernels of a forward and backward pass; the first updates pay for the
       compilation, minutes; ``True`` or a ``torch.compile`` mode such as ``"reduce-overhead"``
       (CUDA graphs too); ``"graphs"``: no compilation, the decoder stack's forward and backward
-      recorded as CUDA graphs, one per padded minibatch shape, in a second or two
-      (:class:`~moralkit.llm.graphs.GraphedDecoder`; on a CPU the same padded pass runs eagerly);
+      recorded as CUDA graphs, one per padded minibatch shape, in a second or two, and the scoring
+      passes before the epochs recorded forward only (whole rows: no deduplication, no prefix split;
+      :class:`~moralkit.llm.graphs.GraphedDecoder`; on a CPU the same padded pass runs eagerly);
       off by default, measured in ``moralkit bench --compile``); ``seed`` (LoRA and value-head initialisation, minibatch
       shuffling and dropout all derive from it).
     """
@@ -1005,6 +1006,7 @@ class PPOTrainer:
         computed once per run (the base model never changes).
         """
         self.activate()
+        graphs = self.config.compile == "graphs"
         context = self.reference() if reference else contextlib.nullcontext()
         with context:
             return score_answers(
@@ -1017,8 +1019,9 @@ class PPOTrainer:
                 pad_token_id=self.pad_token_id,
                 autocast_dtype=self.config.autocast_dtype,
                 deduplicate=self.config.deduplicate if deduplicate is None else deduplicate,
-                share_prefix=self.config.share_prefix,
-                prefix_cache=self._reference_prefix if reference and not torch.is_grad_enabled() else None,
+                # recorded graphs take whole rows: no prefix split, no prefix cache
+                share_prefix=False if graphs else self.config.share_prefix,
+                prefix_cache=self._reference_prefix if reference and not torch.is_grad_enabled() and not graphs else None,
             )
 
     # -- the PPO update ----------------------------------------------------------------------
@@ -1082,9 +1085,12 @@ class PPOTrainer:
         t_forward = time.perf_counter()
         self.activate()
         self._train_mode(False)
-        with torch.no_grad():
-            old = self.score(prompt_ids, answer_ids, with_values=True, with_entropy=True)
-            ref = self.score(prompt_ids, answer_ids, reference=True)
+        # with CUDA graphs the scoring passes are replayed too: every row kept (shapes repeat)
+        graphs = self.config.compile == "graphs"
+        with torch.no_grad(), (self._compiled() if graphs else contextlib.nullcontext()):
+            old = self.score(prompt_ids, answer_ids, with_values=True, with_entropy=True,
+                             deduplicate=False if graphs else None)
+            ref = self.score(prompt_ids, answer_ids, reference=True, deduplicate=False if graphs else None)
         mask, old_logprobs = old.mask, old.logprobs
         old_values = old.values * mask
 
@@ -1207,8 +1213,8 @@ class PPOTrainer:
         (or, with ``"graphs"``, through a :class:`~moralkit.llm.graphs.GraphedDecoder`).
 
         Only the stack of transformer layers (with their LoRA layers) is compiled, and only for the
-        PPO epochs, whose shapes repeat from update to update; the language-model head, the
-        sampling and the scoring passes stay eager.
+        PPO epochs, whose shapes repeat from update to update (with ``"graphs"``, the scoring passes
+        before them too); the language-model head and the value head stay eager.
         """
         if self._compiled_decoder is None:
             yield

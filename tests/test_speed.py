@@ -254,13 +254,24 @@ def test_padded_decoder_passes_give_the_eager_outputs_and_gradients(tokenizer):
     torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-5)
     for eager, padded in zip(results[0][1], results[1][1]):
         torch.testing.assert_close(padded, eager, atol=1e-5, rtol=1e-4)
-    with torch.no_grad():  # a pass without gradients (sampling, scoring) is the decoder's own
+    with torch.no_grad():  # a pass without gradients (scoring) is padded too, and keyed by the adapter state
+        eager = forward_batch(model, seqs, pad_id=0, logits_to_keep=5, share_prefix=False).logits
         decoder.forward = graphed
         try:
-            forward_batch(model, seqs, pad_id=0, logits_to_keep=1, share_prefix=False)
+            padded = forward_batch(model, seqs, pad_id=0, logits_to_keep=5, share_prefix=False).logits
+            on = graphed.state()
+            with model.disable_adapter():
+                off = graphed.state()
+                reference = forward_batch(model, seqs, pad_id=0, logits_to_keep=5, share_prefix=False).logits
         finally:
             decoder.__dict__.pop("forward", None)
-    assert graphed.fallbacks == 1 and "padded, eager" in repr(graphed)
+        with model.disable_adapter():
+            reference_eager = forward_batch(model, seqs, pad_id=0, logits_to_keep=5, share_prefix=False).logits
+    assert graphed.passes == 3 and graphed.fallbacks == 0 and "padded, eager" in repr(graphed)
+    torch.testing.assert_close(padded, eager, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(reference, reference_eager, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(reference, eager, atol=1e-3)  # the adapter matters: the check can fail
+    assert on == (False, False, ("default",)) and off == (False, True, ("default",))
 
 
 def train_eager_and_graphed(tokenizer, updates: int, device: str = "cpu"):
@@ -282,7 +293,8 @@ def train_eager_and_graphed(tokenizer, updates: int, device: str = "cpu"):
 def test_graphs_option_trains_like_the_eager_epochs(tokenizer):
     """``PPOConfig(compile="graphs")``: the PPO epochs run the padded (on CUDA: recorded) decoder, same update."""
     weights, graphed = train_eager_and_graphed(tokenizer, updates=2)
-    assert graphed.passes == 2 * 2 * 2 and graphed.fallbacks == 0  # 2 updates x 2 epochs x 2 minibatches
+    # 2 updates x (2 scoring passes + 2 epochs x 2 minibatches)
+    assert graphed.passes == 2 * (2 + 2 * 2) and graphed.fallbacks == 0
     for eager, padded in zip(weights[False], weights["graphs"]):
         torch.testing.assert_close(padded, eager, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="'graphs'"):
@@ -296,7 +308,9 @@ def test_recorded_graphs_replay_the_eager_pass_on_a_gpu(tokenizer):
 
     weights, graphed = train_eager_and_graphed(tokenizer, updates=3, device="cuda")
     assert isinstance(graphed, GraphedDecoder) and graphed.capture and graphed.captured
-    assert graphed.passes == 3 * 2 * 2 and graphed.fallbacks == 0
+    assert graphed.passes == 3 * (2 + 2 * 2) and graphed.fallbacks == 0
+    # scoring: the adapter's pass and the reference pass (adapters disabled) are two recordings
+    assert len({key[2] for key in graphed.captured_forward}) == 2
     for eager, replayed in zip(weights[False], weights["graphs"]):
         torch.testing.assert_close(replayed, eager, atol=1e-4, rtol=1e-3)
 

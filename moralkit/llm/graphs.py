@@ -15,11 +15,16 @@ no host-side decisions inside it, so :class:`GraphedDecoder`:
   (rows, padded length), the first time that shape comes, under a forked random state so that
   capturing draws no random numbers from the run's streams.
 
+Passes without gradient (the scoring passes before the epochs: old log-probabilities and values,
+and the reference pass with the adapters disabled) are recorded too, forward only, one graph per
+(rows, padded length, state), where the state is what a replay cannot see from the inputs: the
+layers' train/eval mode and which LoRA adapter is active or whether adapters are disabled.
+
 Real tokens see exactly what they saw before (the same keys, the same positions), so the outputs
 at real positions are those of the eager pass up to the order of floating-point sums; the tests
 check this on a CPU, where the same padded pass runs eagerly (``capture=False``). Passes it cannot
-take (one that uses or fills a key/value cache, embeddings instead of ids, no gradient) run the
-decoder's own forward.
+take (one that uses or fills a key/value cache, embeddings instead of ids) run the decoder's own
+forward.
 """
 
 from __future__ import annotations
@@ -86,14 +91,30 @@ class GraphedDecoder:
         device = next(decoder.parameters()).device
         self.capture = device.type == "cuda" if capture is None else capture
         self._graphs: dict[tuple[int, int], nn.Module] = {}
+        self._forward_graphs: dict[tuple, tuple[Any, tuple[torch.Tensor, ...], torch.Tensor]] = {}
+        # one adapter layer tells the adapter state (peft switches every layer together)
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        self._lora = next((m for m in decoder.modules() if isinstance(m, BaseTunerLayer)), None)
         self._eager = _Stack(decoder)
         self.passes = 0
         self.fallbacks = 0
 
     @property
     def captured(self) -> list[tuple[int, int]]:
-        """The (rows, padded length) shapes with a recorded graph."""
+        """The (rows, padded length) shapes with a recorded forward-and-backward graph."""
         return sorted(self._graphs)
+
+    @property
+    def captured_forward(self) -> list[tuple]:
+        """The (rows, padded length, state) keys with a recorded forward-only (no-gradient) graph."""
+        return sorted(self._forward_graphs, key=repr)
+
+    def state(self) -> tuple:
+        """What a recorded pass depends on beyond its inputs: (training, adapters disabled, active adapters)."""
+        if self._lora is None:
+            return (self.decoder.training,)
+        return (self.decoder.training, bool(self._lora.disable_adapters), tuple(self._lora.active_adapters))
 
     def __repr__(self) -> str:
         mode = "CUDA graphs" if self.capture else "padded, eager"
@@ -107,7 +128,7 @@ class GraphedDecoder:
         # anything beyond ids, mask and positions (a key/value cache -- `past_key_values`, or `cache`
         # in newer transformers --, embeddings, output options) goes to the decoder's own forward
         others = {k: v for k, v in kwargs.items() if v is not None and k not in ("use_cache", "cache_position", "return_dict")}
-        if input_ids is None or others or kwargs.get("use_cache") or not torch.is_grad_enabled():
+        if input_ids is None or others or kwargs.get("use_cache"):
             self.fallbacks += 1
             return type(self.decoder).forward(self.decoder, input_ids=input_ids, attention_mask=attention_mask,
                                               position_ids=position_ids, **kwargs)
@@ -120,8 +141,13 @@ class GraphedDecoder:
         ids = nn.functional.pad(input_ids, (extra, 0), value=self.pad_id)
         positions = nn.functional.pad(position_ids, (extra, 0), value=0)
         mask = padded_causal_mask(nn.functional.pad(keep, (extra, 0), value=0))
-        stack = self._graph(rows, padded, (ids, positions, mask)) if self.capture else self._eager
-        hidden = stack(ids, positions, mask)[:, extra:]
+        if not self.capture:
+            hidden = self._eager(ids, positions, mask)
+        elif torch.is_grad_enabled():
+            hidden = self._graph(rows, padded, (ids, positions, mask))(ids, positions, mask)
+        else:
+            hidden = self._forward(rows, padded, (ids, positions, mask))
+        hidden = hidden[:, extra:]
         self.passes += 1
         return BaseModelOutputWithPast(last_hidden_state=hidden)
 
@@ -135,6 +161,28 @@ class GraphedDecoder:
                     stack, tuple(t.clone() for t in sample), num_warmup_iters=self.warmup,
                     allow_unused_input=True)  # another learner's adapter in the same model takes no part
         return self._graphs[key]
+
+    def _forward(self, rows: int, length: int, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """A no-gradient pass, replayed from its recorded graph (recorded the first time its key comes)."""
+        key = (rows, length, self.state())
+        if key not in self._forward_graphs:
+            device = inputs[0].device
+            static = tuple(t.clone() for t in inputs)
+            stream = torch.cuda.Stream(device)
+            stream.wait_stream(torch.cuda.current_stream(device))
+            with torch.random.fork_rng(devices=[device]), torch.cuda.stream(stream):
+                for _ in range(self.warmup):  # outside the graph: allocations, library handles
+                    self._eager(*static)
+            torch.cuda.current_stream(device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.random.fork_rng(devices=[device]), torch.cuda.graph(graph):
+                out = self._eager(*static)
+            self._forward_graphs[key] = (graph, static, out)
+        graph, static, out = self._forward_graphs[key]
+        for buffer, value in zip(static, inputs):
+            buffer.copy_(value)
+        graph.replay()
+        return out.clone()  # the next replay overwrites `out`
 
 
 def pad_rows(seqs: Sequence[Sequence[int]], pad_id: int, length: int, rows: int, device=None):
