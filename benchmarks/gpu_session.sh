@@ -3,7 +3,7 @@
 #
 #   bash benchmarks/gpu_session.sh parts      # HERE, once: wheels, the embedded model in two parts, its tokenizer
 #   bash benchmarks/gpu_session.sh speed      # device call 1 (carry .whl .devcache/m1 .devcache/models)
-#   LIMIT=300 PPO="compile=graphs" bash benchmarks/gpu_session.sh grids   # device call 2 (carry .devcache/m2)
+#   LIMIT=300 bash benchmarks/gpu_session.sh grids   # device call 2 (carry .devcache/m2), right after call 1
 #   bash benchmarks/gpu_session.sh tables F   # HERE: the tables of data/results from F (runs.tar.gz)
 #
 # Why two calls: a device call carries at most 64 MiB and the embedded model's GGUF file is 98 MB,
@@ -13,8 +13,8 @@
 # the paper preset on random weights of the model's shape (eager, CUDA graphs, graphs + TF32,
 # graphs in bf16), then n benches side by side on the one GPU (what `grid --workers n` does: the
 # paper grid's hours follow), and runs the CUDA tests. `grids` converts the model and trains, on
-# the `gpu` profile (the cpu profile's runs: 40 updates of 8 games x 5 rounds, cpu PPO preset; $PPO
-# adds PPOConfig overrides to every PPO grid), all at once on the one GPU, each grid under $LIMIT s
+# the `gpu` profile (the cpu profile's runs: 40 updates of 8 games x 5 rounds, cpu PPO preset; $PPO,
+# default compile=False, adds PPOConfig overrides to every PPO grid), all at once on the one GPU, each grid under $LIMIT s
 # (default 400; give it what the lease has left), and brings back one runs.tar.gz with every run's
 # logs (rounds.csv, updates.csv, config.json) and the grids' tables, generalisation included
 # (evaluated there: the adapters are too large to bring back). `tables` recomputes every table
@@ -63,12 +63,13 @@ speed)  # device call 1 (carry .whl .devcache/m1 .devcache/models): installs, sp
     timeout 90 $B --updates 12 $mode --json --save "$OUT/bench_gpu.csv" 2>&1 | grep '^{'
   done
   el "single benches"
+  mkdir -p /tmp/side  # one JSON per bench, kept off $OUT (a call brings back at most 8 files)
   for n in 4 8 16; do  # issue 10: n runs side by side on the one GPU (the grid's --workers n)
     for i in $(seq $n); do
-      OMP_NUM_THREADS=1 timeout 120 $B --updates 20 --dtype float32 --compile graphs --tf32 --json > "$OUT/side_$n.$i.json" 2>/dev/null &
+      OMP_NUM_THREADS=1 timeout 120 $B --updates 20 --dtype float32 --compile graphs --tf32 --json > "/tmp/side/side_$n.$i.json" 2>/dev/null &
     done
     wait; el "$n side by side"
-    python3 - "$OUT" $n <<'PY' | tee -a "$OUT/side_by_side.csv"
+    python3 - /tmp/side $n <<'PY' | tee -a "$OUT/side_by_side.csv"
 import json, sys
 from pathlib import Path
 out, n = Path(sys.argv[1]), int(sys.argv[2])
@@ -88,10 +89,13 @@ grids)  # device call 2 (carry .devcache/m2), right after call 1: the model, the
   export PYTHONPATH=$SITE:$PWD OMP_NUM_THREADS=1  # ~20 processes share 16 cores: one host thread each
   python3 -c "from moralkit.llm.models import convert_embedded; convert_embedded()" || exit 1
   el converted
-  G="python3 -m moralkit.cli grid --profile gpu"; L=${LIMIT:-400}; P=${PPO:-}
+  # ~20 trainings at once: eager (~2.5 GB each) by default; with CUDA graphs (compile="auto" on this
+  # GPU) a gpu-profile run holds 5-7 GB and twenty ran the H100 out of memory (lease 4)
+  G="python3 -m moralkit.cli grid --profile gpu"; L=${LIMIT:-400}; P=${PPO:-compile=False}
   mkdir -p $RUNS
   # lease 1 (2026-11-26, data/results/*_gpu_h100.csv) measured the base rewards, the pool labels and
-  # MaxMin at seed 0 and GRPO's Game run; this lease measures what that left open:
+  # MaxMin at seed 0 and GRPO's Game run; lease 4 ran out of memory here (CUDA graphs, 20 processes)
+  # and measured only PPO vs GRPO. Still open (start from an empty $RUNS on a fresh machine):
   timeout $L $G --rewards deontological utilitarian --seeds 0 1 2 --workers 6 ${P:+--ppo $P} \
     --out $RUNS/base > "$OUT/base.log" 2>&1 &          # issue 16: generalisation without the pool
   # issue 16: lease 1's Deontological+pool seed 2 collapsed (approxkl 88 in one update; healthy runs stay
@@ -102,12 +106,8 @@ grids)  # device call 2 (carry .devcache/m2), right after call 1: the model, the
     --out $RUNS/pool_kl > "$OUT/pool_kl.log" 2>&1 &
   timeout $L $G --rewards "maxmin(game,deontological,utilitarian)" "average(game,deontological,utilitarian)" \
     --seeds 1 2 --no-evaluate --workers 4 ${P:+--ppo $P} --out $RUNS/maxmin > "$OUT/maxmin.log" 2>&1 &   # issue 12: more seeds
-  if python3 -c "import trl, datasets" 2>/dev/null; then  # issue 14: PPO vs GRPO on one machine, one run
-    for reward in game deontological; do
-      timeout $L python3 -m moralkit.cli compare-algorithms --rewards $reward --algorithms ppo grpo --profile gpu \
-        --out $RUNS/compare_$reward > "$OUT/compare_$reward.log" 2>&1 &
-    done
-  fi
+  # issue 14's PPO-vs-GRPO table was measured in lease 4 (data/results/ppo_vs_grpo_gpu_h100.csv):
+  # moralkit compare-algorithms --rewards game deontological --algorithms ppo grpo --profile gpu
   wait; el trained
   timeout 30 python3 -m moralkit.cli maxmin-report $RUNS/maxmin/*__seed* --out $RUNS/maxmin/maxmin_llm.csv > "$OUT/maxmin_report.log" 2>&1
   tar -czf "$OUT/runs.tar.gz" -C $RUNS --exclude='checkpoint*' --exclude='adapter*' --exclude='*.png' --exclude='.lock' .

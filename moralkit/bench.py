@@ -47,7 +47,7 @@ def benchmark_training(
     updates: int = 3,
     model: str | None = None,
     seed: int = 0,
-    compile: bool | str = False,
+    compile: bool | str = "auto",
     tf32: bool = False,
     dtype: str | None = None,
     profile: str | None = None,
@@ -82,7 +82,7 @@ def benchmark_training(
     sizes = {k: v for k, v in {"preset": preset, "games_per_update": games_per_update, "rounds": rounds,
                                 "model": model}.items() if v is not None}
     cfg = condition_config("game", "tit_for_tat", seed, profile, episodes=updates + 1, checkpoint_every=10_000,
-                           ppo_overrides={"compile": compile} if compile else {}, **sizes)
+                           ppo_overrides={"compile": compile}, **sizes)
     preset, games_per_update, rounds, model = cfg.preset, cfg.games_per_update, cfg.rounds, cfg.model
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -112,7 +112,7 @@ def benchmark_training(
         "preset": preset,
         "games_per_update": games_per_update,
         "rounds": rounds,
-        "compile": compile,
+        "compile": "graphs" if run.trainers["learner"].graphs else compile,  # what "auto" chose
         "tf32": bool(tf32),
         "dtype": str(next(run.model.parameters()).dtype).removeprefix("torch."),
         "timed_updates": n,

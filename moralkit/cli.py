@@ -266,6 +266,11 @@ def _figures_every(n: int, profile=None):
     return callback
 
 
+def _compile_mode(text: str):
+    """``--compile``'s MODE: ``off``/``false`` -> False (eager), anything else as it is."""
+    return False if text.lower() in ("off", "false", "no", "eager") else text
+
+
 @command("train", "fine-tune the LLM player with LoRA-PPO (or GRPO) on a moral reward (resumable)")
 @arg("--reward", default="game", help=_REWARD_HELP)
 @arg("--opponent", default="tit_for_tat", help=_OPPONENT_HELP)
@@ -380,7 +385,8 @@ def _evaluate(ns) -> int:
 @arg("--profile", default=None, choices=_PROFILES, help=_PROFILE_HELP)
 @arg("--episodes", type=int, default=FromProfile("train_episodes"), help="PPO updates per run")
 @arg("--workers", type=int, default=1, help="train this many conditions at once, each in its own process "
-     "(on a GPU: several runs share it; on a CPU: they share the cores)")
+     "(on a GPU: several runs share it, ~3-7 GB each; on an H100 four or more fill it, see docs/performance.md; "
+     "on a CPU: they share the cores)")
 @arg("--model", default=FromProfile("model"), help="'embedded', a folder, a hub id or random:<shape>")
 @arg("--labels", default="train", help=_LABELS_HELP)
 @arg("--ppo", nargs="+", default=None, metavar="FIELD=VALUE", help=_PPO_HELP)
@@ -470,9 +476,9 @@ def _grid_figures(out, trained, generalisation, profile=None) -> list:
 @arg("--games-per-update", type=int, default=FromProfile("games_per_update"), help="games played in parallel per update (paper: 1)")
 @arg("--rounds", type=int, default=FromProfile("rounds"), help="rounds per game")
 @arg("--updates", type=int, default=3, help="timed updates (after one warm-up)")
-@arg("--compile", nargs="?", const=True, default=False, metavar="MODE",
-     help="compile the PPO epochs with torch.compile (pays off on a GPU); MODE e.g. reduce-overhead, or "
-          "'graphs': record them as CUDA graphs instead, without compiling")
+@arg("--compile", nargs="?", const=True, default="auto", metavar="MODE", type=_compile_mode,
+     help="how the PPO updates run: 'auto' (CUDA graphs on an Ampere-or-newer GPU, else eager), 'graphs', 'off' (eager), "
+          "or torch.compile (no MODE, or a mode such as reduce-overhead)")
 @arg("--dtype", default=None, help="model dtype, e.g. float32 or bfloat16 (default: bfloat16 on a recent GPU, else float32)")
 @arg("--tf32", action="store_true", help="let float32 matrix products use TF32 on a CUDA GPU while measuring")
 @arg("--json", action="store_true", help="print one JSON object instead of a table")

@@ -119,7 +119,7 @@ def _train_in_processes(runs: Sequence[TrainingRun], workers: int, progress: boo
 
     workers = min(workers, len(runs))
     threads = max(1, (os.cpu_count() or 1) // workers)  # CPU cores shared out between the runs
-    failed = []
+    failed: list[tuple[str, BaseException]] = []
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context) as pool, tqdm(
         total=len(runs), disable=not progress, desc=f"grid: {len(runs)} run(s), {workers} at a time", unit="run"
@@ -131,13 +131,30 @@ def _train_in_processes(runs: Sequence[TrainingRun], workers: int, progress: boo
                 minutes = future.result()
                 bar.write(f"[moralkit] {run.folder.name}: trained ({minutes:.1f} min)")
             except Exception as exc:  # noqa: BLE001 -- reported below, the other runs go on
-                failed.append(f"{run.folder.name}: {type(exc).__name__}: {exc}")
+                failed.append((run.folder.name, exc))
             bar.update(1)
     if failed:
-        raise RuntimeError(
-            f"{len(failed)} of {len(runs)} run(s) failed:\n  " + "\n  ".join(failed)
-            + "\nThe others finished. Fix the cause and run the same command again: it resumes the failed runs."
-        )
+        raise RuntimeError(grid_failure_report(failed, len(runs)))
+
+
+def grid_failure_report(failed: Sequence[tuple[str, BaseException]], total: int) -> str:
+    """What a grid says when some of its ``total`` runs failed: each run's error, and how to go on.
+
+    >>> print(grid_failure_report([("game__tit_for_tat__seed0", ValueError("bad"))], 2))
+    1 of 2 run(s) failed:
+      game__tit_for_tat__seed0: ValueError: bad
+    The others finished. Fix the cause and run the same command again: it resumes the failed runs.
+    """
+    memory = any("out of memory" in str(exc).lower() for _, exc in failed)
+    return (
+        f"{len(failed)} of {total} run(s) failed:\n  "
+        + "\n  ".join(f"{name}: {type(exc).__name__}: {exc}" for name, exc in failed)
+        + ("\nThe GPU ran out of memory: each run holds its model, its batches and (with CUDA graphs, the "
+           "default on an Ampere-or-newer GPU) one recording per batch shape -- ~3 GB per paper-profile run and 5-7 GB per "
+           "gpu-profile run on an H100. Use fewer --workers (workers=...), or --ppo compile=False (eager, "
+           "~2.5 GB per run, slower)." if memory else "")
+        + "\nThe others finished. Fix the cause and run the same command again: it resumes the failed runs."
+    )
 
 
 def _train_one(config: dict, folder: str, threads: int) -> float:

@@ -57,7 +57,7 @@ from torch import nn
 
 from .llm.adapters import adapters_disabled
 from .llm.agent import PrefixCache, forward_batch
-from .llm.graphs import GraphedDecoder
+from .llm.graphs import GraphedDecoder, graphs_pay
 from .llm.models import native_cuda_bf16
 from .storage import DamagedFileError, folder_versions, write_folder
 
@@ -131,7 +131,9 @@ class PPOConfig:
       recorded as CUDA graphs, one per padded minibatch shape, in a second or two, and the scoring
       passes before the epochs recorded forward only (whole rows: no deduplication, no prefix split;
       :class:`~moralkit.llm.graphs.GraphedDecoder`; on a CPU the same padded pass runs eagerly);
-      off by default, measured in ``moralkit bench --compile``); ``seed`` (LoRA and value-head initialisation, minibatch
+      ``"auto"`` (default): ``"graphs"`` on a CUDA GPU of the Ampere generation or newer (3.5x
+      faster per paper-preset update on an H100; :func:`~moralkit.llm.graphs.graphs_pay`), eager
+      (``False``) elsewhere, a T4 included; measured in ``moralkit bench --compile``); ``seed`` (LoRA and value-head initialisation, minibatch
       shuffling and dropout all derive from it).
     """
 
@@ -173,16 +175,16 @@ class PPOConfig:
     autocast_dtype: str | None = None
     deduplicate: bool = True
     share_prefix: bool | str = "auto"
-    compile: bool | str = False
+    compile: bool | str = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.lora_target_modules, list):
             self.lora_target_modules = tuple(self.lora_target_modules)
         self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]
-        if self.compile not in (True, False, "graphs", "default", "reduce-overhead", "max-autotune",
+        if self.compile not in (True, False, "auto", "graphs", "default", "reduce-overhead", "max-autotune",
                                 "max-autotune-no-cudagraphs"):
-            raise ValueError(f"compile must be True, False, 'graphs' or a torch.compile mode, got {self.compile!r}")
+            raise ValueError(f"compile must be 'auto', 'graphs', True, False or a torch.compile mode, got {self.compile!r}")
         if self.share_prefix not in (True, False, "auto"):
             raise ValueError(f"share_prefix must be True, False or 'auto', got {self.share_prefix!r}")
         if self.autocast_dtype not in (None, "bf16", "auto"):
@@ -253,6 +255,11 @@ class PPOConfig:
 
 REMOVED_FIELDS: frozenset[str] = frozenset({"batch_size"})
 """Fields older checkpoints may hold that no longer exist (``batch_size`` was read by nothing)."""
+
+SPEED_FIELDS: frozenset[str] = frozenset({"compile"})
+"""Fields that change how fast an update runs, not what it computes (up to the order of
+floating-point sums): a run may resume under other values of these (e.g. started on a CPU, eager,
+finished on a GPU with CUDA graphs)."""
 
 #: Field values of each named preset (everything not listed keeps the paper default).
 _PRESETS: dict[str, dict[str, Any]] = {
@@ -922,10 +929,12 @@ class PPOTrainer:
         # the frozen base model's keys/values of the prompts' shared beginning: valid for the whole run
         self._reference_prefix = PrefixCache()
         self._compiled_decoder = None
-        if self.config.compile == "graphs":
+        self.graphs = self.config.compile == "graphs" or (self.config.compile == "auto" and graphs_pay(self.device))
+        """Whether the updates replay CUDA graphs (``compile="graphs"``, or ``"auto"`` where :func:`graphs_pay`)."""
+        if self.graphs:
             decoder = self.model.get_base_model().get_decoder()
             self._compiled_decoder = (decoder, GraphedDecoder(decoder, pad_id=self.pad_token_id))
-        elif self.config.compile:
+        elif self.config.compile and self.config.compile != "auto":
             decoder = self.model.get_base_model().get_decoder()
             mode = None if self.config.compile is True else self.config.compile
             self._compiled_decoder = (decoder, torch.compile(decoder.forward, dynamic=None, mode=mode))
@@ -1006,7 +1015,7 @@ class PPOTrainer:
         computed once per run (the base model never changes).
         """
         self.activate()
-        graphs = self.config.compile == "graphs"
+        graphs = self.graphs
         context = self.reference() if reference else contextlib.nullcontext()
         with context:
             return score_answers(
@@ -1086,7 +1095,7 @@ class PPOTrainer:
         self.activate()
         self._train_mode(False)
         # with CUDA graphs the scoring passes are replayed too: every row kept (shapes repeat)
-        graphs = self.config.compile == "graphs"
+        graphs = self.graphs
         with torch.no_grad(), (self._compiled() if graphs else contextlib.nullcontext()):
             old = self.score(prompt_ids, answer_ids, with_values=True, with_entropy=True,
                              deduplicate=False if graphs else None)

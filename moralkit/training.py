@@ -359,6 +359,14 @@ def _diff_text(diffs) -> str:
     return "\n".join(f"  {name}: {old!r} in the run folder, {new!r} now" for name, old, new in diffs)
 
 
+def _without_speed_fields(settings: dict) -> dict:
+    """``settings`` without the PPO overrides that change only speed (``ppo.SPEED_FIELDS``): a run may resume under others."""
+    from .ppo import SPEED_FIELDS
+
+    overrides = settings.get("ppo_overrides") or {}
+    return {**settings, "ppo_overrides": {k: v for k, v in overrides.items() if k not in SPEED_FIELDS}}
+
+
 class TrainingRun:
     """A (resumable) PPO fine-tuning run writing into ``folder``.
 
@@ -441,7 +449,7 @@ class TrainingRun:
         defaults = {k: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
                     for k, f in fields.items()}
         recorded = {k: saved.get(k, defaults[k]) for k in fields}
-        diffs = _differences(recorded, self.config.to_dict())
+        diffs = _differences(_without_speed_fields(recorded), _without_speed_fields(self.config.to_dict()))
         if diffs:
             raise RunMismatchError(
                 f"{self.folder} holds a run with other settings:\n{_diff_text(diffs)}\n"
@@ -472,14 +480,15 @@ class TrainingRun:
         checkpoint copy). A finished run stays usable whatever this says; an unfinished one
         refuses to resume unless it is empty.
         """
-        from .ppo import REMOVED_FIELDS
+        from .ppo import REMOVED_FIELDS, SPEED_FIELDS
 
         saved = self._saved_settings()
         recorded = self._recorded_ppo(saved) if saved is not None else None
         if recorded is None:
             return None
-        recorded = {k: v for k, v in recorded.items() if k not in REMOVED_FIELDS}
-        return _differences(recorded, self.config.ppo_config().to_dict(), prefix="ppo.")
+        recorded = {k: v for k, v in recorded.items() if k not in REMOVED_FIELDS | SPEED_FIELDS}
+        now = {k: v for k, v in self.config.ppo_config().to_dict().items() if k not in SPEED_FIELDS}
+        return _differences(recorded, now, prefix="ppo.")
 
     def _check_ppo_settings(self, saved: dict) -> None:
         """Refuse to resume under other PPO settings than the run started with (an edited preset)."""

@@ -170,6 +170,15 @@ def test_the_benchmark_reports_where_the_time_goes(tmp_path):
     with pytest.raises(ValueError, match="other columns"):
         save_benchmark({"something": 1}, path)
     json.dumps(result)  # JSON-able for --json
+    # the default "auto" records what it chose: on this device
+    assert result["compile"] == ("graphs" if torch.cuda.is_available() else "auto")
+
+
+def test_bench_compile_modes_on_the_command_line():
+    from moralkit.cli import _compile_mode
+
+    assert [_compile_mode(m) for m in ("off", "False", "graphs", "auto", "reduce-overhead")] == [
+        False, False, "graphs", "auto", "reduce-overhead"]
 
 
 def test_a_grid_trains_conditions_in_parallel_processes_with_the_same_results(tmp_path):
@@ -183,6 +192,16 @@ def test_a_grid_trains_conditions_in_parallel_processes_with_the_same_results(tm
         pd.testing.assert_frame_equal(a.log, b.log)
     with pytest.raises(ValueError, match="workers"):
         train_grid(["game"], out=tmp_path / "x", workers=0, **kw)
+
+
+def test_a_grid_that_ran_out_of_gpu_memory_says_what_to_change():
+    from moralkit.experiments import grid_failure_report
+
+    oom = RuntimeError("CUDA out of memory. Tried to allocate 20.00 MiB.")
+    text = grid_failure_report([("deontological__tit_for_tat__seed0", oom), ("game__tit_for_tat__seed1", ValueError("x"))], 6)
+    assert text.startswith("2 of 6 run(s) failed") and "fewer --workers" in text and "compile=False" in text
+    assert "resumes the failed runs" in text
+    assert "fewer --workers" not in grid_failure_report([("game__tit_for_tat__seed1", ValueError("x"))], 6)
 
 
 def test_reading_the_shared_first_label_token_ahead_samples_exactly_as_token_by_token(tokenizer):

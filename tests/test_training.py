@@ -169,6 +169,45 @@ def test_other_settings_in_the_same_folder_are_refused(tmp_path):
         TrainingRun(TrainingConfig(**{**TINY, "episodes": 2}), tmp_path / "run", model=model, tokenizer=tok, resume=False)
 
 
+def test_a_run_resumes_under_another_compile_mode_but_not_other_ppo_settings(tmp_path):
+    """``compile`` only changes speed (``ppo.SPEED_FIELDS``): a run started eager may finish with CUDA graphs."""
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(run, rounds):
+        if run.episode == 2:
+            raise Stop
+
+    model, tok = tiny_model()
+    eager = {**TINY, "ppo_overrides": {"learning_rate": 5e-3, "compile": False}}
+    run = TrainingRun(TrainingConfig(**eager), tmp_path / "run", model=model, tokenizer=tok)
+    with pytest.raises(Stop):
+        run.train(progress=False, callback=stop_after_two)
+    assert not run.trainers["learner"].graphs  # compile=False
+    run.release()
+    graphs = {**TINY, "ppo_overrides": {"learning_rate": 5e-3, "compile": "graphs"}}
+    model, tok = tiny_model()
+    resumed = TrainingRun(TrainingConfig(**graphs), tmp_path / "run", model=model, tokenizer=tok).setup()
+    assert resumed.episode == 2 and resumed.trainers["learner"].graphs and resumed.players["learner"].graphs
+    resumed.train(progress=False)
+    assert resumed.status == "finished" and resumed.ppo_changes() == []
+    other = {**TINY, "ppo_overrides": {"learning_rate": 1e-2}}
+    with pytest.raises(RunMismatchError, match="other settings"):
+        TrainingRun(TrainingConfig(**other), tmp_path / "run", model=model, tokenizer=tok)
+
+
+def test_ppo_compile_auto_records_graphs_only_on_a_gpu(tokenizer=None):
+    """The default ``compile="auto"``: CUDA graphs on a CUDA GPU, the eager trainer on a CPU."""
+    from moralkit.ppo import PPOConfig, PPOTrainer
+
+    assert PPOConfig().compile == "auto" and PPOConfig.preset("paper").compile == "auto"
+    model, tok = tiny_model()
+    trainer = PPOTrainer(model, tok, PPOConfig.preset("smoke"))
+    assert trainer.graphs is False and trainer._compiled_decoder is None
+    with pytest.raises(ValueError, match="'auto', 'graphs'"):
+        PPOConfig(compile="fast")
+
+
 def test_bad_configs_name_the_choices():
     with pytest.raises(ValueError, match="Valid names"):
         TrainingConfig(reward="kantian")

@@ -36,7 +36,24 @@ from typing import Any, Hashable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["GraphedDecoder", "GraphedLogits", "graphed_logits", "padded_causal_mask", "pad_rows"]
+__all__ = ["GraphedDecoder", "GraphedLogits", "graphed_logits", "graphs_pay", "padded_causal_mask", "pad_rows"]
+
+
+def graphs_pay(device: torch.device | str) -> bool:
+    """Whether ``PPOConfig(compile="auto")`` records CUDA graphs on ``device``: a CUDA GPU of the
+    Ampere generation or newer (compute capability 8+).
+
+    There an update is bound by launching thousands of small kernels, which graphs remove (3.5x per
+    paper-preset update on an H100, docs/performance.md). An older GPU such as Colab's T4 is bound by
+    arithmetic instead, where the eager trainer's shared-prefix split saves more than graphs (which
+    take whole rows) would: not measured there, so it keeps the eager path.
+
+    >>> graphs_pay("cpu")
+    False
+    """
+    device = torch.device(device)
+    return (device.type == "cuda" and torch.cuda.is_available()
+            and torch.cuda.get_device_capability(device)[0] >= 8)
 
 
 def padded_causal_mask(keep: torch.Tensor) -> torch.Tensor:
