@@ -58,7 +58,7 @@ speed)  # device call 1 (carry .whl .devcache/m1 .devcache/models): installs, sp
   export MORALKIT_CACHE=/tmp/tokcache; mkdir -p $MORALKIT_CACHE && cp -r .devcache/models $MORALKIT_CACHE/
   python3 -c "import torch, transformers, peft; print(torch.__version__, transformers.__version__, peft.__version__, torch.cuda.get_device_name())"
   B="python3 -m moralkit.cli bench --model random:smollm2-135m --preset paper --games-per-update 1"
-  for mode in "--dtype float32" "--dtype float32 --compile graphs" "--dtype float32 --compile graphs --tf32" \
+  for mode in "--dtype float32 --compile off" "--dtype float32 --compile graphs" "--dtype float32 --compile graphs --tf32" \
               "--dtype bfloat16 --compile graphs"; do  # issue 10: eager, CUDA graphs, + TF32, bf16 weights
     timeout 90 $B --updates 12 $mode --json --save "$OUT/bench_gpu.csv" 2>&1 | grep '^{'
   done

@@ -121,7 +121,8 @@ def _train_in_processes(runs: Sequence[TrainingRun], workers: int, progress: boo
     threads = max(1, (os.cpu_count() or 1) // workers)  # CPU cores shared out between the runs
     failed: list[tuple[str, BaseException]] = []
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool, tqdm(
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with_parent,
+                             initargs=(os.getpid(),)) as pool, tqdm(
         total=len(runs), disable=not progress, desc=f"grid: {len(runs)} run(s), {workers} at a time", unit="run"
     ) as bar:
         futures = {pool.submit(_train_one, run.config.to_dict(), str(run.folder), threads): run for run in runs}
@@ -155,6 +156,24 @@ def grid_failure_report(failed: Sequence[tuple[str, BaseException]], total: int)
            "~2.5 GB per run, slower)." if memory else "")
         + "\nThe others finished. Fix the cause and run the same command again: it resumes the failed runs."
     )
+
+
+def _die_with_parent(parent: int, every: float = 1.0) -> None:
+    """Worker process: exit as soon as the grid's process is gone (killed, or its terminal closed).
+
+    A worker whose parent dies is adopted by another process and would train on unseen, holding
+    the run's lock, cores and GPU memory; the run it leaves resumes from its last checkpoint.
+    """
+    import os
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(70)
+
+    threading.Thread(target=watch, name="moralkit-die-with-parent", daemon=True).start()
 
 
 def _train_one(config: dict, folder: str, threads: int) -> float:

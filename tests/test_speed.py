@@ -370,3 +370,59 @@ def test_recorded_sampling_graphs_give_the_eager_answers_on_a_gpu(tokenizer):
         answers[graphs] = [player.answer(messages, np.random.default_rng(s)).answer_ids for s in range(3)]
     assert answers[True] == answers[False]
     assert graphed_logits(m).capture and graphed_logits(m).captured
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
+def test_grid_workers_stop_when_the_grid_process_is_killed(tmp_path):
+    """A killed grid leaves no workers training on unseen: each exits within seconds, its run resumable."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = (
+        "from moralkit.experiments import train_grid\n"
+        f"train_grid(['game', 'deontological'], out={str(tmp_path / 'grid')!r}, workers=2, profile='smoke',"
+        " progress=False, model='random:smollm2-135m-narrow', episodes=500)\n"
+    )
+    grid = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "MORALKIT_PROFILE": "smoke"})
+
+    def children(pid: int) -> list[int]:
+        try:
+            return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        except OSError:
+            return []
+
+    def alive(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] not in "ZX"
+        except OSError:
+            return False
+
+    try:
+        deadline = time.monotonic() + 120
+        logs = list((tmp_path / "grid").glob("*/rounds.csv"))
+        while time.monotonic() < deadline and len(logs) < 2:  # both workers are training
+            time.sleep(0.5)
+            logs = list((tmp_path / "grid").glob("*/rounds.csv"))
+        assert len(logs) == 2, "the grid's workers did not start training within 2 minutes"
+        # the pool's workers (the spawn start-up helper, if any, is not one of them)
+        workers = [c for c in children(grid.pid) if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
+        assert len(workers) == 2
+        os.kill(grid.pid, signal.SIGKILL)
+        grid.wait()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(alive(w) for w in workers):
+            time.sleep(0.5)
+        assert not any(alive(w) for w in workers), "workers outlived the killed grid"
+    finally:
+        if grid.poll() is None:
+            grid.kill()
+    from moralkit.training import TrainingConfig, TrainingRun
+
+    for folder in (tmp_path / "grid").iterdir():
+        if (folder / "config.json").exists():
+            config = TrainingConfig.from_dict(json.loads((folder / "config.json").read_text()))
+            assert TrainingRun(config, folder).status in ("new", "resumable")
