@@ -569,8 +569,9 @@ class TrainingRun:
             self.trainers["opponent"] = PPOTrainer(learner.model, self._tokenizer, c.ppo_config("opponent"),
                                                    adapter_name="opponent")
         # each player answers with its own learner's adapter, whatever else is active on the shared model
-        # (with compile="graphs" they sample through CUDA graphs too, as the PPO epochs run)
-        graphs = c.algorithm == "ppo" and c.ppo_config().compile == "graphs"
+        # (when the PPO updates replay CUDA graphs -- compile="graphs", or "auto" on a recent GPU -- they
+        # sample through CUDA graphs too)
+        graphs = c.algorithm == "ppo" and learner.graphs
         self.players = {k: LLMPlayer(t.model, self._tokenizer, c.labels_at(0), adapter=t.adapter_name, graphs=graphs)
                         for k, t in self.trainers.items()}
         self.sample_rng = np.random.default_rng([c.seed, 2])

@@ -196,8 +196,10 @@ def test_a_run_resumes_under_another_compile_mode_but_not_other_ppo_settings(tmp
         TrainingRun(TrainingConfig(**other), tmp_path / "run", model=model, tokenizer=tok)
 
 
-def test_ppo_compile_auto_records_graphs_only_on_a_gpu(tokenizer=None):
-    """The default ``compile="auto"``: CUDA graphs on a CUDA GPU, the eager trainer on a CPU."""
+def test_ppo_compile_auto_records_graphs_where_they_pay(monkeypatch, tmp_path):
+    """The default ``compile="auto"``: the eager trainer on a CPU; where ``graphs_pay`` (a recent GPU) the
+    updates and the run's players go through the graphed passes (here padded and eager: no CUDA)."""
+    import moralkit.ppo
     from moralkit.ppo import PPOConfig, PPOTrainer
 
     assert PPOConfig().compile == "auto" and PPOConfig.preset("paper").compile == "auto"
@@ -206,6 +208,14 @@ def test_ppo_compile_auto_records_graphs_only_on_a_gpu(tokenizer=None):
     assert trainer.graphs is False and trainer._compiled_decoder is None
     with pytest.raises(ValueError, match="'auto', 'graphs'"):
         PPOConfig(compile="fast")
+
+    monkeypatch.setattr(moralkit.ppo, "graphs_pay", lambda device: True)
+    model, tok = tiny_model()
+    run = TrainingRun(TrainingConfig(**{**TINY, "episodes": 1}), tmp_path / "run", model=model, tokenizer=tok).setup()
+    assert run.config.ppo_config().compile == "auto"
+    assert run.trainers["learner"].graphs and run.players["learner"].graphs
+    run.train(progress=False)
+    assert run.trainers["learner"]._compiled_decoder[1].passes > 0
 
 
 def test_bad_configs_name_the_choices():
