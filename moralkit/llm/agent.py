@@ -37,6 +37,7 @@ import torch
 
 from moralkit.games import C, D, ILLEGAL, MOVE_NAMES, MatrixGame
 from moralkit.llm.compat import cache_kwargs, output_cache
+from moralkit.llm.graphs import graphed_logits, graphs_pay
 from moralkit.llm.prompts import (
     TRAIN_LABELS,
     LabelSet,
@@ -208,8 +209,8 @@ def split_pays(share_prefix: bool | str, device: torch.device) -> bool:
     """
     if share_prefix == "auto":
         device = torch.device(device)
-        if device.type == "cuda":
-            return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] < 8
+        if device.type == "cuda":  # older than Ampere: where graphs do not pay either (one threshold)
+            return torch.cuda.is_available() and not graphs_pay(device)
         return device.type == "cpu"
     if isinstance(share_prefix, bool):
         return share_prefix
@@ -744,8 +745,6 @@ class LLMPlayer:
         re-reads whole rows through :class:`~moralkit.llm.graphs.GraphedLogits` (CUDA graphs on a
         GPU). The same distributions and the same random numbers, so the same answers up to the
         order of floating-point sums."""
-        from .graphs import graphed_logits
-
         forward = graphed_logits(self.model, self.pad_id)
         state = ("player", self.adapter)  # _inference keeps this adapter active around every call
         unique = list(dict.fromkeys(map(tuple, prompt_ids)))
