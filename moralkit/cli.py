@@ -356,22 +356,50 @@ def _compare_algorithms(ns) -> int:
 @arg("--value-prompted", nargs="*", default=[], help="also evaluate the base model told these values in words")
 @arg("--seed", type=int, default=FromProfile("eval_seed"), help="evaluation seed (the paper: 100)")
 @arg("--profile", default=None, choices=_PROFILES, help=_PROFILE_HELP)
-@arg("--out", default="outputs/evaluation", help="folder for evaluation.csv and evaluation_rounds.csv")
+@arg("--add-to", nargs="+", default=[], metavar="FOLDER",
+     help="earlier evaluation folders (their evaluation_rounds.csv) to combine with this one, e.g. a seed trained "
+          "later; a run evaluated again replaces its earlier rows")
+@arg("--out", default="outputs/evaluation",
+     help="folder for evaluation.csv, evaluation_rounds.csv and generalisation_over_seeds.csv")
 def _evaluate(ns) -> int:
+    from pathlib import Path
+
     import pandas as pd
 
-    from .evaluate import compare_with_paper
+    from .analysis import generalisation_over_seeds
+    from .evaluate import EVAL_XI, Evaluation, combine_evaluations, compare_with_paper
+    from .rewards import R_ILLEGAL
     from .experiments import evaluate_runs, load_runs
-    from .storage import atomic_write
+    from .storage import atomic_write, read_table
 
+    earlier = []
+    for folder in ns.add_to:  # read before the (long) evaluation, so a wrong folder fails at once
+        path = Path(folder) / "evaluation_rounds.csv"
+        if not path.is_file():
+            print(f"[moralkit] error: {path} does not exist; --add-to takes folders written by moralkit evaluate or "
+                  "moralkit grid.", file=sys.stderr)
+            return 2
+        earlier.append(Evaluation(read_table(path), EVAL_XI, R_ILLEGAL))
+    if earlier:
+        combine_evaluations(*earlier)  # foreign or mismatched tables fail here, before the evaluation
     ev = evaluate_runs(load_runs(ns.runs), value_prompted=ns.value_prompted, games=ns.games,
                        label_sets=ns.labels, episodes=ns.episodes, seed=ns.seed)
+    if earlier:
+        ev = combine_evaluations(*earlier, ev)
     table = compare_with_paper(ev.summary)
-    out = __import__("pathlib").Path(ns.out)
+    out = Path(ns.out)
     atomic_write(out / "evaluation_rounds.csv", lambda p: ev.rounds.to_csv(p, index=False))
     atomic_write(out / "evaluation.csv", lambda p: table.to_csv(p, index=False))
+    means = generalisation_over_seeds(ev) if "seed" in ev.rounds else None
+    if means is not None:
+        atomic_write(out / "generalisation_over_seeds.csv", lambda p: means.to_csv(p, index=False))
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 3):
         print(table)
+        if means is not None and (means["seeds"] > 1).any():
+            shown = ["agent", "seeds", "seed_list", "games"] + [f"{v}{end}" for v in ("deont_regret", "utilit_regret", "illegal")
+                                                              for end in ("", "_lo", "_hi")]
+            print("\nMeans over the games, mean and 95% interval over training seeds:")
+            print(means[shown].to_string(index=False))
     print(f"[moralkit] tables in {out}/")
     return 0
 

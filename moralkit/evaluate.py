@@ -40,6 +40,7 @@ __all__ = [
     "Evaluation",
     "evaluate",
     "generalisation_grid",
+    "combine_evaluations",
     "summarise",
     "unrelated_prompt_test",
     "paper_reference",
@@ -249,6 +250,51 @@ def generalisation_grid(
     if not parts:
         raise ValueError("Nothing to evaluate: pass agents, base or value_prompted players.")
     return Evaluation(pd.concat([p.rounds for p in parts], ignore_index=True), parts[0].xi, parts[0].r_illegal)
+
+
+def combine_evaluations(*evaluations: Evaluation) -> Evaluation:
+    """One evaluation from several made at different times (e.g. a seed trained later).
+
+    Rows are matched by who drove the game and with which training seed (``driver``, ``seed``):
+    where a later evaluation has a pair, it replaces that pair's rows from the earlier ones, so
+    re-evaluating a run does not count it twice. The evaluations must share ξ, R_illegal and the
+    protocol (games, label sets, episodes per game); otherwise their regrets are not comparable
+    and a :class:`ValueError` says what differs (also for a table that is not an evaluation's).
+    """
+    import pandas as pd
+
+    if not evaluations:
+        raise ValueError("combine_evaluations needs at least one Evaluation.")
+    first = evaluations[0]
+
+    def protocol(ev: Evaluation) -> dict:
+        r = ev.rounds
+        missing = [c for c in ("driver", "seed", "game", "labels", "episode") if c not in r.columns]
+        if missing:
+            raise ValueError(f"An evaluation's rounds lack column(s) {missing}; evaluate runs with "
+                           "moralkit.experiments.evaluate_runs (moralkit evaluate writes them).")
+        return {key: int(n) for key, n in r.groupby(["game", "labels"])["episode"].nunique().items()}
+
+    reference = protocol(first)
+    for ev in evaluations[1:]:
+        if (ev.xi, ev.r_illegal) != (first.xi, first.r_illegal):
+            raise ValueError(f"Evaluations with different rewards cannot be combined: xi={first.xi:g}, "
+                             f"r_illegal={first.r_illegal:g} vs xi={ev.xi:g}, r_illegal={ev.r_illegal:g}.")
+        other = protocol(ev)
+        if other != reference:
+            raise ValueError("Evaluations of different protocols cannot be combined (games, label sets or episodes "
+                             f"differ): {sorted(reference.items())} vs {sorted(other.items())}. Evaluate again with "
+                             "the same --games, --labels and --episodes.")
+    kept = []
+    for i, ev in enumerate(evaluations):
+        later = pd.concat([e.rounds[["driver", "seed"]] for e in evaluations[i + 1:]], ignore_index=True) \
+            if i + 1 < len(evaluations) else None
+        rows = ev.rounds
+        if later is not None and len(later):
+            replaced = pd.MultiIndex.from_frame(later.drop_duplicates())
+            rows = rows[~pd.MultiIndex.from_frame(rows[["driver", "seed"]]).isin(replaced)]
+        kept.append(rows)
+    return Evaluation(pd.concat(kept, ignore_index=True), first.xi, first.r_illegal)
 
 
 def unrelated_prompt_test(players: Mapping[str, object], *, labels="test", n: int = 50, seed: int = 100):

@@ -201,6 +201,55 @@ def test_generalisation_over_seeds_averages_games_then_seeds():
         generalisation_over_seeds(Evaluation(rounds_frame(), xi=4.0, r_illegal=-6.0))
 
 
+def seeded_rounds(seed: int, deont: float = 0.0):
+    """Evaluation rounds of one training seed: the agent drives, the base model answers the same prompts."""
+    frame = rounds_frame().query("labels == 'test' and game == 'defective_coordination'")
+    frame = frame.assign(seed=seed, driver="deontological", episode=[0, 0, 1, 1] * 2)
+    return frame.assign(reward_deontological=np.where(frame["agent"] == "deontological", deont, frame["reward_deontological"]))
+
+
+def test_combine_evaluations_adds_a_later_seed_and_replaces_a_re_evaluated_one():
+    from moralkit.analysis import generalisation_over_seeds
+    from moralkit.evaluate import combine_evaluations
+
+    early = Evaluation(pd.concat([seeded_rounds(0), seeded_rounds(1, deont=-4.0)], ignore_index=True), 4.0, -6.0)
+    later = Evaluation(pd.concat([seeded_rounds(1), seeded_rounds(2, deont=-2.0)], ignore_index=True), 4.0, -6.0)
+    both = combine_evaluations(early, later)
+    assert sorted(both.rounds.groupby("seed").size().to_dict().items()) == [(0, 8), (1, 8), (2, 8)]  # seed 1 once, the later one
+    d = generalisation_over_seeds(both).set_index("agent").loc["deontological"]
+    assert d["seed_list"] == "0 1 2" and d["deont_regret"] == pytest.approx((0 + 0 + 2) / 3)
+
+    other_protocol = Evaluation(seeded_rounds(3).assign(episode=0), 4.0, -6.0)
+    with pytest.raises(ValueError, match="different protocols"):
+        combine_evaluations(early, other_protocol)
+    with pytest.raises(ValueError, match="different rewards"):
+        combine_evaluations(early, Evaluation(later.rounds, 3.0, -6.0))
+    with pytest.raises(ValueError, match="lack column"):
+        combine_evaluations(early, Evaluation(later.rounds.drop(columns="driver"), 4.0, -6.0))
+
+
+def test_evaluate_verb_adds_to_an_earlier_evaluation(tmp_path, monkeypatch, capsys):
+    import moralkit.experiments as experiments
+    from moralkit.cli import main
+
+    monkeypatch.setattr(experiments, "load_runs", lambda folders: list(folders))
+    monkeypatch.setattr(experiments, "evaluate_runs", lambda runs, **kw: Evaluation(seeded_rounds(2, deont=-2.0), 4.0, -6.0))
+    first = tmp_path / "first"
+    first.mkdir()
+    pd.concat([seeded_rounds(0), seeded_rounds(1)]).to_csv(first / "evaluation_rounds.csv", index=False)
+    out = tmp_path / "all"
+    assert main(["evaluate", "run2", "--add-to", str(first), "--out", str(out)]) == 0
+    means = pd.read_csv(out / "generalisation_over_seeds.csv").set_index("agent")
+    assert means.loc["deontological", "seed_list"] == "0 1 2" and means.loc["deontological", "deont_regret"] == pytest.approx(2 / 3)
+    assert "interval over training seeds" in capsys.readouterr().out
+    assert main(["evaluate", "run2", "--add-to", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (first / "evaluation_rounds.csv").write_text("agent,score\nx,1\n")  # a foreign table: refused before evaluating
+    monkeypatch.setattr(experiments, "evaluate_runs", lambda runs, **kw: pytest.fail("evaluated despite a bad --add-to"))
+    assert main(["evaluate", "run2", "--add-to", str(first), "--out", str(out)]) == 2
+    assert "lack column" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------- several agents on one base model
 def biased_model(tokenizer):
     """A tiny random Llama that often answers with the test labels (action3 / action4)."""
