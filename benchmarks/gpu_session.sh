@@ -104,6 +104,10 @@ grids)  # device call 2 (carry .devcache/m2), right after call 1: the model, the
     --out $RUNS/pool_clip > "$OUT/pool_clip.log" 2>&1 &
   timeout $L $G --rewards deontological --seeds 0 1 2 3 --labels pool --ppo target_kl=1.0 $P --workers 4 \
     --out $RUNS/pool_kl > "$OUT/pool_kl.log" 2>&1 &
+  # the recommended pool setting (early stopping kept 3/3 CPU Deontological seeds healthy) for the
+  # Utilitarian agent too, whose pool runs were measured without it (3 processes more: 21, eager ~2.5 GB each)
+  timeout $L $G --rewards utilitarian --seeds 0 1 2 --labels pool --ppo target_kl=1.0 $P --workers 3 \
+    --out $RUNS/pool_kl_util > "$OUT/pool_kl_util.log" 2>&1 &
   timeout $L $G --rewards "maxmin(game,deontological,utilitarian)" "average(game,deontological,utilitarian)" \
     --seeds 1 2 --no-evaluate --workers 4 ${P:+--ppo $P} --out $RUNS/maxmin > "$OUT/maxmin.log" 2>&1 &   # issue 12: more seeds
   # issue 14's PPO-vs-GRPO table was measured in lease 4 (data/results/ppo_vs_grpo_gpu_h100.csv):
