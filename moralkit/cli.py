@@ -360,7 +360,7 @@ def _compare_algorithms(ns) -> int:
      help="earlier evaluation folders (their evaluation_rounds.csv) to combine with this one, e.g. a seed trained "
           "later; a run evaluated again replaces its earlier rows")
 @arg("--out", default="outputs/evaluation",
-     help="folder for evaluation.csv, evaluation_rounds.csv and generalisation_over_seeds.csv")
+     help="folder for evaluation.csv, evaluation_rounds.csv, generalisation_over_seeds.csv and figures/")
 def _evaluate(ns) -> int:
     from pathlib import Path
 
@@ -401,6 +401,14 @@ def _evaluate(ns) -> int:
             print("\nMeans over the games, mean and 95% interval over training seeds:")
             print(means[shown].to_string(index=False))
     print(f"[moralkit] tables in {out}/")
+    if "test" in set(ev.rounds["labels"]):  # the paper's Figure 4 was measured with the test labels
+        from . import plots
+        from .analysis import generalisation_table
+
+        test = generalisation_table(ev)
+        fig = plots.regret_bars(test[test["labels"] == "test"], metric=("deont_regret", "utilit_regret"),
+                                rounds=ev.rounds[ev.rounds["labels"] == "test"], xi=ev.xi, r_illegal=ev.r_illegal)
+        print(f"[moralkit] figure: {plots.save_figure(fig, out / 'figures' / 'regrets_vs_paper.png', profile=_profile_name(ns.profile))}")
     return 0
 
 

@@ -242,6 +242,7 @@ def test_evaluate_verb_adds_to_an_earlier_evaluation(tmp_path, monkeypatch, caps
     means = pd.read_csv(out / "generalisation_over_seeds.csv").set_index("agent")
     assert means.loc["deontological", "seed_list"] == "0 1 2" and means.loc["deontological", "deont_regret"] == pytest.approx(2 / 3)
     assert "interval over training seeds" in capsys.readouterr().out
+    assert (out / "figures" / "regrets_vs_paper.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # the paper's Figure 4 beside ours
     assert main(["evaluate", "run2", "--add-to", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
     (first / "evaluation_rounds.csv").write_text("agent,score\nx,1\n")  # a foreign table: refused before evaluating
