@@ -376,9 +376,8 @@ def _evaluate(ns) -> int:
     for folder in ns.add_to:  # read before the (long) evaluation, so a wrong folder fails at once
         path = Path(folder) / "evaluation_rounds.csv"
         if not path.is_file():
-            print(f"[moralkit] error: {path} does not exist; --add-to takes folders written by moralkit evaluate or "
-                  "moralkit grid.", file=sys.stderr)
-            return 2
+            raise FileNotFoundError(f"{path} does not exist; --add-to takes folders written by moralkit evaluate or "
+                                    "moralkit grid.")
         earlier.append(Evaluation(read_table(path), EVAL_XI, R_ILLEGAL))
     if earlier:
         combine_evaluations(*earlier)  # foreign or mismatched tables fail here, before the evaluation

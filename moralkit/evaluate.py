@@ -285,15 +285,12 @@ def combine_evaluations(*evaluations: Evaluation) -> Evaluation:
             raise ValueError("Evaluations of different protocols cannot be combined (games, label sets or episodes "
                              f"differ): {sorted(reference.items())} vs {sorted(other.items())}. Evaluate again with "
                              "the same --games, --labels and --episodes.")
-    kept = []
-    for i, ev in enumerate(evaluations):
-        later = pd.concat([e.rounds[["driver", "seed"]] for e in evaluations[i + 1:]], ignore_index=True) \
-            if i + 1 < len(evaluations) else None
-        rows = ev.rounds
-        if later is not None and len(later):
-            replaced = pd.MultiIndex.from_frame(later.drop_duplicates())
-            rows = rows[~pd.MultiIndex.from_frame(rows[["driver", "seed"]]).isin(replaced)]
-        kept.append(rows)
+    kept, seen = [], set()
+    for ev in reversed(evaluations):  # the latest first: its (driver, seed) pairs win
+        pairs = list(zip(ev.rounds["driver"], ev.rounds["seed"]))
+        kept.append(ev.rounds[[pair not in seen for pair in pairs]])
+        seen.update(pairs)
+    kept.reverse()
     return Evaluation(pd.concat(kept, ignore_index=True), first.xi, first.r_illegal)
 
 
