@@ -59,6 +59,8 @@ def test_core_requirements_are_what_a_student_needs():
     assert card <= declared, "every package of the product card is a dependency or in an extra"
     assert {"jupyterlab", "papermill", "nbval"} <= {_name(r) for r in _expanded("course")}
     assert {"trl"} == {_name(r) for r in _expanded("grpo")}
+    # the suite's own set-up installs TRL: without it tests/test_grpo.py would skip unseen on a fresh CI machine
+    assert "trl" in {_name(r) for r in _expanded("test")}
 
 
 def test_core_requirements_accept_colabs_preinstalled_versions():
