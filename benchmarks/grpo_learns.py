@@ -15,6 +15,7 @@ the per-seed table). Under the Game reward P(D) should rise in every state (docs
 from __future__ import annotations
 
 import argparse
+import datetime
 import tempfile
 import time
 from pathlib import Path
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         made = (f"# GRPO ({args.reward} reward vs Tit-for-Tat), embedded SmolLM2-135M-Instruct, seeds {seeds}, "
                 f"{args.updates} updates of {args.games} games x {args.rounds} rounds, group 4, beta 0.04; "
                 f"{' / '.join(f'{m:.1f}' for m in minutes)} min per seed on {args.threads} CPU thread(s)\n"
-                f"# Measured with: python benchmarks/grpo_learns.py --seeds {seeds} --save {args.save}\n")
+                f"# Measured {datetime.date.today()} with: python benchmarks/grpo_learns.py --seeds {seeds} --save {args.save}\n")
         save = Path(args.save)
         save.write_text(made + "# Seeds and intervals: one row per seed and state; the probabilities are exact "
                         "(no sampling), so no interval within a seed; over seeds see the _over_seeds table.\n"
