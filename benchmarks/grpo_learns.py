@@ -8,8 +8,9 @@ beta 0.04, the cpu preset's LoRA and learning rate) against Tit-for-Tat in the P
 and prints the exact probability of D (the second label) in each memory-1 state before and after,
 with the seconds each update took, for each training seed; with several seeds, also the mean change
 over seeds with its 95% Student-t interval (``--save`` then writes ``<name>_over_seeds.csv`` beside
-the per-seed table). Under the Game reward P(D) should rise in every state (docs/science.md section 5). GRPO re-reads the whole prompt for every sampled answer, so on a 2-core CPU one update of
-4 states x 4 answers takes minutes: this lives here, not in the test suite.
+the per-seed table). Under the Game reward P(D) should rise in every state (docs/science.md
+section 5). GRPO re-reads the whole prompt for every sampled answer, so on a 2-core CPU one update
+takes ~20-30 s and a seed ~2-7 minutes: this lives here, not in the test suite.
 """
 
 from __future__ import annotations
