@@ -252,6 +252,23 @@ def test_policy_table(player):
     assert table.pivot(index="my_prev", columns="opp_prev", values="P(C)").shape == (2, 2)
 
 
+def test_order_table_fixes_the_label_orders_and_scores_each(player):
+    table = player.order_table(PD)
+    assert len(table) == 16 and list(table.columns[:4]) == ["my_prev", "opp_prev", "pick_first", "answer_first"]
+    assert table.groupby(["my_prev", "opp_prev"]).size().eq(4).all()
+    assert np.allclose(table[["P(C)", "P(D)", "P(illegal)"]].sum(axis=1), 1.0)
+    row = table[(table.my_prev == "D") & (table.opp_prev == "C") & (table.pick_first == "D") & (table.answer_first == "C")]
+    exact = player.message_label_probabilities([render_prompt(PD, D, C, TRAIN_LABELS, flips=(True, False))])[0]
+    assert np.allclose(row[["P(C)", "P(D)", "P(illegal)"]].to_numpy()[0], exact)
+    # the first-listed share is D's share of the legal answers where D's label comes first
+    legal = exact[0] + exact[1]
+    assert row["P(pick_first | legal)"].item() == pytest.approx(exact[1] / legal)
+    assert row["P(answer_first | legal)"].item() == pytest.approx(exact[0] / legal)
+    # averaged over the orders, the table is the policy that policy_table reports
+    means = table.groupby(["my_prev", "opp_prev"], sort=True)[["P(C)", "P(D)"]].mean().to_numpy()
+    assert np.allclose(means, player.policy_table(PD)[["P(C)", "P(D)"]].to_numpy())
+
+
 def test_unrelated_messages_can_be_answered_and_scored(player):
     from moralkit.llm.prompts import unrelated_prompt
 

@@ -871,6 +871,44 @@ class LLMPlayer:
         index = {m: i for i, m in enumerate(unique)}
         return out[[index[m] for m in messages]]
 
+    def order_table(self, game: MatrixGame):
+        """Does the player answer by a label's meaning or by its place in the prompt?
+
+        The prompt names the two labels twice, in the sentence "Now pick one of the two actions,
+        x or y." and in the answer instruction, each time in an order drawn at random. This table
+        fixes the orders: one row per memory-1 state and order combination (16 rows), with columns
+        ``my_prev``, ``opp_prev``, ``pick_first`` and ``answer_first`` (whose label, "C" or "D",
+        each sentence lists first), the exact ``P(C)``, ``P(D)``, ``P(illegal)``, and
+        ``P(pick_first | legal)`` / ``P(answer_first | legal)``: the share of legal answers that
+        are the label listed first in that sentence.
+
+        A player that reads the labels' meanings keeps ``P(C)`` whatever the order, so its
+        first-listed shares sit near 0.5 on average over the rows; a player that answers by
+        position keeps one of them near 1 while its ``P(C)`` follows the order (chapter 5 meets
+        one). The payoff table itself keeps its usual layout.
+        """
+        import pandas as pd
+
+        combos = [(a, b) for a in (False, True) for b in (False, True)]  # True: D's label listed first
+        rows = [(m, o, f) for m in (C, D) for o in (C, D) for f in combos]
+        messages = [render_prompt(game, m, o, self.labels, None, value_prompt=self.value_prompt, flips=f)
+                    for m, o, f in rows]
+        probs = self.message_label_probabilities(messages)
+        table = pd.DataFrame({
+            "my_prev": [MOVE_NAMES[m] for m, _, _ in rows],
+            "opp_prev": [MOVE_NAMES[o] for _, o, _ in rows],
+            "pick_first": ["D" if f[0] else "C" for _, _, f in rows],
+            "answer_first": ["D" if f[1] else "C" for _, _, f in rows],
+            "P(C)": probs[:, 0],
+            "P(D)": probs[:, 1],
+            "P(illegal)": probs[:, 2],
+        })
+        legal = table["P(C)"] + table["P(D)"]
+        for sentence in ("pick_first", "answer_first"):
+            first = np.where(table[sentence] == "C", table["P(C)"], table["P(D)"])
+            table[f"P({sentence} | legal)"] = (first / legal).where(legal > 0)
+        return table
+
     def policy_table(self, game: MatrixGame, *, average_orders: bool = True):
         """P(C), P(D), P(illegal) in each of the four memory-1 states, as a tidy DataFrame.
 
