@@ -65,6 +65,8 @@ __all__ = [
 ]
 
 _MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate forward pass
+_LABEL_ORDERS = ((False, False), (False, True), (True, False), (True, True))
+"""The four label-order combinations of a prompt (``render_prompt``'s ``flips``; True: D's label first)."""
 
 
 # --------------------------------------------------------------------------- results
@@ -811,7 +813,7 @@ class LLMPlayer:
         my_prev, opp_prev = _as_moves(my_prev, "my_prev"), _as_moves(opp_prev, "opp_prev")
         if not average_orders:
             return self.message_label_probabilities(self.messages(game, my_prev, opp_prev, rng))
-        combos = [(a, b) for a in (False, True) for b in (False, True)]
+        combos = _LABEL_ORDERS
         messages = [
             render_prompt(game, m, o, self.labels, rng, value_prompt=self.value_prompt, flips=f)
             for m, o in zip(my_prev, opp_prev)
@@ -889,8 +891,7 @@ class LLMPlayer:
         """
         import pandas as pd
 
-        combos = [(a, b) for a in (False, True) for b in (False, True)]  # True: D's label listed first
-        rows = [(m, o, f) for m in (C, D) for o in (C, D) for f in combos]
+        rows = [(m, o, f) for m in (C, D) for o in (C, D) for f in _LABEL_ORDERS]
         messages = [render_prompt(game, m, o, self.labels, None, value_prompt=self.value_prompt, flips=f)
                     for m, o, f in rows]
         probs = self.message_label_probabilities(messages)
