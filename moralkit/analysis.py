@@ -19,8 +19,8 @@ without loading a model.
   play).
 * **Generalisation** (chapter 6): :func:`agent_kind`, :func:`generalisation_table`.
 * **Seeds**: :func:`over_seeds` (mean and a confidence interval over training seeds, for any
-  table with a ``seed`` column), :func:`generalisation_over_seeds` (each agent's regrets averaged
-  over the games, then over seeds).
+  table with a ``seed`` column), :func:`generalisation_per_seed` (each agent's regrets averaged
+  over the games, per seed) and :func:`generalisation_over_seeds` (then over seeds).
 
 >>> predicted_responses("deontological")["predicted"].tolist()     # C|C, C|D, D|C, D|D states
 ['C', 'either', 'C', 'either']
@@ -70,6 +70,7 @@ __all__ = [
     "generalisation_table",
     "over_seeds",
     "generalisation_over_seeds",
+    "generalisation_per_seed",
 ]
 
 STATES: tuple[tuple[str, str], ...] = (("C", "C"), ("C", "D"), ("D", "C"), ("D", "D"))
@@ -648,16 +649,21 @@ def over_seeds(table, by: Sequence[str], values: Sequence[str] | None = None, *,
     return pd.DataFrame(rows)
 
 
-def generalisation_over_seeds(evaluation, reference=None, *, confidence: float = 0.95):
-    """Each agent's generalisation, as the paper reports it, with an interval over training seeds.
+GENERALISATION_VALUES = ("deont_regret", "paper_deont_regret", "utilit_regret", "paper_utilit_regret", "illegal",
+                         "mean_payoff")
 
-    For every agent and seed the regrets, the illegal share and the own payoff are averaged over
-    the evaluated games (each game counts once, as in the paper's "mean over the five games");
-    then :func:`over_seeds` gives the mean over seeds with its ``confidence`` interval.
-    ``paper_*`` are the paper's values averaged over the same games (NaN where it has none).
-    Players that were not fine-tuned (the untuned and value-prompted base model: seed -1) have
-    one "seed", so no interval. ``evaluation`` is an :class:`~moralkit.evaluate.Evaluation`
-    from :func:`moralkit.experiments.evaluate_runs` (its rounds carry each run's ``seed``).
+
+def generalisation_per_seed(evaluation, reference=None):
+    """Each agent's generalisation per training seed: regrets, illegal share and payoff averaged over the games.
+
+    One row per agent and ``seed`` (each evaluated game counts once, as in the paper's "mean over
+    the five games"; ``games`` says how many there were). ``paper_*`` are the paper's values
+    averaged over the same games (NaN where it has none). This is the table that
+    :func:`generalisation_over_seeds` averages over seeds; keep it to combine seeds evaluated at
+    different times (``pd.concat`` the per-seed tables, then :func:`over_seeds`).
+    ``evaluation`` is an :class:`~moralkit.evaluate.Evaluation` from
+    :func:`moralkit.experiments.evaluate_runs` (its rounds carry each run's ``seed``; the untuned
+    and value-prompted base model have seed -1).
     """
     import pandas as pd
 
@@ -666,16 +672,30 @@ def generalisation_over_seeds(evaluation, reference=None, *, confidence: float =
     rounds = evaluation.rounds
     if "seed" not in rounds.columns:
         raise KeyError("The evaluation's rounds have no 'seed' column; evaluate runs with moralkit.experiments.evaluate_runs.")
-    values = ["deont_regret", "paper_deont_regret", "utilit_regret", "paper_utilit_regret", "illegal", "mean_payoff"]
+    keys = ["agent", "kind", "labels"]
     per_seed = []
     for seed, part in rounds.groupby("seed", sort=True):
         table = generalisation_table(Evaluation(part, evaluation.xi, evaluation.r_illegal), reference)
-        means = table.groupby(["agent", "kind", "labels"], sort=False)[values].mean().reset_index()
-        means.insert(3, "games", table.groupby(["agent", "kind", "labels"], sort=False)["game"].nunique().to_numpy())
+        means = table.groupby(keys, sort=False)[list(GENERALISATION_VALUES)].mean().reset_index()
+        means.insert(3, "games", table.groupby(keys, sort=False)["game"].nunique().to_numpy())
         means["seed"] = seed
         per_seed.append(means)
-    both = pd.concat(per_seed, ignore_index=True)
-    out = over_seeds(both, ["agent", "kind", "labels", "games"], values, confidence=confidence)
+    return pd.concat(per_seed, ignore_index=True)
+
+
+def generalisation_over_seeds(evaluation, reference=None, *, confidence: float = 0.95):
+    """Each agent's generalisation, as the paper reports it, with an interval over training seeds.
+
+    :func:`generalisation_per_seed` (means over the evaluated games, per agent and seed), then
+    :func:`over_seeds`: the mean over seeds with its ``confidence`` interval. Players that were
+    not fine-tuned (the untuned and value-prompted base model: seed -1) have one "seed", so no
+    interval. ``evaluation`` may also be a per-seed table already (a DataFrame with ``seed``),
+    e.g. seeds evaluated at different times concatenated.
+    """
+    import pandas as pd
+
+    per_seed = evaluation if isinstance(evaluation, pd.DataFrame) else generalisation_per_seed(evaluation, reference)
+    out = over_seeds(per_seed, ["agent", "kind", "labels", "games"], list(GENERALISATION_VALUES), confidence=confidence)
     for paper in ("paper_deont_regret", "paper_utilit_regret"):  # the paper's numbers are not measured per seed
         out = out.drop(columns=[f"{paper}_lo", f"{paper}_hi", f"{paper}_sd"])
     return out

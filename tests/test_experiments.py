@@ -201,6 +201,22 @@ def test_generalisation_over_seeds_averages_games_then_seeds():
         generalisation_over_seeds(Evaluation(rounds_frame(), xi=4.0, r_illegal=-6.0))
 
 
+def test_generalisation_per_seed_tables_of_different_evaluations_combine():
+    """Seeds evaluated at different times: concatenating their per-seed tables gives the joint means."""
+    from moralkit.analysis import generalisation_over_seeds, generalisation_per_seed
+
+    early = Evaluation(pd.concat([seeded_rounds(0), seeded_rounds(1, deont=-4.0)], ignore_index=True), 4.0, -6.0)
+    later = Evaluation(seeded_rounds(2, deont=-2.0), 4.0, -6.0)
+    per_seed = pd.concat([generalisation_per_seed(early), generalisation_per_seed(later)], ignore_index=True)
+    rows = per_seed[per_seed["agent"] == "deontological"].set_index("seed")
+    assert rows["deont_regret"].to_dict() == pytest.approx({0: 0.0, 1: 4.0, 2: 2.0}) and set(rows["games"]) == {1}
+    joint = generalisation_over_seeds(per_seed).set_index("agent").loc["deontological"]
+    assert joint["seed_list"] == "0 1 2" and joint["deont_regret"] == pytest.approx(2.0)
+    assert joint["deont_regret_lo"] < 2.0 < joint["deont_regret_hi"]
+    one_go = Evaluation(pd.concat([early.rounds, later.rounds], ignore_index=True), 4.0, -6.0)
+    assert generalisation_over_seeds(one_go).set_index("agent").loc["deontological", "deont_regret"] == pytest.approx(2.0)
+
+
 def seeded_rounds(seed: int, deont: float = 0.0):
     """Evaluation rounds of one training seed: the agent drives, the base model answers the same prompts."""
     frame = rounds_frame().query("labels == 'test' and game == 'defective_coordination'")
