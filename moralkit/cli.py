@@ -564,10 +564,14 @@ def _maxmin(ns) -> int:
 @arg("runs", nargs="+", help="run folders (moralkit train / grid)")
 @arg("--stakeholders", nargs="+", default=None, help="default: the stakeholders of each run's aggregate reward")
 @arg("--last", type=float, default=0.2, help="share of the training episodes at the end to read")
-@arg("--out", default=None, help="also write the table as CSV here, e.g. data/results/maxmin_llm_cpu.csv (default: print it only)")
+@arg("--out", default=None, help="also write the table as CSV here, e.g. data/results/maxmin_llm_cpu.csv, and with several seeds of a "
+     "run their means and intervals to <name>_over_seeds.csv beside it (default: print it only)")
 def _maxmin_report(ns) -> int:
+    from pathlib import Path
+
     import pandas as pd
 
+    from .analysis import over_seeds
     from .experiments import load_runs
     from .pluralistic import llm_maxmin_report
     from .rewards import AggregateReward, get_reward
@@ -584,11 +588,21 @@ def _maxmin_report(ns) -> int:
         frames.append(table.reset_index().assign(run=cfg.label, episodes=cfg.episodes, seed=cfg.seed))
     out = pd.concat(frames, ignore_index=True)
     out = out[["run", "episodes", "seed"] + [c for c in out.columns if c not in ("run", "episodes", "seed")]]
+    several = out.groupby("run")["seed"].nunique().max() > 1
+    means = over_seeds(out, ["run", "episodes", "state"]) if several else None  # every numeric column: rounds, P(C), utilities...
     with pd.option_context("display.width", 220, "display.max_columns", 30, "display.precision", 3):
         print(out.to_string(index=False))
+        if means is not None:
+            shown = ["run", "seeds", "min_utility", "min_utility_lo", "min_utility_hi", "lp_value", "gap", "gap_lo", "gap_hi"]
+            print("\nThe states' mean, mean and 95% interval over seeds:")
+            print(means.loc[means["state"] == "mean", shown].to_string(index=False))
     if ns.out:
         atomic_write(ns.out, lambda p: out.to_csv(p, index=False))
         print(f"[moralkit] written {ns.out}")
+        if means is not None:
+            path = Path(ns.out).with_name(Path(ns.out).stem + "_over_seeds.csv")
+            atomic_write(path, lambda p: means.to_csv(p, index=False))
+            print(f"[moralkit] written {path} (mean over seeds, 95% t-interval _lo/_hi, spread _sd)")
     return 0
 
 

@@ -308,3 +308,41 @@ def test_llm_report_reads_a_log_against_the_lp():
     assert report.loc["mean", "lp_value"] == pytest.approx((0.8 + 5 / 6 + 1 / 6 + 1 / 6) / 4)
     curves = llm_stakeholder_curves(log, STAKES, window=10)
     assert list(curves.columns) == [*STAKES, "min"] and len(curves) == 6
+
+
+def test_cli_maxmin_report_averages_several_seeds_of_a_run(tmp_path, monkeypatch, capsys):
+    """`moralkit maxmin-report` over three seeds of one run: the per-seed table and its means over seeds."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from moralkit import experiments
+    from moralkit.cli import main
+    from moralkit.pluralistic import maxmin_policy
+
+    def fake_run(seed, p):
+        env = IteratedGame("prisoners_dilemma", "tit_for_tat", 64, rewards=["game"], seed=seed)
+        _play(env, p, 30, np.random.default_rng(seed))
+        config = SimpleNamespace(label="maxmin(game,deontological,utilitarian)", seed=seed, episodes=30, xi=3,
+                                 game="prisoners_dilemma", opponent="tit_for_tat",
+                                 phases=[("maxmin(game,deontological,utilitarian)", 30)])
+        return SimpleNamespace(config=config, log=env.frame(), folder=tmp_path / f"seed{seed}")
+
+    lp = maxmin_policy(STAKES, "prisoners_dilemma", "tit_for_tat", xi=3)
+    runs = [fake_run(0, lp), fake_run(1, lp), fake_run(2, np.ones(4))]  # seed 2 always cooperates
+    monkeypatch.setattr(experiments, "load_runs", lambda folders: runs)
+    out = tmp_path / "maxmin_llm.csv"
+    assert main(["maxmin-report", "a", "b", "c", "--out", str(out)]) == 0
+    per_seed = pd.read_csv(out)
+    assert sorted(per_seed["seed"].unique()) == [0, 1, 2] and len(per_seed) == 15
+    means = pd.read_csv(tmp_path / "maxmin_llm_over_seeds.csv").set_index("state")
+    assert means.loc["mean", "seeds"] == 3 and means.loc["mean", "seed_list"] == "0 1 2"
+    expected = per_seed[per_seed["state"] == "mean"]["min_utility"].mean()
+    assert means.loc["mean", "min_utility"] == pytest.approx(expected)
+    assert means.loc["mean", "min_utility_lo"] < expected < means.loc["mean", "min_utility_hi"]
+    assert means.loc["mean", "lp_value"] == pytest.approx((0.8 + 5 / 6 + 1 / 6 + 1 / 6) / 4)
+    assert "mean and 95% interval over seeds" in capsys.readouterr().out
+    one = tmp_path / "one.csv"
+    monkeypatch.setattr(experiments, "load_runs", lambda folders: runs[:1])
+    assert main(["maxmin-report", "a", "--out", str(one)]) == 0
+    assert not (tmp_path / "one_over_seeds.csv").exists()  # one seed: no interval to give
