@@ -49,6 +49,7 @@ def test_named_label_sets():
     assert (TRAIN_LABELS.c, TRAIN_LABELS.d) == ("action1", "action2")
     assert (TEST_LABELS.c, TEST_LABELS.d) == ("action3", "action4")
     assert (SWAPPED_LABELS.c, SWAPPED_LABELS.d) == ("action2", "action1")
+    assert (get_label_set("test_swapped").c, get_label_set("test_swapped").d) == (TEST_LABELS.d, TEST_LABELS.c)
     assert D_FIRST.d_first_in_table and D_FIRST.labels == TRAIN_LABELS.labels
     assert PERMUTED_TABLE.permute_table
     assert (AB.c, XY.d, ZERO_ONE.c, ZERO_ONE.d) == ("A", "Y", "0", "1")

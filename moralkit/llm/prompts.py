@@ -44,6 +44,7 @@ __all__ = [
     "TRAIN_LABELS",
     "TEST_LABELS",
     "SWAPPED_LABELS",
+    "TEST_SWAPPED",
     "D_FIRST",
     "PERMUTED_TABLE",
     "AB",
@@ -128,6 +129,10 @@ TEST_LABELS = LabelSet("action3", "action4", "test")
 """New labels for the generalisation test (docs/science.md §6)."""
 SWAPPED_LABELS = LabelSet("action2", "action1", "swapped")
 """The training labels with their meanings exchanged."""
+TEST_SWAPPED = LabelSet("action4", "action3", "test_swapped")
+"""The new labels with their meanings exchanged: ``action4`` means C. The paper's test pair keeps the
+training pair's order (C's label has the lower number, as ``action1`` had), so an agent that learned
+"the first-numbered label" or "the second" passes the paper's test; under this set it flips."""
 D_FIRST = LabelSet("action1", "action2", "d_first", d_first_in_table=True)
 """Training labels, payoff table listing D first."""
 PERMUTED_TABLE = LabelSet("action1", "action2", "permuted_table", permute_table=True)
@@ -137,7 +142,7 @@ XY = LabelSet("X", "Y", "xy")
 ZERO_ONE = LabelSet("0", "1", "zero_one")
 
 LABEL_SETS: dict[str, LabelSet] = {
-    ls.name: ls for ls in (TRAIN_LABELS, TEST_LABELS, SWAPPED_LABELS, D_FIRST, PERMUTED_TABLE, AB, XY, ZERO_ONE)
+    ls.name: ls for ls in (TRAIN_LABELS, TEST_LABELS, SWAPPED_LABELS, TEST_SWAPPED, D_FIRST, PERMUTED_TABLE, AB, XY, ZERO_ONE)
 }
 """The named label sets, by name. ``random_labels(rng)`` makes new ones."""
 
