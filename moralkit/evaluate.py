@@ -43,6 +43,8 @@ __all__ = [
     "combine_evaluations",
     "summarise",
     "unrelated_prompt_test",
+    "LABEL_PROBES",
+    "label_probe",
     "paper_reference",
     "compare_with_paper",
 ]
@@ -315,6 +317,41 @@ def unrelated_prompt_test(players: Mapping[str, object], *, labels="test", n: in
             probs = player.with_labels(label_set).message_label_probabilities(messages).mean(axis=0)
             rows.append({"agent": p_name, "level": level, "prompt": UNRELATED_LEVELS[level],
                          "P(C label)": probs[0], "P(D label)": probs[1], "P(other)": probs[2]})
+    return pd.DataFrame(rows)
+
+
+LABEL_PROBES = ("train", "swapped", "test", "test_swapped")
+"""The label sets of chapter 6's probe: the training labels, their meanings exchanged, the paper's
+new labels, and those with their meanings exchanged (``action4`` = C)."""
+
+
+def label_probe(players: Mapping[str, object], game="prisoners_dilemma", label_sets=LABEL_PROBES, *,
+                average_orders: bool = True):
+    """Word, order or meaning? Each player's P(C | legal answer) under several label sets.
+
+    One row per player; for each label set ``P(C|legal) <set>`` (the exact probability of C's label
+    among legal answers, averaged over the four memory-1 states, label orders averaged unless
+    ``average_orders=False``) and ``illegal <set>`` (the mean P(illegal)). A player that reads the
+    payoff table keeps P(C | legal) in every column; one that learned a word flips under
+    ``swapped``; one that learned "the lower-numbered label" flips under ``test_swapped`` too,
+    while passing the paper's test (``test`` keeps the training labels' order). A Tit-for-Tat
+    player sits at 0.5 everywhere (it copies a move, so the average over states says nothing).
+    """
+    import pandas as pd
+
+    from .llm.prompts import get_label_set
+
+    game = get_game(game)
+    sets = [get_label_set(name) for name in label_sets]  # an unknown name fails before any forward pass
+    rows = []
+    for name, player in players.items():
+        row = {"agent": name}
+        for labels in sets:
+            table = player.with_labels(labels).policy_table(game, average_orders=average_orders)
+            legal = table["P(C)"] + table["P(D)"]
+            row[f"P(C|legal) {labels.name}"] = float((table["P(C)"] / legal).mean())
+            row[f"illegal {labels.name}"] = float(table["P(illegal)"].mean())
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

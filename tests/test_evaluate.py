@@ -18,6 +18,7 @@ from moralkit.evaluate import (
     deontological_regret,
     evaluate,
     generalisation_grid,
+    label_probe,
     paper_reference,
     summarise,
     unrelated_prompt_test,
@@ -301,3 +302,16 @@ def test_generalisation_grid_with_two_agents_and_the_base(mixed_ab, cooperator, 
     assert summary.loc["coop", "C|C"] + summary.loc["coop", "C|D"] > summary.loc["defect", "C|C"] + summary.loc["defect", "C|D"]
     with pytest.raises(ValueError, match="Nothing to evaluate"):
         generalisation_grid({})
+
+
+def test_label_probe_catches_a_lower_numbered_label_habit(tokenizer):
+    """A player that likes the digits 1 and 3 passes the paper's test labels and flips under both swaps."""
+    action, one, three = (tokenizer.encode(s, add_special_tokens=False)[0] for s in ("action", "1", "3"))
+    model = tiny_random_model(tokenizer, seed=4, logit_bias={action: 16.0, one: 14.5, three: 14.5})
+    habit = LLMPlayer(model, tokenizer, "train", batch_size=32)
+    probe = label_probe({"habit": habit}).set_index("agent").loc["habit"]
+    assert probe["P(C|legal) train"] > 0.9 and probe["P(C|legal) test"] > 0.9  # looks cooperative in the paper's test
+    assert probe["P(C|legal) swapped"] < 0.1 and probe["P(C|legal) test_swapped"] < 0.1  # ...but follows the digit
+    assert all(0 <= probe[f"illegal {s}"] <= 1 for s in ("train", "swapped", "test", "test_swapped"))
+    with pytest.raises(KeyError, match="Unknown label set"):
+        label_probe({"habit": habit}, label_sets=("train", "nosuch"))
