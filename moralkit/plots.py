@@ -1460,8 +1460,44 @@ def stakeholder_curves(curves: "pandas.DataFrame", *, ax=None, title: str | None
     return fig
 
 
+def maxmin_weight_curves(weights: "pandas.DataFrame", log: "pandas.DataFrame | None" = None, *,
+                         title: str | None = None) -> "Figure":
+    """Who a MaxMin reward served, state by state: its weights λ per update, stacked (they sum to 1).
+
+    ``weights``: :func:`moralkit.pluralistic.llm_maxmin_weights`. With the run's ``log``
+    (``rounds.csv``), a black line adds the learner's P(C) among its legal answers in each state
+    and update: where all the weight sits on one stakeholder and P(C) does not move, the reward
+    asks for a change that the policy no longer samples.
+    """
+    import pandas as pd
+
+    states = list(pd.unique(weights["state"]))
+    names = list(pd.unique(weights["stakeholder"]))
+    fig, axes = _new_axes(len(states), ncols=len(states), size=(3.3, 3.0), sharey=True)
+    for ax, state in zip(axes, states):
+        table = weights[weights["state"] == state].pivot(index="episode", columns="stakeholder", values="weight")[names]
+        ax.stackplot(table.index, table.to_numpy().T, colors=[STAKEHOLDER_COLOURS[k % len(STAKEHOLDER_COLOURS)]
+                                                               for k in range(len(names))],
+                     labels=[f"weight: {pretty_name(n)}" for n in names], alpha=0.75, step="post")
+        if log is not None:
+            legal = log[log["my_move"].isin(["C", "D"]) & (log["my_prev"] + "|" + log["opp_prev"] == state)]
+            p = (legal["my_move"] == "C").groupby(legal["episode"]).mean()
+            ax.plot(p.index + 0.5, p.to_numpy(), "o-", color="black", ms=2.5, lw=1.2, label="learner's P(C)")
+        ax.set_title(f"state {state}", fontsize=9)
+        ax.set_xlabel("update (episode)")
+        ax.set_ylim(0, 1.02)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set_ylabel("weight λ (stacked)" + (" · P(C)" if log is not None else ""))
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), frameon=False, fontsize=8)
+    fig.suptitle(title or "The MaxMin reward's weights per state (my last|their last), update by update")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig
+
+
 __all__ += ["STAKEHOLDER_COLOURS", "RULE_COLOURS", "stakeholder_utility_lines", "rule_comparison", "group_utility_bars",
-            "learned_vs_true_rewards", "maxmin_training_curves", "stakeholder_curves"]
+            "learned_vs_true_rewards", "maxmin_training_curves", "stakeholder_curves",
+            "maxmin_weight_curves"]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,7 +34,8 @@ Four pieces, each a small set of pure functions over dataclasses:
    preferences (Bradley–Terry); one reward fitted to everybody serves the majority; EM with hard
    assignment (MaxMin-RLHF's Algorithm 2) recovers the types (:func:`impossibility`).
 
-4. **Reading LLM runs** against the ground truth (:func:`llm_maxmin_report`).
+4. **Reading LLM runs** against the ground truth (:func:`llm_maxmin_report`), and the weights
+   a MaxMin reward gave its stakeholders during a run, replayed from its log (:func:`llm_maxmin_weights`).
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ __all__ = [
     "train_tabular",
     "llm_stakeholder_curves",
     "llm_maxmin_report",
+    "llm_maxmin_weights",
 ]
 
 STATES: tuple[tuple[int, int], ...] = ((C, C), (C, D), (D, C), (D, D))
@@ -787,3 +789,86 @@ def llm_maxmin_report(log, stakeholders: Sequence[str | Reward], game: MatrixGam
     mean["rounds"] = frame["rounds"].sum()
     frame.loc["mean"] = mean
     return frame
+
+
+_MOVE_CODE = {"C": C, "D": D}
+
+
+def llm_maxmin_weights(log, reward: str | Reward, game: MatrixGame | str = "prisoners_dilemma", *, xi: float = XI):
+    """The weights λ a stateful MaxMin reward gave each stakeholder in each state, update by update.
+
+    A ``"weights"`` or ``"switch"`` MaxMin reward (:class:`moralkit.rewards.AggregateReward`)
+    learns its weights from the rounds it sees, so they follow from the run's ``rounds.csv``
+    (``log``): this replays the reward over the log, episode by episode, exactly as training did
+    (observe every round, update at each new episode). One row per episode, state and stakeholder:
+    ``weight`` (the λ that episode's rewards were scored with) and ``utility`` (the reward's
+    running estimate of that stakeholder's normalised utility in that state when the episode
+    started; NaN before the state was seen).
+
+    The replay is checked against the rewards the run logged (column ``reward_<name>``): a log
+    without that column (another reward) or whose rewards the replay does not give (other
+    options, an edited or truncated log) raises ``ValueError`` instead of returning weights the
+    run never used.
+
+    >>> from moralkit.env import IteratedGame
+    >>> spec = "maxmin(game,deontological,utilitarian)"
+    >>> env = IteratedGame("prisoners_dilemma", "always_cooperate", 4, rewards=[spec], seed=0)
+    >>> for episode in range(2):                 # a learner that always defects against a cooperator
+    ...     state = env.reset()
+    ...     while not env.done:
+    ...         state = env.step([D] * 4).state
+    >>> w = llm_maxmin_weights(env.frame(), spec, xi=3)
+    >>> w[(w.episode == 1) & (w.state == "D|C")][["stakeholder", "weight"]].round(3).to_dict("list")
+    {'stakeholder': ['game', 'deontological', 'utilitarian'], 'weight': [0.0, 1.0, 0.0]}
+
+    After one episode of defecting against a cooperator, the deontologist (utility 0 there) holds
+    all the weight in state D|C: the next episode is scored there by the deontological reward.
+    """
+    import pandas as pd
+
+    game = get_game(game)
+    reward = get_reward(reward, xi=xi)  # a fresh copy: it learns from this log only
+    if not (isinstance(reward, AggregateReward) and reward.stateful):
+        raise RewardError(
+            f"{reward.name!r} does not learn weights from the rounds it sees; only maxmin(...) with "
+            "variant=weights (the default) or variant=switch does."
+        )
+    missing = {"episode", "my_prev", "opp_prev", "my_move", "opp_move"} - set(log.columns)
+    if missing:
+        raise ValueError(f"The log lacks column(s) {sorted(missing)}: pass a run's rounds.csv (run.log).")
+
+    def codes(column):
+        return log[column].map(_MOVE_CODE).fillna(-1).to_numpy(np.int64)  # illegal (and missing) moves: -1
+
+    my_prev, opp_prev, my, opp = (codes(c) for c in ("my_prev", "opp_prev", "my_move", "opp_move"))
+    episodes = log["episode"].to_numpy()
+    logged = log.get(f"reward_{reward.name}")
+    if logged is None:
+        present = [c[len("reward_"):] for c in log.columns if c.startswith("reward_")]
+        raise ValueError(
+            f"This log has no rewards of {reward.name} (it has: {', '.join(present) or 'none'}), so it was not trained "
+            "with it: pass the run's own reward (its config.json), e.g. llm_maxmin_weights(run.log, run.config.reward)."
+        )
+    tables = reward.tables(game)
+    rows, replayed = [], np.full(len(log), np.nan)
+    for episode in np.unique(episodes):
+        reward.update()  # what IteratedGame.reset does before each episode
+        lam, utility = reward.state_weights(), reward.utility_estimates
+        for s, label in enumerate(STATE_LABELS):
+            rows += [{"episode": int(episode), "state": label, "stakeholder": name, "weight": float(lam[s, k]),
+                      "utility": float(utility[s, k])} for k, name in enumerate(reward.stakeholder_names)]
+        here = np.flatnonzero(episodes == episode)
+        legal = here[(my[here] >= 0) & (opp[here] >= 0) & (my_prev[here] >= 0) & (opp_prev[here] >= 0)]
+        state = 2 * my_prev[legal] + opp_prev[legal]
+        replayed[legal] = np.einsum("nk,kn->n", lam[state], tables[:, my[legal], opp[legal], opp_prev[legal]])
+        reward.observe(game, my_prev[here], opp_prev[here], my[here], opp[here])
+    check = ~np.isnan(replayed)
+    gap = np.abs(replayed[check] - logged.to_numpy(float)[check])
+    if gap.size and not np.nanmax(gap) <= 1e-6:
+        first = int(np.flatnonzero(check)[np.argmax(~(gap <= 1e-6))])
+        raise ValueError(
+            f"Replaying {reward.name} (xi={xi:g}) does not give the rewards this log recorded (first mismatch: "
+            f"row {first}, episode {episodes[first]}: replayed {replayed[first]:.6g}, logged "
+            f"{logged.iloc[first]:.6g}). Pass the run's own reward and xi (its config.json) and its whole, unedited rounds.csv."
+        )
+    return pd.DataFrame(rows)

@@ -346,3 +346,80 @@ def test_cli_maxmin_report_averages_several_seeds_of_a_run(tmp_path, monkeypatch
     monkeypatch.setattr(experiments, "load_runs", lambda folders: runs[:1])
     assert main(["maxmin-report", "a", "--out", str(one)]) == 0
     assert not (tmp_path / "one_over_seeds.csv").exists()  # one seed: no interval to give
+
+
+def test_llm_maxmin_weights_replays_the_weights_a_run_was_scored_with():
+    """The weights of a stateful MaxMin reward follow from the rounds played: replaying a log (illegal
+    answers included) gives, episode by episode, exactly the weights the environment used."""
+    from moralkit.pluralistic import llm_maxmin_weights
+
+    spec = "maxmin(game,deontological,utilitarian)"
+    env = IteratedGame("prisoners_dilemma", "tit_for_tat", 16, rewards=[spec], seed=5)
+    reward, rng, used = env.stateful_rewards[0], np.random.default_rng(5), []
+    policies = [np.ones(4), np.ones(4), np.zeros(4), np.full(4, 0.6), np.array([0.9, 0.2, 0.5, 0.1])] * 2
+    for p in policies:
+        state = env.reset()
+        used.append(reward.state_weights())
+        while not env.done:
+            moves = np.where(rng.random(16) < p[2 * state.my_prev + state.opp_prev], C, D)
+            moves[rng.random(16) < 0.1] = -1  # some illegal answers, which the reward does not learn from
+            state = env.step(moves).state
+    log = env.frame()
+    assert (log["my_move"] == "illegal").any()
+    weights = llm_maxmin_weights(log, spec, xi=3)
+    assert len(weights) == len(policies) * 4 * 3
+    assert list(weights["stakeholder"].iloc[:3]) == STAKES and list(pd_unique(weights["state"])) == list(pluralistic.STATE_LABELS)
+    for episode, lam in enumerate(used):
+        here = weights[weights["episode"] == episode]
+        assert np.allclose(here["weight"].to_numpy().reshape(4, 3), lam, atol=1e-12)
+    assert not np.allclose(used[-1], 1 / 3)  # the weights did move
+    first = weights[weights["episode"] == 0]
+    assert first["utility"].isna().all() and np.allclose(first["weight"], 1 / 3)
+
+
+def test_llm_maxmin_weights_refuses_what_it_cannot_replay():
+    from moralkit.pluralistic import llm_maxmin_weights
+
+    spec = "maxmin(game,deontological,utilitarian)"
+    env = IteratedGame("prisoners_dilemma", "tit_for_tat", 16, rewards=[spec], seed=6)
+    _play(env, np.full(4, 0.5), 4, np.random.default_rng(6))
+    log = env.frame()
+    edited = log.copy()
+    row = edited.index[edited["my_move"] != "illegal"][7]
+    edited.loc[row, f"reward_{spec}"] += 0.25
+    with pytest.raises(ValueError, match=f"does not give the rewards this log recorded.*row {row}.*config.json"):
+        llm_maxmin_weights(edited, spec, xi=3)
+    with pytest.raises(ValueError, match=r"no rewards of maxmin\(.*temperature=0.5\) \(it has: maxmin\(game,deontological,utilitarian\)\)"):
+        llm_maxmin_weights(log, "maxmin(game,deontological,utilitarian,temperature=0.5)", xi=3)  # not the run's reward
+    with pytest.raises(RewardError, match="does not learn weights"):
+        llm_maxmin_weights(log, "average(game,deontological,utilitarian)")
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['opp_move'\].*rounds.csv"):
+        llm_maxmin_weights(log.drop(columns=["opp_move"]), spec, xi=3)
+
+
+def test_maxmin_weight_curves_stack_the_weights_per_state_with_the_learners_choices():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from moralkit import plots
+    from moralkit.pluralistic import llm_maxmin_weights
+
+    spec = "maxmin(game,deontological,utilitarian,variant=switch)"
+    env = IteratedGame("prisoners_dilemma", "tit_for_tat", 16, rewards=[spec], seed=7)
+    _play(env, np.ones(4), 3, np.random.default_rng(7))  # always C: in C|C the selfish stakeholder is worst off
+    log = env.frame()
+    weights = llm_maxmin_weights(log, spec, xi=3)
+    cc = weights[(weights["state"] == "C|C") & (weights["episode"] == 2)].set_index("stakeholder")["weight"]
+    assert cc.to_dict() == {"game": 1.0, "deontological": 0.0, "utilitarian": 0.0}
+    fig = plots.maxmin_weight_curves(weights, log)
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == [f"state {s}" for s in pluralistic.STATE_LABELS]
+    assert len(axes[0].collections) == 3 and len(axes[0].lines) == 1  # three stacked weights, one P(C) line
+    assert np.allclose(axes[0].lines[0].get_ydata(), 1.0)
+    matplotlib.pyplot.close(fig)
+
+
+def pd_unique(values):
+    import pandas as pd
+
+    return pd.unique(values)
