@@ -10,7 +10,7 @@
     moralkit grid [--rewards game "game->deontological" ...] [--profile cpu]   # train + evaluate the paper's agents
     moralkit bench                      # rounds per second and peak memory of training
     moralkit maxmin --game G --opponent O --stakeholders A B C --xi X [--json]   # exact max-min per state
-    moralkit maxmin-report RUN... [--out data/results/maxmin_llm_cpu.csv]        # LLM runs vs the LP
+    moralkit maxmin-report RUN... [--out data/results/maxmin_llm_cpu.csv] [--weights W.csv]  # LLM runs vs the LP
 
 Each verb is a function registered with :func:`command`. The sizes of a verb's work (episodes,
 games per update, evaluation episodes, seeds …) default to the profile's (:mod:`moralkit.profiles`:
@@ -566,6 +566,8 @@ def _maxmin(ns) -> int:
 @arg("--last", type=float, default=0.2, help="share of the training episodes at the end to read")
 @arg("--out", default=None, help="also write the table as CSV here, e.g. data/results/maxmin_llm_cpu.csv, and with several seeds of a "
      "run their means and intervals to <name>_over_seeds.csv beside it (default: print it only)")
+@arg("--weights", default=None, help="also replay the weights each stateful MaxMin run gave its stakeholders (per update and "
+     "state) and write them as CSV here; prints their means over the last episodes (default: not replayed)")
 def _maxmin_report(ns) -> int:
     from pathlib import Path
 
@@ -573,11 +575,11 @@ def _maxmin_report(ns) -> int:
 
     from .analysis import over_seeds
     from .experiments import load_runs
-    from .pluralistic import llm_maxmin_report
-    from .rewards import AggregateReward, get_reward
+    from .pluralistic import llm_maxmin_report, llm_maxmin_weights
+    from .rewards import AggregateReward, get_reward, is_stateful
     from .storage import atomic_write
 
-    frames = []
+    frames, weights = [], []
     for run in load_runs(ns.runs):
         cfg = run.config
         reward = get_reward(cfg.phases[-1][0], xi=cfg.xi)
@@ -586,6 +588,12 @@ def _maxmin_report(ns) -> int:
             raise ValueError(f"{run.folder} was trained with {reward.name}, not an aggregate: pass --stakeholders.")
         table = llm_maxmin_report(run.log, stakeholders, cfg.game, cfg.opponent, xi=cfg.xi, last=ns.last)
         frames.append(table.reset_index().assign(run=cfg.label, episodes=cfg.episodes, seed=cfg.seed))
+        if ns.weights and is_stateful(reward) and len(cfg.phases) == 1:
+            w = llm_maxmin_weights(run.log, reward, cfg.game, xi=cfg.xi)
+            weights.append(w.assign(run=cfg.label, seed=cfg.seed)[["run", "seed", *w.columns]])
+        elif ns.weights:
+            print(f"[moralkit] {run.folder}: {cfg.label} has no weights to replay (only a maxmin reward of variant "
+                  "weights or switch, trained from the start, learns them)")
     out = pd.concat(frames, ignore_index=True)
     out = out[["run", "episodes", "seed"] + [c for c in out.columns if c not in ("run", "episodes", "seed")]]
     several = out.groupby("run")["seed"].nunique().max() > 1
@@ -603,6 +611,16 @@ def _maxmin_report(ns) -> int:
             path = Path(ns.out).with_name(Path(ns.out).stem + "_over_seeds.csv")
             atomic_write(path, lambda p: means.to_csv(p, index=False))
             print(f"[moralkit] written {path} (mean over seeds, 95% t-interval _lo/_hi, spread _sd)")
+    if weights:
+        table = pd.concat(weights, ignore_index=True)
+        episodes = table.groupby(["run", "seed"])["episode"].transform("max") + 1
+        tail = table[table["episode"] >= (episodes * (1 - ns.last)).apply(int)]  # as llm_maxmin_report reads "the last"
+        final = tail.pivot_table(index=["run", "seed", "state"], columns="stakeholder", values="weight", sort=False)
+        with pd.option_context("display.width", 220, "display.precision", 3):
+            print(f"\nThe MaxMin weights over the last {ns.last:.0%} of training (mean per state; rows sum to 1):")
+            print(final.round(3).to_string())
+        atomic_write(ns.weights, lambda p: table.to_csv(p, index=False))
+        print(f"[moralkit] written {ns.weights} (weight and utility estimate per run, seed, update, state and stakeholder)")
     return 0
 
 

@@ -423,3 +423,35 @@ def pd_unique(values):
     import pandas as pd
 
     return pd.unique(values)
+
+
+def test_cli_maxmin_report_replays_the_weights_of_maxmin_runs(tmp_path, monkeypatch, capsys):
+    """`moralkit maxmin-report --weights`: the weights of each stateful run as CSV, their final means printed;
+    a run whose reward has no weights (the average) is named, not silently skipped."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from moralkit import experiments
+    from moralkit.cli import main
+
+    def run(reward, seed):
+        env = IteratedGame("prisoners_dilemma", "tit_for_tat", 16, rewards=[reward], seed=seed)
+        _play(env, np.ones(4), 10, np.random.default_rng(seed))  # always C: the selfish stakeholder is worst off
+        config = SimpleNamespace(label=reward, seed=seed, episodes=10, xi=3, game="prisoners_dilemma", opponent="tit_for_tat",
+                                 phases=[(reward, 10)])
+        return SimpleNamespace(config=config, log=env.frame(), folder=tmp_path / f"{reward}{seed}")
+
+    maxmin, average = "maxmin(game,deontological,utilitarian)", "average(game,deontological,utilitarian)"
+    monkeypatch.setattr(experiments, "load_runs", lambda folders: [run(maxmin, 0), run(maxmin, 1), run(average, 0)])
+    out = tmp_path / "weights.csv"
+    assert main(["maxmin-report", "a", "b", "c", "--weights", str(out)]) == 0
+    weights = pd.read_csv(out)
+    assert set(weights["run"]) == {maxmin} and sorted(weights["seed"].unique()) == [0, 1]
+    assert len(weights) == 2 * 10 * 4 * 3
+    assert np.allclose(weights.groupby(["seed", "episode", "state"])["weight"].sum(), 1.0)
+    cc = weights[(weights["state"] == "C|C") & (weights["episode"] == 9)].set_index(["seed", "stakeholder"])["weight"]
+    assert cc[(0, "game")] > 0.99 and cc[(1, "game")] > 0.99  # always C in C|C: the game's 0.75 is the minimum
+    printed = capsys.readouterr().out
+    assert "The MaxMin weights over the last 20% of training" in printed
+    assert f"{average} has no weights to replay" in printed
