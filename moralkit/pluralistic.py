@@ -91,6 +91,7 @@ STATES: tuple[tuple[int, int], ...] = ((C, C), (C, D), (D, C), (D, D))
 STATE_LABELS: tuple[str, ...] = ("C|C", "C|D", "D|C", "D|D")
 """States as "<my last move>|<their last move>" (as in :mod:`moralkit.tabular`)."""
 _MOVE = {C: "C", D: "D"}
+_MOVE_CODE = {"C": C, "D": D}
 
 
 # --------------------------------------------------------------------- 1. exact ground truth
@@ -750,8 +751,7 @@ def llm_stakeholder_curves(log, stakeholders: Sequence[str | Reward], game: Matr
     game = get_game(game)
     names, tables = _stakeholder_tables(_as_list(stakeholders), game, xi)
     legal = _legal_rounds(log)
-    code = {"C": C, "D": D}
-    my, opp, prev = (legal[c].map(code).to_numpy(int) for c in ("my_move", "opp_move", "opp_prev"))
+    my, opp, prev = (legal[c].map(_MOVE_CODE).to_numpy(int) for c in ("my_move", "opp_move", "opp_prev"))
     frame = pd.DataFrame(tables[:, my, opp, prev].T, columns=list(names), index=legal.index)
     frame["episode"] = (legal["episode"].to_numpy() // max(1, window)) * max(1, window)
     curves = frame.groupby("episode")[list(names)].mean()
@@ -789,9 +789,6 @@ def llm_maxmin_report(log, stakeholders: Sequence[str | Reward], game: MatrixGam
     mean["rounds"] = frame["rounds"].sum()
     frame.loc["mean"] = mean
     return frame
-
-
-_MOVE_CODE = {"C": C, "D": D}
 
 
 def llm_maxmin_weights(log, reward: str | Reward, game: MatrixGame | str = "prisoners_dilemma", *, xi: float = XI):
@@ -849,23 +846,19 @@ def llm_maxmin_weights(log, reward: str | Reward, game: MatrixGame | str = "pris
             f"This log has no rewards of {reward.name} (it has: {', '.join(present) or 'none'}), so it was not trained "
             "with it: pass the run's own reward (its config.json), e.g. llm_maxmin_weights(run.log, run.config.reward)."
         )
-    tables = reward.tables(game)
-    rows, replayed = [], np.full(len(log), np.nan)
+    rows, replayed = [], np.empty(len(log))
     for episode in np.unique(episodes):
         reward.update()  # what IteratedGame.reset does before each episode
         lam, utility = reward.state_weights(), reward.utility_estimates
         for s, label in enumerate(STATE_LABELS):
             rows += [{"episode": int(episode), "state": label, "stakeholder": name, "weight": float(lam[s, k]),
                       "utility": float(utility[s, k])} for k, name in enumerate(reward.stakeholder_names)]
-        here = np.flatnonzero(episodes == episode)
-        legal = here[(my[here] >= 0) & (opp[here] >= 0) & (my_prev[here] >= 0) & (opp_prev[here] >= 0)]
-        state = 2 * my_prev[legal] + opp_prev[legal]
-        replayed[legal] = np.einsum("nk,kn->n", lam[state], tables[:, my[legal], opp[legal], opp_prev[legal]])
+        here = np.flatnonzero(episodes == episode)  # scored and observed as IteratedGame.step does
+        replayed[here] = reward(game, my[here], opp[here], opp_prev[here], my_prev_move=my_prev[here])
         reward.observe(game, my_prev[here], opp_prev[here], my[here], opp[here])
-    check = ~np.isnan(replayed)
-    gap = np.abs(replayed[check] - logged.to_numpy(float)[check])
-    if gap.size and not np.nanmax(gap) <= 1e-6:
-        first = int(np.flatnonzero(check)[np.argmax(~(gap <= 1e-6))])
+    wrong = ~(np.abs(replayed - logged.to_numpy(float)) <= 1e-6)
+    if wrong.any():
+        first = int(np.argmax(wrong))
         raise ValueError(
             f"Replaying {reward.name} (xi={xi:g}) does not give the rewards this log recorded (first mismatch: "
             f"row {first}, episode {episodes[first]}: replayed {replayed[first]:.6g}, logged "
