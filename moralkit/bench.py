@@ -48,7 +48,7 @@ def benchmark_training(
     model: str | None = None,
     seed: int = 0,
     compile: bool | str = "auto",
-    tf32: bool = False,
+    tf32: bool | str = "auto",
     dtype: str | None = None,
     profile: str | None = None,
 ) -> dict:
@@ -58,8 +58,9 @@ def benchmark_training(
     (:func:`~moralkit.training.condition_config`); ``preset``, ``games_per_update``, ``rounds``
     and ``model`` override the profile's.
 
-    ``tf32`` lets float32 matrix products use TensorFloat-32 on a CUDA GPU during the measurement
-    (``torch.backends.cuda.matmul.allow_tf32``; restored afterwards).
+    ``tf32`` is the run's :attr:`PPOConfig.tf32 <moralkit.ppo.PPOConfig>`: ``"auto"`` (the
+    default, as in training) computes float32 matrix products in TensorFloat-32 on a CUDA GPU of the
+    Ampere generation or newer; ``True``/``False`` force it; the result's ``tf32`` says what ran.
 
     Keys: ``device``, ``model``, ``preset``, ``games_per_update``, ``rounds``, ``compile``, ``tf32``,
     ``timed_updates``, ``load_s`` (model load and set-up), ``warmup_s`` (the first update: with
@@ -82,22 +83,17 @@ def benchmark_training(
     sizes = {k: v for k, v in {"preset": preset, "games_per_update": games_per_update, "rounds": rounds,
                                 "model": model}.items() if v is not None}
     cfg = condition_config("game", "tit_for_tat", seed, profile, episodes=updates + 1, checkpoint_every=10_000,
-                           ppo_overrides={"compile": compile}, **sizes)
+                           ppo_overrides={"compile": compile, "tf32": tf32}, **sizes)
     preset, games_per_update, rounds, model = cfg.preset, cfg.games_per_update, cfg.rounds, cfg.model
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    tf32_before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(tf32)
-    try:
-        with tempfile.TemporaryDirectory() as folder:
-            start = time.perf_counter()
-            model_and_tokenizer = load_model(model, dtype=dtype) if dtype else (None, None)
-            run = TrainingRun(cfg, folder, model=model_and_tokenizer[0], tokenizer=model_and_tokenizer[1]).setup()
-            load_s = time.perf_counter() - start
-            run.train(progress=False)
-            table = run.updates
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32_before
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        model_and_tokenizer = load_model(model, dtype=dtype) if dtype else (None, None)
+        run = TrainingRun(cfg, folder, model=model_and_tokenizer[0], tokenizer=model_and_tokenizer[1]).setup()
+        load_s = time.perf_counter() - start
+        run.train(progress=False)
+        table = run.updates
     warmup, timed = table.iloc[0], table.iloc[1:]
     n = len(timed)
     total = float(timed["seconds"].sum())
@@ -113,7 +109,7 @@ def benchmark_training(
         "games_per_update": games_per_update,
         "rounds": rounds,
         "compile": "graphs" if run.trainers["learner"].graphs else compile,  # what "auto" chose
-        "tf32": bool(tf32),
+        "tf32": run.trainers["learner"].tf32,  # what "auto" chose
         "dtype": str(next(run.model.parameters()).dtype).removeprefix("torch."),
         "timed_updates": n,
         "load_s": round(load_s, 2),

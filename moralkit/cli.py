@@ -271,6 +271,14 @@ def _compile_mode(text: str):
     return False if text.lower() in ("off", "false", "no", "eager") else text
 
 
+def _tf32_mode(text: str):
+    """``--tf32``'s value: ``auto``, ``on`` (True) or ``off`` (False)."""
+    modes = {"auto": "auto", "on": True, "true": True, "yes": True, "off": False, "false": False, "no": False}
+    if text.lower() not in modes:
+        raise argparse.ArgumentTypeError(f"--tf32 takes auto, on or off, not {text!r}")
+    return modes[text.lower()]
+
+
 @command("train", "fine-tune the LLM player with LoRA-PPO (or GRPO) on a moral reward (resumable)")
 @arg("--reward", default="game", help=_REWARD_HELP)
 @arg("--opponent", default="tit_for_tat", help=_OPPONENT_HELP)
@@ -323,7 +331,8 @@ def _train(ns) -> int:
 @arg("--episodes", type=int, default=FromProfile("train_episodes"), help="updates per run")
 @arg("--games-per-update", type=int, default=FromProfile("games_per_update"), help="games played in parallel per update")
 @arg("--model", default=FromProfile("model"), help="'embedded', a folder, a hub id or random:<shape>")
-@arg("--seed", type=int, default=0, help="training seed of every run")
+@arg("--seeds", "--seed", nargs="+", type=int, default=[0],
+     help="training seeds: every reward and algorithm is trained once per seed")
 @arg("--profile", default=None, help=_PROFILE_HELP)
 @arg("--out", default="runs/ppo_vs_grpo", help="comparison folder: new, empty, or an earlier comparison's")
 @arg("--table", default=None, help="also write the table here, e.g. data/results/ppo_vs_grpo_cpu.csv (default: only OUT/ppo_vs_grpo.csv)")
@@ -338,13 +347,14 @@ def _compare_algorithms(ns) -> int:
     grpo = _algorithm_overrides(ns).get("grpo_overrides")
     overrides = {k: v for k, v in {"episodes": ns.episodes, "games_per_update": ns.games_per_update,
                                    "model": ns.model}.items() if v is not None}
-    table = compare_algorithms(ns.rewards, ns.algorithms, out=ns.out, opponent=ns.opponent, seed=ns.seed,
+    table = compare_algorithms(ns.rewards, ns.algorithms, out=ns.out, opponent=ns.opponent, seeds=ns.seeds,
                                profile=ns.profile, grpo_overrides_for_grpo=grpo, **overrides)
     if ns.table:
         atomic_write(ns.table, lambda p: table.to_csv(p, index=False))
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(table)
-    print(f"[moralkit] table in {ns.out}/ppo_vs_grpo.csv" + (f" and {ns.table}" if ns.table else ""))
+    print(f"[moralkit] table in {ns.out}/ppo_vs_grpo.csv" + (f" and {ns.table}" if ns.table else "")
+          + f"; means over seeds in {ns.out}/ppo_vs_grpo_over_seeds.csv")
     return 0
 
 
@@ -514,8 +524,10 @@ def _grid_figures(out, trained, generalisation, profile=None) -> list:
 @arg("--compile", nargs="?", const=True, default="auto", metavar="MODE", type=_compile_mode,
      help="how the PPO updates run: 'auto' (CUDA graphs on an Ampere-or-newer GPU, else eager), 'graphs', 'off' (eager), "
           "or torch.compile (no MODE, or a mode such as reduce-overhead)")
-@arg("--dtype", default=None, help="model dtype, e.g. float32 or bfloat16 (default: bfloat16 on a recent GPU, else float32)")
-@arg("--tf32", action="store_true", help="let float32 matrix products use TF32 on a CUDA GPU while measuring")
+@arg("--dtype", default=None, help="model dtype, e.g. float32 or bfloat16 (default: load_model's: bfloat16 for a model of a "
+     "billion parameters or more on a GPU with bf16, else float32)")
+@arg("--tf32", default="auto", type=_tf32_mode, metavar="{auto,on,off}",
+     help="float32 matrix products in TF32, as in training (PPOConfig.tf32): auto = on a CUDA GPU of the Ampere generation or newer")
 @arg("--json", action="store_true", help="print one JSON object instead of a table")
 @arg("--save", default=None, metavar="CSV", help="also append the figures to this CSV file, e.g. data/results/bench.csv (default: none)")
 def _bench(ns) -> int:

@@ -15,6 +15,7 @@ Schedules are written ``A->B`` (the profile's ``switch_at`` share first) or ``A:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -388,21 +389,27 @@ def _measure_one(config: dict, folder: str, threads: int) -> dict:
 
 
 def compare_algorithms(rewards: Sequence[str], algorithms: Sequence[str] = ("ppo", "grpo"), *,
-                       out: str | Path = "runs/ppo_vs_grpo", opponent: str = "tit_for_tat", seed: int = 0,
-                       profile: str | Profile | None = "auto", progress: bool = True,
-                       grpo_overrides_for_grpo: dict | None = None, **overrides):
-    """Train every reward with every algorithm on the same machine, one run at a time; returns the table.
+                       out: str | Path = "runs/ppo_vs_grpo", opponent: str = "tit_for_tat",
+                       seeds: Sequence[int] = (0,), profile: str | Profile | None = "auto",
+                       progress: bool = True, grpo_overrides_for_grpo: dict | None = None, **overrides):
+    """Train every reward with every algorithm and seed on the same machine, one run at a time; returns the table.
 
     Each run trains in a process of its own (so its peak memory is its own) into
     ``out/<algorithm>/<run folder>``; finished runs are skipped and unfinished ones resume, so the
     same call continues a killed comparison. Peak memory per run is kept in ``out/measurements.json``
     (the largest over the sessions a resumed run took). The table (:func:`algorithm_table`) is
-    written to ``out/ppo_vs_grpo.csv``. ``overrides`` apply to every run; ``grpo_overrides_for_grpo``
-    (fields of :class:`moralkit.grpo.GRPOSettings`) to the GRPO runs only.
+    written to ``out/ppo_vs_grpo.csv``, one row per run (``seed`` names its training seed), and
+    the mean over seeds of each reward and algorithm with its 95% interval over seeds
+    (:func:`~moralkit.analysis.over_seeds`; no interval with one seed) to
+    ``out/ppo_vs_grpo_over_seeds.csv``. ``overrides`` apply to every run; ``grpo_overrides_for_grpo`` (fields of
+    :class:`moralkit.grpo.GRPOSettings`) to the GRPO runs only.
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be one or more distinct integers, got {seeds!r}")
     prof = get_profile(profile)
     out = Path(out)
     claim_folder(out, marker=_MEASUREMENTS, kind="algorithm comparison folder (no measurements.json)",
@@ -411,26 +418,27 @@ def compare_algorithms(rewards: Sequence[str], algorithms: Sequence[str] = ("ppo
     measured = read_json(path) if path.exists() else {}
     write_json(path, measured)
     runs = {}
-    for reward in rewards:
-        for algorithm in algorithms:
-            extra = {"grpo_overrides": dict(grpo_overrides_for_grpo)} if algorithm == "grpo" and grpo_overrides_for_grpo else {}
-            cfg = condition_config(reward, opponent, seed, prof, algorithm=algorithm, **extra, **dict(overrides))
-            runs[(reward, algorithm)] = run = TrainingRun(cfg, run_folder(out / algorithm, cfg))
-            key = f"{algorithm}/{run.folder.name}"
-            if run.finished:
-                if progress:
-                    print(f"[moralkit] {key}: finished earlier, skipped")
-                continue
+    for reward, seed, algorithm in itertools.product(rewards, seeds, algorithms):
+        extra = {"grpo_overrides": dict(grpo_overrides_for_grpo)} if algorithm == "grpo" and grpo_overrides_for_grpo else {}
+        cfg = condition_config(reward, opponent, seed, prof, algorithm=algorithm, **extra, **dict(overrides))
+        runs[(reward, seed, algorithm)] = run = TrainingRun(cfg, run_folder(out / algorithm, cfg))
+        key = f"{algorithm}/{run.folder.name}"
+        if run.finished:
             if progress:
-                print(f"[moralkit] {key}: training ({cfg.episodes} updates)", flush=True)
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(1, mp_context=context) as pool:
-                result = pool.submit(_measure_one, cfg.to_dict(), str(run.folder), prof.threads).result()
-            before = measured.get(key, {})
-            measured[key] = {**result, **{k: max(result[k], before.get(k, 0.0)) for k in ("peak_rss_mb", "peak_gpu_mb") if k in result}}
-            write_json(path, measured)
+                print(f"[moralkit] {key}: finished earlier, skipped")
+            continue
+        if progress:
+            print(f"[moralkit] {key}: training ({cfg.episodes} updates)", flush=True)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(1, mp_context=context) as pool:
+            result = pool.submit(_measure_one, cfg.to_dict(), str(run.folder), prof.threads).result()
+        before = measured.get(key, {})
+        measured[key] = {**result, **{k: max(result[k], before.get(k, 0.0)) for k in ("peak_rss_mb", "peak_gpu_mb") if k in result}}
+        write_json(path, measured)
     table = algorithm_table(list(runs.values()), measured)
     atomic_write(out / "ppo_vs_grpo.csv", lambda p: table.to_csv(p, index=False))
+    spread = over_seeds(table, ["reward", "algorithm", "opponent"])
+    atomic_write(out / "ppo_vs_grpo_over_seeds.csv", lambda p: spread.to_csv(p, index=False))
     return table
 
 
@@ -454,7 +462,8 @@ def algorithm_table(runs: Sequence[TrainingRun], measured: dict | None = None):
         summary = training_summary(log)
         m = measured.get(f"{c.algorithm}/{run.folder.name}", {})
         rows.append({
-            "reward": c.label, "algorithm": c.algorithm, "opponent": c.opponent, "episodes": c.episodes,
+            "reward": c.label, "algorithm": c.algorithm, "opponent": c.opponent, "seed": c.seed,
+            "episodes": c.episodes,
             "rounds": int(len(log)),
             "rounds_to_criterion": rounds_to_criterion(log, c.phases[-1][0], c.opponent, game=c.game, xi=c.xi),
             "minutes": round(seconds / 60, 2), "rounds_per_s": round(len(log) / seconds, 2) if seconds else float("nan"),

@@ -816,6 +816,8 @@ class TrainingRun:
         import pandas as pd
         from tqdm.auto import tqdm
 
+        from .ppo import tf32_products
+
         if self.finished:
             return self
         self.setup()
@@ -823,34 +825,37 @@ class TrainingRun:
         c = self.config
         bar = tqdm(total=c.episodes, initial=self.episode, disable=not progress, desc=f"{c.algorithm.upper()} {c.label} vs {c.opponent}")
         try:
-            while self.episode < c.episodes:
-                start = time.perf_counter()
-                rounds, batches = self.play_episode()
-                rounds["episode"] = self.episode
-                stats_rows = {}
-                for key, trainer in self.trainers.items():
-                    prompts, answers, scores, states = batches[key]
-                    if c.algorithm == "grpo":  # new groups of answers to the states just played
-                        stats_rows[key] = trainer.update(states, self._answer_tokens(self.episode))
-                    else:
-                        stats_rows[key] = trainer.step(prompts, answers, np.asarray(scores, dtype=np.float32))
-                update = {"episode": self.episode, "train_reward": rounds["train_reward"].iloc[0],
-                          "seconds": time.perf_counter() - start}
-                for key, stats in stats_rows.items():
-                    prefix = "" if key == "learner" else "opponent/"
-                    update.update({prefix + k: v for k, v in stats.items()})
-                shares = rounds["action_type"].value_counts(normalize=True)
-                update.update({t: float(shares.get(t, 0.0)) for t in ACTION_TYPES})
-                self._append("rounds.csv", rounds)
-                self._append("updates.csv", pd.DataFrame([update]))
-                self.episode += 1
-                bar.update(1)
-                bar.set_postfix({"C": f"{(rounds['my_move'] == 'C').mean():.2f}", "illegal": f"{shares.get('illegal', 0.0):.2f}",
-                                 "kl": f"{update.get('objective/kl', float('nan')):.2f}"})
-                if self.episode % c.checkpoint_every == 0 or self.episode == c.episodes:
-                    self.save_checkpoint()
-                if callback is not None:
-                    callback(self, rounds)
+            # float32 products in TF32 where the run's PPO config asks for it (PPOConfig.tf32:
+            # "auto" = on a GPU of the Ampere generation or newer), for sampling and updates alike
+            with tf32_products(c.algorithm == "ppo" and self.trainers["learner"].tf32):
+                while self.episode < c.episodes:
+                    start = time.perf_counter()
+                    rounds, batches = self.play_episode()
+                    rounds["episode"] = self.episode
+                    stats_rows = {}
+                    for key, trainer in self.trainers.items():
+                        prompts, answers, scores, states = batches[key]
+                        if c.algorithm == "grpo":  # new groups of answers to the states just played
+                            stats_rows[key] = trainer.update(states, self._answer_tokens(self.episode))
+                        else:
+                            stats_rows[key] = trainer.step(prompts, answers, np.asarray(scores, dtype=np.float32))
+                    update = {"episode": self.episode, "train_reward": rounds["train_reward"].iloc[0],
+                              "seconds": time.perf_counter() - start}
+                    for key, stats in stats_rows.items():
+                        prefix = "" if key == "learner" else "opponent/"
+                        update.update({prefix + k: v for k, v in stats.items()})
+                    shares = rounds["action_type"].value_counts(normalize=True)
+                    update.update({t: float(shares.get(t, 0.0)) for t in ACTION_TYPES})
+                    self._append("rounds.csv", rounds)
+                    self._append("updates.csv", pd.DataFrame([update]))
+                    self.episode += 1
+                    bar.update(1)
+                    bar.set_postfix({"C": f"{(rounds['my_move'] == 'C').mean():.2f}", "illegal": f"{shares.get('illegal', 0.0):.2f}",
+                                     "kl": f"{update.get('objective/kl', float('nan')):.2f}"})
+                    if self.episode % c.checkpoint_every == 0 or self.episode == c.episodes:
+                        self.save_checkpoint()
+                    if callback is not None:
+                        callback(self, rounds)
             self._finish()
         finally:
             bar.close()

@@ -211,6 +211,7 @@ def test_compare_algorithms_writes_the_table_and_resumes(tmp_path):
               model="random:smollm2-135m-narrow", progress=False)
     table = compare_algorithms(["game"], **kw)
     assert list(table["algorithm"]) == ["ppo", "grpo"] and (table["rounds"] == 2).all()
+    assert list(table["seed"]) == [0, 0]
     assert {"rounds_to_criterion", "minutes", "rounds_per_s", "peak_rss_mb", "D", "legal", "meets"} <= set(table.columns)
     assert (table["peak_rss_mb"] > 100).all() and (table["rounds_per_s"] > 0).all()
     assert (tmp_path / "cmp" / "grpo" / "game__tit_for_tat__seed0" / "adapter" / "adapter_model.safetensors").exists()
@@ -219,3 +220,24 @@ def test_compare_algorithms_writes_the_table_and_resumes(tmp_path):
     assert (tmp_path / "cmp" / "grpo" / "game__tit_for_tat__seed0" / "done.json").stat().st_mtime_ns == stamp
     pd_cols = ["reward", "algorithm", "rounds", "peak_rss_mb", "D"]
     assert again[pd_cols].equals(table[pd_cols])
+
+
+@pytest.mark.slow
+def test_compare_algorithms_over_seeds(tmp_path):
+    """Several seeds: a run per reward, seed and algorithm, and the table of means over seeds beside it."""
+    import pandas as pd
+
+    from moralkit.experiments import compare_algorithms
+
+    kw = dict(out=tmp_path / "cmp", profile="smoke", episodes=1, games_per_update=1, rounds=2,
+              model="random:smollm2-135m-narrow", progress=False)
+    table = compare_algorithms(["game"], ["ppo"], seeds=[0, 1], **kw)
+    assert list(table["seed"]) == [0, 1]
+    assert sorted(p.name for p in (tmp_path / "cmp" / "ppo").iterdir()) == [
+        "game__tit_for_tat__seed0", "game__tit_for_tat__seed1"]
+    spread = pd.read_csv(tmp_path / "cmp" / "ppo_vs_grpo_over_seeds.csv")
+    assert len(spread) == 1 and spread.loc[0, "seeds"] == 2 and spread.loc[0, "seed_list"] == "0 1"
+    assert spread.loc[0, "rounds_per_s"] == pytest.approx(table["rounds_per_s"].mean())
+    assert spread.loc[0, "rounds_per_s_lo"] < spread.loc[0, "rounds_per_s"] < spread.loc[0, "rounds_per_s_hi"]
+    with pytest.raises(ValueError, match="distinct"):
+        compare_algorithms(["game"], ["ppo"], seeds=[1, 1], **kw)

@@ -15,6 +15,7 @@ from moralkit.games import get_game
 from moralkit.llm.adapters import BASE, adapters_disabled, using_adapter
 from moralkit.llm.agent import LLMPlayer, PrefixCache, forward_batch, split_pays
 from moralkit.llm.models import RANDOM_SHAPES, load_model, random_model, tiny_random_model
+import moralkit.ppo
 from moralkit.ppo import PPOConfig, PPOTrainer
 from moralkit.training import TrainingConfig, TrainingRun
 
@@ -172,13 +173,21 @@ def test_the_benchmark_reports_where_the_time_goes(tmp_path):
     json.dumps(result)  # JSON-able for --json
     # the default "auto" records what it chose: on this device
     assert result["compile"] == ("graphs" if torch.cuda.is_available() else "auto")
+    assert result["tf32"] is moralkit.ppo.tf32_pays("cuda" if torch.cuda.is_available() else "cpu")
+    assert benchmark_training(preset="smoke", games_per_update=1, rounds=2, updates=1, model="random:smollm2-135m-narrow",
+                              tf32=True)["tf32"] is True  # forced on (on a CPU the flag changes nothing)
 
 
 def test_bench_compile_modes_on_the_command_line():
-    from moralkit.cli import _compile_mode
+    import argparse
+
+    from moralkit.cli import _compile_mode, _tf32_mode
 
     assert [_compile_mode(m) for m in ("off", "False", "graphs", "auto", "reduce-overhead")] == [
         False, False, "graphs", "auto", "reduce-overhead"]
+    assert [_tf32_mode(m) for m in ("auto", "on", "OFF")] == ["auto", True, False]
+    with pytest.raises(argparse.ArgumentTypeError, match="auto, on or off"):
+        _tf32_mode("maybe")
 
 
 def test_a_grid_trains_conditions_in_parallel_processes_with_the_same_results(tmp_path):

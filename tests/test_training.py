@@ -218,6 +218,54 @@ def test_ppo_compile_auto_records_graphs_where_they_pay(monkeypatch, tmp_path):
     assert run.trainers["learner"]._compiled_decoder[1].passes > 0
 
 
+def test_ppo_tf32_auto_computes_a_runs_products_in_tf32_where_the_gpu_has_it(monkeypatch, tmp_path):
+    """``PPOConfig.tf32="auto"``: off on a CPU; where ``tf32_pays`` (an Ampere-or-newer GPU) the run's
+    episodes, sampling and updates, run with TF32 products, and the setting before is restored.
+    ``tf32`` changes only rounding, so a run resumes under another value."""
+    import torch
+
+    import moralkit.ppo
+    from moralkit.ppo import SPEED_FIELDS, PPOConfig
+
+    assert PPOConfig().tf32 == "auto" and "tf32" in SPEED_FIELDS
+    with pytest.raises(ValueError, match="tf32"):
+        PPOConfig(tf32="fast")
+    seen = []
+
+    def look(run, rounds):
+        seen.append(torch.backends.cuda.matmul.allow_tf32)
+
+    model, tok = tiny_model()
+    run = TrainingRun(TrainingConfig(**{**TINY, "episodes": 1}), tmp_path / "cpu", model=model, tokenizer=tok)
+    run.train(progress=False, callback=look)
+    assert run.trainers["learner"].tf32 is False and seen == [False]
+
+    monkeypatch.setattr(moralkit.ppo, "tf32_pays", lambda device: True)
+    before = torch.backends.cuda.matmul.allow_tf32
+
+    class Stop(Exception):
+        pass
+
+    def look_and_stop(run, rounds):
+        look(run, rounds)
+        if run.episode == 1:
+            raise Stop
+
+    model, tok = tiny_model()
+    run = TrainingRun(TrainingConfig(**{**TINY, "episodes": 2}), tmp_path / "gpu", model=model, tokenizer=tok)
+    with pytest.raises(Stop):
+        run.train(progress=False, callback=look_and_stop)
+    assert run.trainers["learner"].tf32 is True and seen == [False, True]
+    assert torch.backends.cuda.matmul.allow_tf32 == before  # restored, also when the loop is left by an error
+    run.release()
+    model, tok = tiny_model()
+    off = {**TINY, "episodes": 2, "ppo_overrides": {**TINY["ppo_overrides"], "tf32": False}}
+    run = TrainingRun(TrainingConfig(**off), tmp_path / "gpu", model=model, tokenizer=tok)  # resumes: speed only
+    run.train(progress=False, callback=look)
+    assert run.status == "finished" and run.trainers["learner"].tf32 is False
+    assert seen[:2] == [False, True] and len(seen) > 2 and not any(seen[2:])
+
+
 def test_bad_configs_name_the_choices():
     with pytest.raises(ValueError, match="Valid names"):
         TrainingConfig(reward="kantian")
