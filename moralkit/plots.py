@@ -1460,6 +1460,21 @@ def stakeholder_curves(curves: "pandas.DataFrame", *, ax=None, title: str | None
     return fig
 
 
+def stakeholder_curve_panels(curves: "Mapping[str, pandas.DataFrame]") -> "Figure":
+    """:func:`stakeholder_curves` side by side, one panel per entry (the title -> its curves), one y axis.
+
+    E.g. the MaxMin and the average run of chapter 7, each as
+    :func:`moralkit.pluralistic.llm_stakeholder_curves` of its log.
+    """
+    if not curves:
+        raise ValueError("stakeholder_curve_panels needs at least one entry (a title and its curves)")
+    fig, axes = plt.subplots(1, len(curves), figsize=(6.5 * len(curves), 3.6), sharey=True, squeeze=False)
+    for ax, (title, frame) in zip(axes[0], curves.items()):
+        stakeholder_curves(frame, ax=ax, title=title)
+    fig.tight_layout()
+    return fig
+
+
 def maxmin_weight_curves(weights: "pandas.DataFrame", log: "pandas.DataFrame | None" = None, *,
                          title: str | None = None) -> "Figure":
     """Who a MaxMin reward served, state by state: its weights λ per update, stacked (they sum to 1).

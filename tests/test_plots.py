@@ -394,6 +394,11 @@ def test_learned_vs_true_rewards_and_training_curves_draw():
     curves = llm_stakeholder_curves(frame, ["game", "utilitarian"])
     fig = plots.stakeholder_curves(curves)
     assert [line.get_label() for line in fig.axes[0].get_lines()] == ["game", "utilitarian", "minimum"]
+    fig = plots.stakeholder_curve_panels({"LLM, maxmin reward": curves, "LLM, average reward": curves.iloc[:2]})
+    assert [ax.get_title() for ax in fig.axes] == ["LLM, maxmin reward", "LLM, average reward"]
+    assert len(fig.axes[1].get_lines()[0].get_xdata()) == 2 and fig.axes[0].get_shared_y_axes().joined(*fig.axes)
+    with pytest.raises(ValueError, match="at least one"):
+        plots.stakeholder_curve_panels({})
 
 
 def _texts(fig) -> list[str]:
