@@ -104,3 +104,14 @@ def test_every_relative_link_in_the_readme_and_docs_resolves():
                 broken.append(f"{page.relative_to(ROOT)} -> {target}")
     assert not broken, "links to files that do not exist:\n" + "\n".join(broken)
     assert "(docs/README.md)" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_cell_has_its_own_id(path):
+    """nbformat 4.5 gives every cell an ``id``; a cell added by a script without one makes Jupyter
+    rewrite the file on the next save (and nbformat warn) -- the kind of edit that loses text unnoticed."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    ids = [c.get("id") for c in nb["cells"]]
+    assert (nb["nbformat"], nb["nbformat_minor"]) >= (4, 5)
+    assert None not in ids, f"{path.name}: cells {[i for i, x in enumerate(ids) if x is None]} have no id"
+    assert len(set(ids)) == len(ids), f"{path.name}: repeated cell ids"
