@@ -679,14 +679,14 @@ def native_bf16(device: torch.device | str = "cpu") -> bool:
 
 def tf32_pays(device: torch.device | str) -> bool:
     """Whether ``PPOConfig(tf32="auto")`` computes float32 matrix products in TF32 on ``device``:
-    a CUDA GPU of the Ampere generation or newer (compute capability 8+), the first with TF32.
+    a CUDA GPU of the Ampere generation or newer (compute capability 8+), which brought TF32 and
+    bf16 arithmetic together (hence :func:`~moralkit.llm.models.native_cuda_bf16`'s test).
 
     >>> tf32_pays("cpu")
     False
     """
     device = torch.device(device)
-    return (device.type == "cuda" and torch.cuda.is_available()
-            and torch.cuda.get_device_capability(device)[0] >= 8)
+    return device.type == "cuda" and native_cuda_bf16(device)
 
 
 @contextlib.contextmanager
