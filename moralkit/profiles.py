@@ -6,10 +6,12 @@
   switches after 15% of the run: later, the Game policy has saturated at P(D) > 0.99 and PPO
   barely moves it (measured: not one C sampled in the 15-19 updates after a switch at update 20 or 8).
 * ``gpu``: Colab or a GPU box, sized for a class: the ``cpu`` profile's runs (40 updates of 8
-  games x 5 rounds, which meet all four of docs/science.md §5's predictions), a few minutes each on a GPU, so
+  games x 5 rounds, which met all four of docs/science.md §5's predictions at seed 0, reciprocity
+  in 2 of 3 seeds), a few minutes each on a GPU, so
   that every chapter fits a lesson on Colab's free T4.
-* ``paper``: the paper's exact protocol: 1000 episodes of one 5-round game per run, the ``paper``
-  PPO preset, 5 seeds. About 7 minutes per run on an H100 with CUDA graphs, ~23 eagerly (see the
+* ``paper``: the paper's training protocol: 1000 episodes of one 5-round game per run, the ``paper``
+  PPO preset, 5 seeds -- on the embedded model unless a run names another (the paper's was
+  Gemma-2-2b-it). About 7 minutes per run on an H100 with CUDA graphs, ~23 eagerly (see the
   README's table of measured costs).
 * ``auto``: ``gpu`` when CUDA is available, else ``cpu``.
 
