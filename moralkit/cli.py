@@ -335,7 +335,7 @@ def _train(ns) -> int:
      help="training seeds: every reward and algorithm is trained once per seed")
 @arg("--profile", default=None, help=_PROFILE_HELP)
 @arg("--out", default="runs/ppo_vs_grpo", help="comparison folder: new, empty, or an earlier comparison's")
-@arg("--table", default=None, help="also write the table here, e.g. data/results/ppo_vs_grpo_cpu.csv (default: only OUT/ppo_vs_grpo.csv)")
+@arg("--table", default=None, help="also write the table here, e.g. outputs/ppo_vs_grpo_cpu.csv (default: only OUT/ppo_vs_grpo.csv)")
 @_grpo_args
 def _compare_algorithms(ns) -> int:
     import pandas as pd

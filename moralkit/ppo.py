@@ -135,8 +135,8 @@ class PPOConfig:
       faster per paper-preset update on an H100; :func:`~moralkit.llm.graphs.graphs_pay`), eager
       (``False``) elsewhere, a T4 included; measured in ``moralkit bench --compile``); ``tf32``
       (float32 matrix products in TensorFloat-32 during a run's episodes, sampling and updates:
-      10 mantissa bits instead of 23, what bf16 autocast rounds to 7 -- the products only, sums
-      stay float32; ``"auto"`` (default): on a CUDA GPU of the Ampere generation or newer, which
+      their inputs rounded to 10 mantissa bits instead of float32's 23 (bf16 autocast keeps 7),
+      the sums in float32; ``"auto"`` (default): on a CUDA GPU of the Ampere generation or newer, which
       has it (H100: 0.40 -> 0.29 s per paper-preset update with CUDA graphs), off elsewhere, where
       it does not exist; :func:`tf32_products`); ``seed`` (LoRA and value-head initialisation, minibatch
       shuffling and dropout all derive from it).
