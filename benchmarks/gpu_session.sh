@@ -10,9 +10,9 @@
 # so each call carries one half into the ignored folder .devcache/. A later call removes what an
 # earlier one carried, so `speed` copies its half to /tmp, which stays on a warm machine (it goes
 # back after ~30 s idle: start the next call at once). `speed` needs no model weights: it benches
-# the paper preset on random weights of the model's shape (eager, CUDA graphs, graphs + TF32,
-# graphs in bf16), then n benches side by side on the one GPU (what `grid --workers n` does: the
-# paper grid's hours follow), and runs the CUDA tests. `grids` converts the model, benches the paper
+# the paper preset on random weights of the model's shape (eager with float32 products, and the
+# default: CUDA graphs with TF32), with SIDE=1 also n benches side by side on the one GPU (what
+# `grid --workers n` does: the paper grid's hours follow), and runs the CUDA tests (~3 min). `grids` converts the model, benches the paper
 # preset with it (issue 10's bar: TF32 off and auto), then trains seeds 1 and 2 of the last one-seed
 # GPU tables (issue 16: MaxMin and average; PPO vs GRPO, Game and Deontological) on the `gpu`
 # profile (the cpu profile's runs: 40 updates of 8 games x 5 rounds), all at once on the one GPU,
@@ -59,13 +59,16 @@ speed)  # device call 1 (carry .whl .devcache/m1 .devcache/models): installs, sp
   export MORALKIT_CACHE=/tmp/tokcache; mkdir -p $MORALKIT_CACHE && cp -r .devcache/models $MORALKIT_CACHE/
   python3 -c "import torch, transformers, peft; print(torch.__version__, transformers.__version__, peft.__version__, torch.cuda.get_device_name())"
   B="python3 -m moralkit.cli bench --model random:smollm2-135m --preset paper --games-per-update 1"
-  for mode in "--dtype float32 --compile off --tf32 off" "--dtype float32 --compile graphs --tf32 off" \
-              "--dtype float32 --compile graphs --tf32 on" "--dtype bfloat16 --compile graphs"; do  # issue 10: eager, CUDA graphs, + TF32 (the default now), bf16 weights
+  # issue 10: eager with float32 products (the old default) and today's default (CUDA graphs, TF32
+  # products) in one lease; lease 4 measured the other modes (docs/performance.md)
+  for mode in "--dtype float32 --compile off --tf32 off" "--dtype float32"; do
     timeout 90 $B --updates 12 $mode --json --save "$OUT/bench_gpu.csv" 2>&1 | grep '^{'
   done
   el "single benches"
-  mkdir -p /tmp/side  # one JSON per bench, kept off $OUT (a call brings back at most 8 files)
-  for n in 4 8 16; do  # issue 10: n runs side by side on the one GPU (the grid's --workers n)
+  # n runs side by side on the one GPU (the grid's --workers n): measured in lease 4
+  # (data/results/bench_gpu_side_by_side_h100.csv); SIDE=1 measures again (~5 min of the lease)
+  for n in $([ "${SIDE:-0}" = 1 ] && echo 4 8 16); do
+    mkdir -p /tmp/side  # one JSON per bench, kept off $OUT (a call brings back at most 8 files)
     for i in $(seq $n); do
       OMP_NUM_THREADS=1 timeout 120 $B --updates 20 --dtype float32 --compile graphs --tf32 on --json > "/tmp/side/side_$n.$i.json" 2>/dev/null &
     done
@@ -79,8 +82,8 @@ per = sorted(r["median_update_s"] for r in runs)
 rate = sum(1 / s for s in per)  # updates per second, all runs together
 print(f"{n},{len(runs)},{per[len(per) // 2] if per else float('nan'):.3f},{rate:.2f},{30 * 1000 / rate / 3600 if rate else float('nan'):.2f}")
 PY
+    echo "(columns: workers, finished, median s/update of one run, updates/s together, paper grid hours = 30 runs x 1000 updates)"
   done
-  echo "(columns: workers, finished, median s/update of one run, updates/s together, paper grid hours = 30 runs x 1000 updates)"
   timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_speed.py tests/test_llm_agent.py -k "on_a_gpu or on_cuda" 2>&1 | tail -3
   ls "$OUT"; el "speed done"
   ;;
