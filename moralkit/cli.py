@@ -75,7 +75,8 @@ def _penalty(text: str) -> float:
 
 COMMANDS: dict[str, tuple[Callable[..., None], Callable[[argparse.Namespace], int], str]] = {}
 
-_PROFILE_HELP = "smoke, cpu, gpu, paper or auto (default: $MORALKIT_PROFILE, else auto: gpu with CUDA, else cpu)"
+_PROFILE_HELP = ("smoke, cpu, gpu, paper or auto (default: auto: gpu with CUDA, else cpu; the environment variable "
+                 "$MORALKIT_PROFILE, when set, overrides this option)")
 _PROFILES = ("smoke", "cpu", "gpu", "paper", "auto")
 _OPPONENT_HELP = ("tit_for_tat, always_cooperate, always_defect, random, axelrod:<StrategyName> (needs moralkit[axelrod]), "
                   "or learner (a second LLM learning too)")
@@ -96,6 +97,7 @@ def command(name: str, help: str):
                     kwargs = {**kwargs, "default": default.value(profile) if profile is not None else None}
                 p.add_argument(*args, **kwargs)
 
+        add_args.sized = any(isinstance(kw.get("default"), FromProfile) for _, kw in getattr(fn, "_args", []))
         COMMANDS[name] = (add_args, fn, help)
         return fn
 
@@ -113,7 +115,7 @@ def arg(*args, **kwargs):
 @command("workbook", "run every notebook headless; executed copies, figures and tables go to --out")
 @arg("--profile", default=None, choices=_PROFILES, help=_PROFILE_HELP)
 @arg("--out", default="outputs", help="output folder")
-@arg("--only", nargs="*", default=None, help="run only notebooks whose name contains one of these, e.g. 01 04 (default: all of them)")
+@arg("--only", nargs="+", default=None, help="run only notebooks whose name contains one of these, e.g. 01 04 (default: all of them)")
 @arg("--notebooks", default=None, metavar="DIR",
      help="folder holding the notebooks (default: the repository's notebooks/, else ./notebooks)")
 def _workbook(ns) -> int:
@@ -304,12 +306,16 @@ def _train(ns) -> int:
     from .experiments import run_folder
     from .plots import save_run_figures
     from .analysis import training_summary
-    from .training import TrainingRun
+    from .training import RunDamagedError, TrainingRun
 
     cfg = _train_config(ns)
     folder = ns.out or run_folder("runs", cfg)
     run = TrainingRun(cfg, folder, resume=ns.resume)
     if run.finished:
+        problems = run.problems()
+        if problems:
+            raise RunDamagedError(f"{folder} holds a finished run that cannot be read: {'; '.join(problems)}. Train it "
+                                  "again in another folder (--out), or restore the missing files.")
         print(f"[moralkit] {folder} holds a finished run; nothing to do.")
     else:
         run.train(callback=_figures_every(cfg.checkpoint_every, _profile_name(ns.profile)))
@@ -360,10 +366,12 @@ def _compare_algorithms(ns) -> int:
 
 @command("evaluate", "evaluate finished runs with the paper's protocol (paired with the base model)")
 @arg("runs", nargs="*", help="run folders (none: evaluate the untuned base model only)")
-@arg("--games", nargs="*", default=FromProfile("eval_games", list), help="games, from {games}")
-@arg("--labels", nargs="*", default=["test"], help="label sets (test = action3/action4)")
+@arg("--games", nargs="+", default=FromProfile("eval_games", list), help="games, from {games}")
+@arg("--labels", nargs="+", default=["test"], help="label sets: train, swapped, test (action3/action4, the paper's new "
+     "labels), test_swapped, or another name of moralkit.llm.prompts.LABEL_SETS")
 @arg("--episodes", type=int, default=FromProfile("eval_episodes"), help="episodes of 5 rounds per game (paper: 10)")
-@arg("--value-prompted", nargs="*", default=[], help="also evaluate the base model told these values in words")
+@arg("--value-prompted", nargs="+", default=[], help="also evaluate the base model told these values in words: "
+     "utilitarian, deontological, or a sentence of your own in quotes")
 @arg("--seed", type=int, default=FromProfile("eval_seed"), help="evaluation seed (the paper: 100)")
 @arg("--profile", default=None, choices=_PROFILES, help=_PROFILE_HELP)
 @arg("--add-to", nargs="+", default=[], metavar="FOLDER",
@@ -382,6 +390,21 @@ def _evaluate(ns) -> int:
     from .experiments import evaluate_runs, load_runs
     from .storage import atomic_write, read_table
 
+    from .games import get_game
+    from .llm.prompts import get_label_set
+
+    for option, values in (("--labels", ns.labels), ("--value-prompted", ns.value_prompted), ("--games", ns.games)):
+        for value in values:  # an option's list swallows the run folders written after it
+            if (Path(value) / "config.json").exists():
+                raise ValueError(f"{value!r} was read as a value of {option}, but it is a run folder: write the run "
+                                 f"folders first (moralkit evaluate RUN... {option} ...) or end {option}'s list with --.")
+    for name in ns.labels:  # before any model loads
+        try:
+            get_label_set(name)
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
+    for name in ns.games:
+        get_game(name)
     earlier = []
     for folder in ns.add_to:  # read before the (long) evaluation, so a wrong folder fails at once
         path = Path(folder) / "evaluation_rounds.csv"
@@ -575,7 +598,7 @@ def _maxmin(ns) -> int:
 @command("maxmin-report", "how close trained LLM runs ended to the exact max-min policy, state by state")
 @arg("runs", nargs="+", help="run folders (moralkit train / grid)")
 @arg("--stakeholders", nargs="+", default=None, help="default: the stakeholders of each run's aggregate reward")
-@arg("--last", type=float, default=0.2, help="share of the training episodes at the end to read")
+@arg("--last", type=float, default=0.2, help="share of the training episodes at the end to read (0 < LAST <= 1)")
 @arg("--out", default=None, help="also write the table as CSV here, e.g. data/results/maxmin_llm_cpu.csv, and with several seeds of a "
      "run their means and intervals to <name>_over_seeds.csv beside it (default: print it only)")
 @arg("--weights", default=None, help="also replay the weights each stateful MaxMin run gave its stakeholders (per update and "
@@ -675,7 +698,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                 profile = get_profile(profile_name)
             except ValueError as exc:
                 parser.error(str(exc))
-        description = help_text + (f". Sizes default to the {profile.name!r} profile's." if profile is not None else "")
+        sized = profile is not None and add_args.sized  # games, rewards, maxmin... have no sizes
+        description = help_text + (f". Sizes default to the {profile.name!r} profile's." if sized else "")
         add_args(sub.add_parser(name, help=help_text, description=description, formatter_class=_HelpFormatter), profile)
     return parser
 

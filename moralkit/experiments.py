@@ -25,7 +25,7 @@ from .analysis import (generalisation_over_seeds, generalisation_table, over_see
                        unlearning_table)
 from .profiles import PAPER_AGENTS, Profile, get_profile
 from .storage import atomic_write, claim_folder, read_json, write_json
-from .training import TrainingConfig, TrainingRun, condition_config
+from .training import RunDamagedError, TrainingConfig, TrainingRun, condition_config
 
 __all__ = ["PAPER_AGENTS", "condition_config", "run_folder", "train_or_reuse", "train_grid", "evaluate_runs", "run_grid",
            "load_runs", "compare_algorithms", "algorithm_table"]
@@ -86,12 +86,15 @@ def train_grid(
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}.")
     prof = get_profile(profile)
-    runs = []
-    for reward in rewards:
-        for opponent in opponents:
-            for seed in seeds:
-                cfg = condition_config(reward, opponent, seed, prof, **dict(overrides))
-                runs.append(TrainingRun(cfg, run_folder(out, cfg)))
+    conditions = {}  # folder -> config; every condition checked before any folder is touched
+    for reward, opponent, seed in itertools.product(rewards, opponents, seeds):
+        cfg = condition_config(reward, opponent, seed, prof, **dict(overrides))
+        folder = run_folder(out, cfg)
+        if folder in conditions:
+            raise ValueError(f"the grid names one condition twice ({folder.name}: {cfg.label} vs {cfg.opponent}, "
+                             f"seed {seed}): give each reward, opponent and seed once.")
+        conditions[folder] = cfg
+    runs = [TrainingRun(cfg, folder) for folder, cfg in conditions.items()]
     todo = [run for run in runs if not run.finished]
     for run in runs:
         changes = run.ppo_changes() if run.finished else None
@@ -214,6 +217,10 @@ def load_runs(folders: str | Path | Iterable[str | Path]) -> list[TrainingRun]:
             raise ValueError(f"{f} holds an unfinished run ({run.config.label} vs {run.config.opponent}). Finish it "
                              "first: run the `moralkit grid` / `moralkit train` command or the notebook that started "
                              "it again; it resumes from its last checkpoint.")
+        problems = run.problems(adapters=False)  # evaluation says so itself when an adapter is missing
+        if problems:
+            raise RunDamagedError(f"{f} holds a finished run that cannot be read: {'; '.join(problems)}. Train it "
+                                  "again in a new folder (or restore the missing files).")
         runs.append(run)
     return runs
 

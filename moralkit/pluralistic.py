@@ -771,6 +771,11 @@ def llm_maxmin_report(log, stakeholders: Sequence[str | Reward], game: MatrixGam
     """
     import pandas as pd
 
+    if not 0 < last <= 1:
+        raise ValueError(f"last is the share of the training episodes to read, 0 < last <= 1 (0.2 = the last 20%), "
+                         f"got {last}.")
+    if log.empty:
+        raise ValueError("the training log is empty: nothing to report (has the run played an episode?).")
     episodes = log["episode"].max() + 1
     tail = log[log["episode"] >= math.floor(episodes * (1 - last))]
     states = stakeholder_utilities(game, _as_list(stakeholders), opponent, xi=xi)

@@ -187,7 +187,22 @@ class PPOConfig:
     def __post_init__(self) -> None:
         if isinstance(self.lora_target_modules, list):
             self.lora_target_modules = tuple(self.lora_target_modules)
-        self.adam_betas = tuple(self.adam_betas)  # type: ignore[assignment]
+        betas = self.adam_betas
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(0 <= float(b) < 1 for b in betas)):
+            raise ValueError(f"adam_betas takes two numbers in [0, 1), e.g. adam_betas=(0.9, 0.999), got {betas!r}")
+        self.adam_betas = tuple(betas)  # type: ignore[assignment]
+        positive = ("learning_rate", "adam_eps", "cliprange", "cliprange_value", "kl_target", "kl_horizon")
+        for name in positive + ("max_grad_norm", "ratio_threshold", "score_clip"):  # the last three may be None: off
+            value = getattr(self, name)
+            if (value is not None or name in positive) and not (isinstance(value, (int, float)) and value > 0):
+                raise ValueError(f"{name} must be a number > 0{'' if name in positive else ' (or None: off)'}, got {value!r}")
+        for name in ("vf_coef", "init_kl_coef"):
+            if not (isinstance(getattr(self, name), (int, float)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)!r}")
+        for name, closed in (("gamma", True), ("lam", True), ("lora_dropout", False), ("value_head_dropout", False)):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 <= value and (value <= 1 if closed else value < 1)):
+                raise ValueError(f"{name} must be in [0, 1{']' if closed else ')'}, got {value!r}")
         if self.compile not in (True, False, "auto", "graphs", "default", "reduce-overhead", "max-autotune",
                                 "max-autotune-no-cudagraphs"):
             raise ValueError(f"compile must be 'auto', 'graphs', True, False or a torch.compile mode, got {self.compile!r}")

@@ -151,6 +151,8 @@ class TrainingConfig:
         for k in ("episodes", "games_per_update", "rounds", "checkpoint_every"):
             if int(getattr(self, k)) < 1:
                 raise ValueError(f"{k} must be at least 1, got {getattr(self, k)}.")
+        if int(self.seed) < 0:
+            raise ValueError(f"seed must be 0 or more (a training seed), got {self.seed}.")
         self.ppo_config()  # unknown preset/field -> clear error
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}.")
@@ -690,6 +692,15 @@ class TrainingRun:
 
         try:
             write_folder(self.checkpoint_dir, fill)
+        except RuntimeError as exc:
+            if not _write_failed(exc):
+                raise
+            raise OutputError(
+                None,
+                f"Could not write the checkpoint in {self.folder} (torch could not write its file: is the disk full?). "
+                "Free some space or choose another folder; the previous checkpoint is intact and the run can resume "
+                "from it.",
+            ) from exc
         except OSError as exc:
             raise OutputError(
                 exc.errno,
@@ -734,15 +745,17 @@ class TrainingRun:
 
         The logs are read and written back as text, so every other field stays exactly as it was.
         """
-        for name in ("rounds.csv", "updates.csv"):
-            path = self.folder / name
-            if path.exists():
-                frame = _complete_rows(path)
-                if "episode" not in frame.columns:  # empty: written by a process killed at once
-                    path.unlink()
-                    continue
-                kept = frame[frame["episode"].astype(int) < episode]
-                atomic_write(path, lambda p: kept.to_csv(p, index=False))
+        logs = {path: _complete_rows(path) for path in (self.folder / "rounds.csv", self.folder / "updates.csv")
+                if path.exists()}
+        for path, frame in logs.items():  # both checked before either is touched
+            if not frame.columns.empty and "episode" not in frame.columns:
+                raise RunDamagedError(_foreign_log(path, frame.columns))
+        for path, frame in logs.items():
+            if frame.columns.empty:  # empty: written by a process killed at once
+                path.unlink()
+                continue
+            kept = frame[frame["episode"].astype(int) < episode]
+            atomic_write(path, lambda p, kept=kept: kept.to_csv(p, index=False))
 
 
     # ----------------------------------------------------------------- the loop
@@ -873,19 +886,46 @@ class TrainingRun:
     # ----------------------------------------------------------------- results
     @property
     def log(self):
-        """Every training round so far (reads ``rounds.csv``)."""
-        import pandas as pd
-
-        path = self.folder / "rounds.csv"
-        return read_table(path) if path.exists() else pd.DataFrame()
+        """Every training round so far (reads ``rounds.csv``; empty before the first update)."""
+        return self._read_log("rounds.csv")
 
     @property
     def updates(self):
         """One row per PPO update: statistics and the episode's action-type shares."""
+        return self._read_log("updates.csv")
+
+    def _read_log(self, name: str):
         import pandas as pd
 
-        path = self.folder / "updates.csv"
-        return read_table(path) if path.exists() else pd.DataFrame()
+        path = self.folder / name
+        frame = read_table(path) if path.exists() else pd.DataFrame()
+        if not frame.columns.empty and "episode" not in frame.columns:
+            raise RunDamagedError(_foreign_log(path, frame.columns))
+        return frame
+
+    def problems(self, *, adapters: bool = True) -> list[str]:
+        """What a finished run's folder lacks (empty: nothing): its training log, its final adapters.
+
+        Finished means ``done.json`` is there; this checks what the results are read from: in
+        ``rounds.csv``, every episode of the run, and (``adapters``) every learner's ``adapter``
+        folder, which evaluation loads (tables of the training need only the log).
+        """
+        if not self.finished:
+            return []
+        c = self.config
+        found = []
+        if adapters:
+            folders = [self.adapter_dir] + ([self.folder / "adapter_opponent"] if c.opponent == LEARNER else [])
+            found += [f"its adapter {a} is missing" for a in folders if not (a / "adapter_config.json").exists()]
+        log = self.log
+        if log.empty:
+            found.append(f"its training log {self.folder / 'rounds.csv'} is missing or empty")
+        else:
+            missing = sorted(set(range(c.episodes)) - set(log["episode"].astype(int)))
+            if missing:
+                found.append(f"its training log {self.folder / 'rounds.csv'} lacks {len(missing)} of its {c.episodes} "
+                             f"episodes (from episode {missing[0]})")
+        return found
 
     def release(self) -> None:
         """Drop the model and trainers (frees memory); logs and files stay readable."""
@@ -930,6 +970,19 @@ class TrainingRun:
         """
         self.setup()
         return self.players[which] if labels is None else self.players[which].with_labels(labels)
+
+
+def _write_failed(exc: RuntimeError) -> bool:
+    """Whether torch.save failed to write its file (a full disk shows so, not as an OSError)."""
+    text = str(exc)
+    return any(sign in text for sign in ("inline_container", "file write failed", "PytorchStreamWriter"))
+
+
+def _foreign_log(path: Path, columns) -> str:
+    shown = ", ".join(map(str, list(columns)[:6])) + (", ..." if len(columns) > 6 else "")
+    return (f"{path} is not a moralkit training log (no 'episode' column; its columns: {shown}). Nothing was "
+            "changed. Put the run's own file back, or delete the run folder to train it from the start (or "
+            "train into another folder: --out, or output_dir in a notebook).")
 
 
 def _complete_rows(path: Path):

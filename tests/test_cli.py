@@ -197,3 +197,12 @@ def test_ppo_option_changes_single_preset_fields_and_refuses_unknown_ones(capsys
         assert why in capsys.readouterr().err
     assert main(["grid", "--profile", "smoke", "--out", "never-made", "--ppo", "seed=3"]) == 2
     assert "unknown PPOConfig field 'seed'" in capsys.readouterr().err
+
+
+def test_only_commands_with_sizes_say_where_their_sizes_come_from(capsys):
+    from moralkit.cli import main
+
+    for verb, sized in (("train", True), ("games", False), ("maxmin", False)):
+        with pytest.raises(SystemExit):
+            main([verb, "--help"])
+        assert ("Sizes default to" in capsys.readouterr().out) is sized

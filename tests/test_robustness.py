@@ -246,6 +246,16 @@ def test_fault_6_truncated_json_files_name_the_file_and_what_to_do(tmp_path):
         (["rewards", "--xi", "-3"], "must be a finite number >= 0, got -3"),
         (["train", "--profile", "smoke", "--episodes", "0"], "episodes must be at least 1, got 0"),
         (["grid", "--profile", "smoke", "--workers", "0", "--no-evaluate"], "workers must be at least 1"),
+        (["grid", "--profile", "smoke", "--seeds", "0", "0", "--no-evaluate"], "names one condition twice (game__tit_for_tat__seed0"),
+        (["grid", "--profile", "smoke", "--opponents", "tft", "tit_for_tat", "--no-evaluate"], "names one condition twice"),
+        (["grid", "--profile", "smoke", "--seeds", "-1", "--no-evaluate"], "seed must be 0 or more"),
+        (["train", "--profile", "smoke", "--seed", "-1"], "seed must be 0 or more"),
+        (["evaluate", "--profile", "smoke", "--labels", "nope"], "Unknown label set 'nope'"),
+        (["evaluate", "--profile", "smoke", "--games", "nope"], "nope"),
+        (["workbook", "--only"], "expected at least one argument"),
+        (["train", "--profile", "smoke", "--ppo", "cliprange=-1"], "cliprange must be a number > 0, got -1"),
+        (["train", "--profile", "smoke", "--ppo", "adam_betas=0.9"], "adam_betas takes two numbers in [0, 1)"),
+        (["train", "--profile", "smoke", "--ppo", "lora_dropout=1.0"], "lora_dropout must be in [0, 1), got 1.0"),
     ],
 )
 def test_fault_6_bad_inputs_get_a_clear_error(argv, expected, capsys, tmp_path, monkeypatch):
@@ -363,8 +373,65 @@ def test_a_failed_checkpoint_save_keeps_the_previous_one(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", full_disk)
     with pytest.raises(OutputError, match="previous checkpoint is intact"):
         run.save_checkpoint()
+
+    def full_disk_as_torch_says(*args, **kwargs):  # what torch.save raised on a full tmpfs
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 110208 vs 110096")
+
+    monkeypatch.setattr(torch, "save", full_disk_as_torch_says)
+    with pytest.raises(OutputError, match="is the disk full.*previous checkpoint is intact"):
+        run.save_checkpoint()
+
+    def a_bug(*args, **kwargs):
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(torch, "save", a_bug)
+    with pytest.raises(RuntimeError, match="something else"):  # not called a full disk
+        run.save_checkpoint()
     monkeypatch.undo()
     assert sorted(p.name for p in folder.iterdir() if "checkpoint" in p.name) == ["checkpoint"]  # no debris
     assert json.loads((folder / "checkpoint" / "training_state.json").read_text())["episode"] == 2
     run.release()
     assert not (folder / ".lock").exists()
+
+
+def test_fault_6_a_foreign_log_is_refused_and_kept(tmp_path):
+    """A run whose rounds.csv is not a moralkit log: resuming says so and changes nothing (it once
+    deleted the file); a finished run missing its log or adapter is refused where results are read."""
+    from moralkit.experiments import load_runs
+
+    folder = tmp_path / "run"
+    interrupted(folder)
+    rounds = folder / "rounds.csv"
+    updates_before = (folder / "updates.csv").read_text()
+    rounds.write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(RunDamagedError, match=r"rounds.csv is not a moralkit training log \(no 'episode' column; its columns: a, b, c\)\. Nothing was changed"):
+        resume(folder)
+    assert rounds.read_text() == "a,b,c\n1,2,3\n" and (folder / "updates.csv").read_text() == updates_before
+
+    finished = tmp_path / "finished"
+    resume(finished)[0].release()
+    assert load_runs(finished)[0].problems() == []
+    shutil.rmtree(finished / "adapter")
+    assert load_runs(finished)[0].problems(adapters=False) == []  # its log is enough for the training tables
+    log = pd.read_csv(finished / "rounds.csv")
+    log[log["episode"] < 2].to_csv(finished / "rounds.csv", index=False)
+    problems = TrainingRun(TrainingConfig(**TINY), finished).problems()
+    assert len(problems) == 2 and "adapter" in problems[0] and "lacks 2 of its 4 episodes (from episode 2)" in problems[1]
+    with pytest.raises(RunDamagedError, match="lacks 2 of its 4 episodes"):
+        load_runs(finished)
+    (finished / "rounds.csv").unlink()
+    assert "rounds.csv is missing or empty" in TrainingRun(TrainingConfig(**TINY), finished).problems()[1]
+
+
+def test_fault_6_a_run_folder_swallowed_by_an_option_list_is_named(tmp_path, capsys, monkeypatch):
+    """``moralkit evaluate --value-prompted utilitarian RUN``: argparse gives RUN to the option; say so."""
+    from moralkit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run1").mkdir()
+    (tmp_path / "run1" / "config.json").write_text("{}")
+    for option in ("--value-prompted", "--labels"):
+        assert main(["evaluate", "--profile", "smoke", option, "test", "run1"]) == 2
+        err = capsys.readouterr().err
+        assert f"'run1' was read as a value of {option}, but it is a run folder" in err and "Traceback" not in err
+    assert not (tmp_path / "outputs").exists()  # refused before anything ran or was written
