@@ -273,6 +273,19 @@ def _compile_mode(text: str):
     return False if text.lower() in ("off", "false", "no", "eager") else text
 
 
+def _check_output(path, option: str, *, folder: bool) -> None:
+    """Refuse at once (not after a long run) an output path of the wrong kind: a file where a folder goes, or the reverse."""
+    from pathlib import Path
+
+    if path is None:
+        return
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {path} is a file; give a folder for the results (it is made if missing).")
+    if not folder and path.is_dir():
+        raise ValueError(f"{option} {path} is a folder; give the path of a CSV file, e.g. {path / 'results.csv'}.")
+
+
 def _tf32_mode(text: str):
     """``--tf32``'s value: ``auto``, ``on`` (True) or ``off`` (False)."""
     modes = {"auto": "auto", "on": True, "true": True, "yes": True, "off": False, "false": False, "no": False}
@@ -393,6 +406,7 @@ def _evaluate(ns) -> int:
     from .games import get_game
     from .llm.prompts import get_label_set
 
+    _check_output(ns.out, "--out", folder=True)
     for option, values in (("--labels", ns.labels), ("--value-prompted", ns.value_prompted), ("--games", ns.games)):
         for value in values:  # an option's list swallows the run folders written after it
             if (Path(value) / "config.json").exists():
@@ -558,6 +572,7 @@ def _bench(ns) -> int:
 
     from .bench import benchmark_training, save_benchmark
 
+    _check_output(ns.save, "--save", folder=False)
     result = benchmark_training(profile=ns.profile, preset=ns.preset, games_per_update=ns.games_per_update,
                                 rounds=ns.rounds, updates=ns.updates, model=ns.model, compile=ns.compile, dtype=ns.dtype,
                                 tf32=ns.tf32)
@@ -614,6 +629,8 @@ def _maxmin_report(ns) -> int:
     from .rewards import AggregateReward, get_reward, is_stateful
     from .storage import atomic_write
 
+    _check_output(ns.out, "--out", folder=False)
+    _check_output(ns.weights, "--weights", folder=False)
     frames, weights = [], []
     for run in load_runs(ns.runs):
         cfg = run.config

@@ -60,6 +60,9 @@ __all__ = [
 class OutputError(OSError):
     """The output folder cannot take what we want to write (full disk, no permission)."""
 
+    def __str__(self) -> str:  # the message alone: it already says why (no "[Errno 28]" in front)
+        return str(self.strerror) if self.strerror else super().__str__()
+
 
 class DamagedFileError(ValueError):
     """A file moralkit wrote earlier cannot be read back (cut short by a crash, edited by hand)."""
@@ -75,16 +78,21 @@ class ForeignFolderError(ValueError):
 
 def output_error(exc: OSError, path: Path) -> OutputError:
     """An :class:`OutputError` that says why ``path`` could not be written and what to do."""
-    if exc.errno == errno.ENOSPC:
-        why = f"the disk holding {path.parent} is full"
+    where = "(output_dir=... in the notebook's parameters cell, or --out for the CLI)"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        why, fix = f"the disk holding {path.parent} is full", f"Free some space or choose another output folder {where}"
     elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        why = f"{path.parent} is not writable"
+        why, fix = f"{path.parent} is not writable", f"Choose another output folder {where}"
+    elif exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        why = "a file stands where a folder of that path should be"
+        fix = f"Give a folder, not a file {where}"
+    elif exc.errno == errno.EISDIR:
+        why, fix = "that path is a folder", "Give the path of a file to write, e.g. results.csv"
     else:
-        why = str(exc)
+        why, fix = exc.strerror or str(exc), f"Check the path, or choose another output folder {where}"
     return OutputError(
         exc.errno,
-        f"Could not write {path}: {why}. Free some space or choose another output folder "
-        "(output_dir=... in the notebook's parameters cell, or --out for the CLI). "
+        f"Could not write {path}: {why}. {fix}. "
         "Files written earlier are untouched: each file is written to a temporary name first.",
     )
 

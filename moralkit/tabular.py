@@ -189,7 +189,8 @@ def train_q_learning(
     two_learners = isinstance(opponent, str) and opponent == "learner"
     if two_learners:
         if opponent_reward is None:
-            raise ValueError("Two learners: pass opponent_reward (the second learner's reward).")
+            raise ValueError("Two learners: name the second learner's reward too (opponent_reward=...; on the command "
+                             "line --opponent-reward).")
         reward_b = get_reward(opponent_reward, xi=xi) if isinstance(opponent_reward, str) else get_reward(opponent_reward)
         if is_stateful(reward_a) or is_stateful(reward_b):
             raise ValueError("MaxMin rewards that learn their weights follow one learner against a fixed opponent; "

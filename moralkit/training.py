@@ -281,6 +281,12 @@ def parse_reward_spec(spec: str, episodes: int, switch_at: float = 0.5) -> tuple
     spec = spec.strip()
     if "->" in spec:
         names = [s.strip() for s in spec.split("->")]
+        if not all(names):
+            raise ValueError(f"Schedule {spec!r} has an empty part: write rewards on both sides of each '->', "
+                             "e.g. 'game->deontological'.")
+        if episodes < len(names):
+            raise ValueError(f"Schedule {spec!r} splits the run's episodes between {len(names)} rewards: it needs at "
+                             f"least {len(names)} episodes, got {episodes}.")
         if not 0 < switch_at < 1:
             raise ValueError(f"switch_at is a share of the run strictly between 0 and 1, got {switch_at}.")
         if len(names) == 2 and episodes >= 2:

@@ -238,6 +238,8 @@ def test_fault_6_truncated_json_files_name_the_file_and_what_to_do(tmp_path):
     "argv, expected",
     [
         (["train", "--profile", "smoke", "--reward", "game:abc"], "the length after ':' must be a whole number"),
+        (["train", "--profile", "smoke", "--reward", "game->", "--episodes", "4"], "has an empty part"),
+        (["train", "--profile", "smoke", "--reward", "game->deontological", "--episodes", "1"], "needs at least 2 episodes, got 1"),
         (["q-learning", "--iterations", "-5"], "--iterations must be at least 1, got -5"),
         (["q-learning", "--iterations", "0"], "--iterations must be at least 1, got 0"),
         (["q-learning", "--runs", "0"], "--runs must be at least 1, got 0"),
@@ -253,6 +255,9 @@ def test_fault_6_truncated_json_files_name_the_file_and_what_to_do(tmp_path):
         (["evaluate", "--profile", "smoke", "--labels", "nope"], "Unknown label set 'nope'"),
         (["evaluate", "--profile", "smoke", "--games", "nope"], "nope"),
         (["workbook", "--only"], "expected at least one argument"),
+        (["evaluate", "--profile", "smoke", "--out", "a_file"], "--out a_file is a file; give a folder"),
+        (["bench", "--profile", "smoke", "--save", "."], "--save . is a folder; give the path of a CSV file"),
+        (["maxmin-report", "run", "--out", "."], "--out . is a folder"),
         (["train", "--profile", "smoke", "--ppo", "cliprange=-1"], "cliprange must be a number > 0, got -1"),
         (["train", "--profile", "smoke", "--ppo", "adam_betas=0.9"], "adam_betas takes two numbers in [0, 1)"),
         (["train", "--profile", "smoke", "--ppo", "lora_dropout=1.0"], "lora_dropout must be in [0, 1), got 1.0"),
@@ -262,6 +267,7 @@ def test_fault_6_bad_inputs_get_a_clear_error(argv, expected, capsys, tmp_path, 
     from moralkit.cli import main
 
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("not a folder")
     try:
         code = main(argv)
     except SystemExit as stop:  # refused by the argument parser itself (e.g. --xi), before anything runs

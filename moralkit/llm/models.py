@@ -359,13 +359,13 @@ def _hub_error(spec: str, exc: BaseException, offline: bool) -> ModelNotFoundErr
         why = "HF_HUB_OFFLINE is set" if _offline_env() else "the Hugging Face hub cannot be reached"
         return ModelNotFoundError(
             f"Cannot load {spec!r}: {why} and it is not in the local hub cache, and no local folder of "
-            "that name exists. Use load_model('embedded') (works offline) or a local folder written by "
-            "save_pretrained; or connect to the internet (and log in for gated models such as "
+            "that name exists. Use the embedded model (model 'embedded', --model embedded; works offline) or a "
+            "local folder written by save_pretrained; or connect to the internet (and log in for gated models such as "
             "google/gemma-2-2b-it)."
         )
     return ModelNotFoundError(
         f"Cannot load {spec!r} from the Hugging Face hub ({type(exc).__name__}: {exc}). Check the id (and "
-        "your access for gated models), or use load_model('embedded') or a local folder."
+        "your access for gated models), or use the embedded model (model 'embedded', --model embedded) or a local folder."
     )
 
 
