@@ -319,16 +319,13 @@ def _train(ns) -> int:
     from .experiments import run_folder
     from .plots import save_run_figures
     from .analysis import training_summary
-    from .training import RunDamagedError, TrainingRun
+    from .training import TrainingRun
 
     cfg = _train_config(ns)
     folder = ns.out or run_folder("runs", cfg)
     run = TrainingRun(cfg, folder, resume=ns.resume)
     if run.finished:
-        problems = run.problems()
-        if problems:
-            raise RunDamagedError(f"{folder} holds a finished run that cannot be read: {'; '.join(problems)}. Train it "
-                                  "again in another folder (--out), or restore the missing files.")
+        run.check_intact()
         print(f"[moralkit] {folder} holds a finished run; nothing to do.")
     else:
         run.train(callback=_figures_every(cfg.checkpoint_every, _profile_name(ns.profile)))

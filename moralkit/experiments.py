@@ -25,7 +25,7 @@ from .analysis import (generalisation_over_seeds, generalisation_table, over_see
                        unlearning_table)
 from .profiles import PAPER_AGENTS, Profile, get_profile
 from .storage import atomic_write, claim_folder, read_json, write_json
-from .training import RunDamagedError, TrainingConfig, TrainingRun, condition_config
+from .training import TrainingConfig, TrainingRun, condition_config
 
 __all__ = ["PAPER_AGENTS", "condition_config", "run_folder", "train_or_reuse", "train_grid", "evaluate_runs", "run_grid",
            "load_runs", "compare_algorithms", "algorithm_table"]
@@ -217,10 +217,7 @@ def load_runs(folders: str | Path | Iterable[str | Path]) -> list[TrainingRun]:
             raise ValueError(f"{f} holds an unfinished run ({run.config.label} vs {run.config.opponent}). Finish it "
                              "first: run the `moralkit grid` / `moralkit train` command or the notebook that started "
                              "it again; it resumes from its last checkpoint.")
-        problems = run.problems(adapters=False)  # evaluation says so itself when an adapter is missing
-        if problems:
-            raise RunDamagedError(f"{f} holds a finished run that cannot be read: {'; '.join(problems)}. Train it "
-                                  "again in a new folder (or restore the missing files).")
+        run.check_intact(adapters=False)  # evaluation says so itself when an adapter is missing
         runs.append(run)
     return runs
 

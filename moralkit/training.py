@@ -933,6 +933,14 @@ class TrainingRun:
                              f"episodes (from episode {missing[0]})")
         return found
 
+    def check_intact(self, *, adapters: bool = True) -> None:
+        """Raise :class:`RunDamagedError` naming what a finished run lacks (:meth:`problems`), and the fix."""
+        found = self.problems(adapters=adapters)
+        if found:
+            raise RunDamagedError(f"{self.folder} holds a finished run that cannot be read: {'; '.join(found)}. Train "
+                                  "it again in another folder (--out, or output_dir in a notebook), or restore the "
+                                  "missing files.")
+
     def release(self) -> None:
         """Drop the model and trainers (frees memory); logs and files stay readable."""
         import gc
