@@ -211,8 +211,7 @@ def load_runs(folders: str | Path | Iterable[str | Path]) -> list[TrainingRun]:
     for f in expanded:
         if not (f / "config.json").exists():
             raise FileNotFoundError(f"{f} is not a training run folder (no config.json). Train one with `moralkit train`.")
-        settings = read_json(f / "config.json", fix="Its settings are lost; train the run again in a new folder.")
-        run = TrainingRun(TrainingConfig.from_dict(settings), f)
+        run = TrainingRun(TrainingConfig.from_folder(f), f)
         if not run.finished:
             raise ValueError(f"{f} holds an unfinished run ({run.config.label} vs {run.config.opponent}). Finish it "
                              "first: run the `moralkit grid` / `moralkit train` command or the notebook that started "

@@ -57,6 +57,7 @@ from .rewards import R_ILLEGAL, XI, get_reward
 from .storage import (
     DamagedFileError,
     FolderLock,
+    ForeignFolderError,
     OutputError,
     atomic_write,
     claim_folder,
@@ -77,6 +78,7 @@ __all__ = [
     "condition_config",
     "RUN_FORMAT",
     "ALGORITHMS",
+    "read_run_settings",
 ]
 
 LEARNER = "learner"
@@ -239,6 +241,54 @@ class TrainingConfig:
         if d.get("schedule"):
             d["schedule"] = tuple(tuple(p) for p in d["schedule"])
         return cls(**d)
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> "TrainingConfig":
+        """The config of the run in ``folder``, from its ``config.json`` (see :func:`read_run_settings`).
+
+        Settings this moralkit cannot build a run from (a hand-edited value, a reward or game it does
+        not know) raise :class:`moralkit.storage.DamagedFileError` naming the file and the problem.
+        """
+        settings = read_run_settings(folder)
+        try:
+            return cls.from_dict(settings)
+        except (TypeError, ValueError) as exc:
+            raise DamagedFileError(
+                f"{Path(folder) / 'config.json'} holds settings this moralkit cannot train or read a run from: {exc}"
+            ) from None
+
+
+_RUN_KEYS = ("reward", "opponent", "episodes")  # in every run's config.json since the first format
+
+
+def read_run_settings(folder: str | Path, *, fix: str = "Its settings are lost; train the run again in a new folder."
+                      ) -> dict:
+    """What a run folder's ``config.json`` records, after checking that it is a moralkit run's.
+
+    Refuses (nothing is changed) a file that cannot be read (:class:`~moralkit.storage.DamagedFileError`,
+    with ``fix`` as the advice), a ``config.json`` of something else, such as a model folder
+    (:class:`~moralkit.storage.ForeignFolderError`), and a run folder written by a newer moralkit whose
+    layout this one does not know (:class:`RunMismatchError`).
+    """
+    folder = Path(folder)
+    path = folder / "config.json"
+    saved = read_json(path, fix=fix)
+    if not isinstance(saved, dict) or not all(k in saved for k in _RUN_KEYS):
+        keys = ", ".join(list(saved)[:6]) if isinstance(saved, dict) else type(saved).__name__
+        raise ForeignFolderError(
+            f"{folder} is not a moralkit training run: its config.json lacks the keys reward, opponent and episodes (it holds "
+            f"{keys or 'nothing'}; a model folder, or another program's?). Give the folder of a run trained by "
+            "moralkit, or choose a new folder for a new run (--out, or output_dir in a notebook)."
+        )
+    version = saved.get("format", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise DamagedFileError(f"{path} is damaged: its run-folder format is {version!r}, not a version number. {fix}")
+    if version > RUN_FORMAT:
+        raise RunMismatchError(
+            f"{folder} was written by a newer moralkit (run-folder format {version}; this one reads formats 1 to "
+            f"{RUN_FORMAT}). Upgrade moralkit (pip install -U moralkit) to read or resume it. Nothing was changed."
+        )
+    return saved
 
 
 # --------------------------------------------------------------------- from a profile to a config
@@ -438,13 +488,9 @@ class TrainingRun:
                 "command again; to keep this run, use another folder for the new one (--out, or output_dir in a notebook).")
 
     def _saved_settings(self) -> dict | None:
-        path = self.folder / "config.json"
-        if not path.exists():
+        if not (self.folder / "config.json").exists():
             return None
-        saved = read_json(path, fix=f"The run's settings are lost. {self._start_over_hint()}")
-        if not isinstance(saved, dict):
-            raise DamagedFileError(f"{path} is damaged: it holds no settings. {self._start_over_hint()}")
-        return saved
+        return read_run_settings(self.folder, fix=f"The run's settings are lost. {self._start_over_hint()}")
 
     def _check_folder(self) -> None:
         """Refuse a foreign folder, a run with other settings, or resuming when ``resume`` is False."""

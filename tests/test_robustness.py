@@ -441,3 +441,34 @@ def test_fault_6_a_run_folder_swallowed_by_an_option_list_is_named(tmp_path, cap
         err = capsys.readouterr().err
         assert f"'run1' was read as a value of {option}, but it is a run folder" in err and "Traceback" not in err
     assert not (tmp_path / "outputs").exists()  # refused before anything ran or was written
+
+
+def test_fault_6_a_foreign_or_newer_config_json_is_refused_where_runs_are_read(tmp_path, capsys):
+    """A model folder's config.json is not a run; a newer run-folder format is not guessed at."""
+    from moralkit.cli import main
+    from moralkit.experiments import load_runs
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64}))
+    for read in (lambda: load_runs(folder), lambda: TrainingRun(TrainingConfig(**TINY), folder)):
+        with pytest.raises(ForeignFolderError, match="is not a moralkit training run.*lacks the keys reward.*model_type"):
+            read()
+    assert main(["train", "--profile", "smoke", "--out", str(folder)]) == 2
+    assert "is not a moralkit training run" in capsys.readouterr().err
+    assert os.listdir(folder) == ["config.json"]  # nothing written beside it
+
+    run = tmp_path / "run"
+    interrupted(run)
+    settings = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**settings, "format": 99}))
+    for read in (lambda: load_runs(run), lambda: resume(run)):
+        with pytest.raises(RunMismatchError, match="written by a newer moralkit \\(run-folder format 99; this one reads "
+                                                   "formats 1 to 2\\)"):
+            read()
+    (run / "config.json").write_text(json.dumps({**settings, "format": "two"}))
+    with pytest.raises(DamagedFileError, match="its run-folder format is 'two'"):
+        resume(run)
+    (run / "config.json").write_text(json.dumps({**settings, "reward": "nonsense"}))
+    with pytest.raises(DamagedFileError, match="config.json holds settings this moralkit cannot .*Unknown reward 'nonsense'"):
+        load_runs(run)
