@@ -35,7 +35,17 @@ class FromProfile:
 
     def value(self, profile):
         value = getattr(profile, self.field)
-        return self.transform(value) if self.transform else value
+        value = self.transform(value) if self.transform else value
+        return ProfileInt(value) if type(value) is int else value
+
+
+class ProfileInt(int):
+    """A whole number an option took from the profile, not from the command line (see :func:`_given`)."""
+
+
+def _given(value):
+    """``value`` if it was typed on the command line, None if it is the profile's default."""
+    return None if isinstance(value, ProfileInt) else value
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -212,7 +222,7 @@ def _train_config(ns):
     from .training import condition_config
 
     overrides = {k: v for k, v in {
-        "episodes": ns.episodes, "games_per_update": ns.games_per_update, "rounds": ns.rounds,
+        "episodes": _given(ns.episodes), "games_per_update": ns.games_per_update, "rounds": ns.rounds,
         "preset": ns.preset, "model": ns.model, "game": ns.game, "checkpoint_every": ns.checkpoint_every,
         "labels": ns.labels,
     }.items() if v is not None}
@@ -298,7 +308,8 @@ def _tf32_mode(text: str):
 @arg("--reward", default="game", help=_REWARD_HELP)
 @arg("--opponent", default="tit_for_tat", help=_OPPONENT_HELP)
 @arg("--game", default="prisoners_dilemma", help="training game: one of {games}")
-@arg("--episodes", type=int, default=FromProfile("train_episodes"), help="PPO updates (paper: 1000)")
+@arg("--episodes", type=int, default=FromProfile("train_episodes"),
+     help="PPO updates (paper: 1000); a schedule with its own lengths (game:30,deontological:30) sets them itself")
 @arg("--games-per-update", type=int, default=FromProfile("games_per_update"), help="games played in parallel per update (paper: 1)")
 @arg("--rounds", type=int, default=None, help="rounds per game (default: the profile's, at most its learner_rounds "
      "against a learner; paper: 5, and 3 against a learner)")
@@ -361,7 +372,7 @@ def _compare_algorithms(ns) -> int:
 
     ns.algorithm = "grpo" if "grpo" in ns.algorithms else "ppo"
     grpo = _algorithm_overrides(ns).get("grpo_overrides")
-    overrides = {k: v for k, v in {"episodes": ns.episodes, "games_per_update": ns.games_per_update,
+    overrides = {k: v for k, v in {"episodes": _given(ns.episodes), "games_per_update": ns.games_per_update,
                                    "model": ns.model}.items() if v is not None}
     table = compare_algorithms(ns.rewards, ns.algorithms, out=ns.out, opponent=ns.opponent, seeds=ns.seeds,
                                profile=ns.profile, grpo_overrides_for_grpo=grpo, **overrides)
@@ -462,7 +473,8 @@ def _evaluate(ns) -> int:
 @arg("--opponents", nargs="+", default=["tit_for_tat"], help="training opponents: " + _OPPONENT_HELP)
 @arg("--seeds", nargs="+", type=int, default=FromProfile("seeds", list), help="training seeds")
 @arg("--profile", default=None, choices=_PROFILES, help=_PROFILE_HELP)
-@arg("--episodes", type=int, default=FromProfile("train_episodes"), help="PPO updates per run")
+@arg("--episodes", type=int, default=FromProfile("train_episodes"),
+     help="PPO updates per run (a schedule with its own lengths, game:30,deontological:30, sets them itself)")
 @arg("--workers", type=int, default=1, help="train this many conditions at once, each in its own process "
      "(on a GPU: several runs share it, ~3-7 GB each; on an H100 four or more fill it, see docs/performance.md; "
      "on a CPU: they share the cores)")
@@ -479,7 +491,8 @@ def _grid(ns) -> int:
     from .experiments import run_grid
     from .storage import read_table
 
-    overrides = {k: v for k, v in {"episodes": ns.episodes, "model": ns.model, "labels": ns.labels}.items() if v is not None}
+    overrides = {k: v for k, v in {"episodes": _given(ns.episodes), "model": ns.model, "labels": ns.labels}.items()
+                 if v is not None}
     overrides.update(_ppo_overrides(ns, None))
     train_tab, summary = run_grid(ns.rewards, ns.opponents, ns.seeds, out=ns.out, profile=ns.profile,
                                   evaluate=ns.evaluate, workers=ns.workers, **overrides)

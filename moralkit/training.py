@@ -376,8 +376,14 @@ def condition_config(reward: str, opponent: str = "tit_for_tat", seed: int = 0,
     unknown name raises with the valid ones.
     """
     prof = profile if isinstance(profile, Profile) else get_profile(profile)
-    episodes = overrides.pop("episodes", prof.train_episodes)
+    asked = overrides.pop("episodes", None)
+    episodes = prof.train_episodes if asked is None else asked
     schedule = parse_reward_spec(reward, episodes, overrides.pop("switch_at", prof.switch_at))
+    if asked is not None and schedule is not None and "->" not in reward and sum(n for _, n in schedule) != asked:
+        raise ValueError(
+            f"The schedule {reward!r} sets its own length ({sum(n for _, n in schedule)} episodes), but {asked} episodes "
+            "were asked for too (--episodes, or episodes=): leave one of them out, or make them agree."
+        )
     # canonical names: "de" and "deontological", "tft" and "tit_for_tat" are one condition, one run folder
     if schedule is not None:
         schedule = tuple((get_reward(name).name, n) for name, n in schedule)

@@ -206,3 +206,23 @@ def test_only_commands_with_sizes_say_where_their_sizes_come_from(capsys):
         with pytest.raises(SystemExit):
             main([verb, "--help"])
         assert ("Sizes default to" in capsys.readouterr().out) is sized
+
+
+def test_episodes_from_the_profile_give_way_to_a_schedule_s_own_lengths_and_a_typed_number_must_agree(monkeypatch):
+    """`--reward game:3,deontological:9` trains 12 episodes; typing `--episodes 40` beside it is a contradiction."""
+    from moralkit.cli import _train_config, build_parser
+    from moralkit.profiles import get_profile
+
+    monkeypatch.delenv("MORALKIT_PROFILE", raising=False)
+
+    def config(*extra):
+        argv = ["train", "--profile", "cpu", *extra]
+        return _train_config(build_parser(argv).parse_args(argv))
+
+    assert config().episodes == get_profile("cpu").train_episodes
+    assert config("--episodes", "7").episodes == 7
+    assert config("--reward", "game:3,deontological:9").schedule == (("game", 3), ("deontological", 9))
+    assert config("--reward", "game:3,deontological:9", "--episodes", "12").episodes == 12  # they agree
+    assert config("--reward", "game->deontological", "--episodes", "10").schedule == (("game", 2), ("deontological", 8))
+    with pytest.raises(ValueError, match=r"'game:3,deontological:9' sets its own length \(12 episodes\), but 40"):
+        config("--reward", "game:3,deontological:9", "--episodes", "40")
