@@ -196,7 +196,7 @@ def load_runs(folders: str | Path | Iterable[str | Path]) -> list[TrainingRun]:
     """Finished runs from their folders (config read from ``config.json``).
 
     ``folders`` is one folder or several; a grid folder (no ``config.json`` of its own, run
-    folders inside) stands for all the runs in it, in name order.
+    folders inside) stands for all the runs in it, in name order. A run named twice is refused.
     """
     if isinstance(folders, (str, Path)):
         folders = [folders]
@@ -207,6 +207,12 @@ def load_runs(folders: str | Path | Iterable[str | Path]) -> list[TrainingRun]:
             expanded.extend(inside or [f])
         else:
             expanded.append(f)
+    seen: dict[Path, Path] = {}
+    for f in expanded:
+        first = seen.setdefault(f.resolve(), f)
+        if first is not f:
+            raise ValueError(f"The run in {f} is given twice (a grid folder stands for every run in it): give each "
+                             "run once.")
     runs = []
     for f in expanded:
         if not (f / "config.json").exists():

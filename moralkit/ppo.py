@@ -323,6 +323,10 @@ def parse_ppo_overrides(items: Sequence[str], preset: str = "paper") -> dict[str
     {'max_grad_norm': 1.0, 'ppo_epochs': 1, 'autocast_dtype': None}
     >>> parse_ppo_overrides(["lora_target_modules=q_proj,v_proj"])
     {'lora_target_modules': ('q_proj', 'v_proj')}
+    >>> parse_ppo_overrides(["ppo_epochs=1", "ppo_epochs=2"])
+    Traceback (most recent call last):
+        ...
+    ValueError: --ppo sets ppo_epochs twice (ppo_epochs=1 ppo_epochs=2): keep one value.
     >>> parse_ppo_overrides(["clip=0.1"])
     Traceback (most recent call last):
         ...
@@ -340,6 +344,9 @@ def parse_ppo_overrides(items: Sequence[str], preset: str = "paper") -> dict[str
             raise ValueError(f"--ppo {item!r}: write FIELD=VALUE, e.g. max_grad_norm=1.0.")
         if key not in fields:
             raise ValueError(f"--ppo {item}: unknown PPOConfig field {key!r}. Fields: {', '.join(fields)}.")
+        if key in out:
+            raise ValueError(f"--ppo sets {key} twice ({' '.join(i for i in items if i.partition('=')[0].strip() == key)}): "
+                             "keep one value.")
         try:
             value = ast.literal_eval(text.strip())
         except (ValueError, SyntaxError):

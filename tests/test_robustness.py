@@ -260,6 +260,9 @@ def test_fault_6_truncated_json_files_name_the_file_and_what_to_do(tmp_path):
         (["maxmin-report", "run", "--out", "."], "--out . is a folder"),
         (["train", "--profile", "smoke", "--ppo", "cliprange=-1"], "cliprange must be a number > 0, got -1"),
         (["train", "--profile", "smoke", "--ppo", "adam_betas=0.9"], "adam_betas takes two numbers in [0, 1)"),
+        (["train", "--profile", "smoke", "--ppo", "lora_r=4", "lora_r=8"], "--ppo sets lora_r twice (lora_r=4 lora_r=8)"),
+        (["maxmin-report", "a_run", "./a_run/"], "The run in a_run is given twice (a grid folder stands for every run in it)"),
+        (["maxmin-report", "a_grid", "a_grid/r1"], "The run in a_grid/r1 is given twice"),
         (["train", "--profile", "smoke", "--ppo", "lora_dropout=1.0"], "lora_dropout must be in [0, 1), got 1.0"),
     ],
 )
@@ -268,6 +271,8 @@ def test_fault_6_bad_inputs_get_a_clear_error(argv, expected, capsys, tmp_path, 
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a_file").write_text("not a folder")
+    (tmp_path / "a_grid" / "r1").mkdir(parents=True)
+    (tmp_path / "a_grid" / "r1" / "config.json").write_text("{}")
     try:
         code = main(argv)
     except SystemExit as stop:  # refused by the argument parser itself (e.g. --xi), before anything runs
