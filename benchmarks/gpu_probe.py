@@ -14,6 +14,12 @@ piece of an update costs eagerly and as a replayed graph:
 * ``step``: forward + backward on batch 5 (one paper minibatch) and a fused Adam step;
 * the same pieces captured with ``torch.cuda.graph`` / ``torch.cuda.make_graphed_callables``.
 
+With ``--adapters R`` the model carries R adapters run side by side
+(:func:`moralkit.llm.adapters.adapters_side_by_side`: R training runs sharing each pass, one group
+of rows per run, one set of kernels for all), every batch is R times as large, and ``ms_per_run``
+is what one run's share costs (``batch`` in the output: the rows of one run): compare it with the ``--adapters 1`` figure of the same lease to see
+what batching runs buys.
+
 Each figure is the median of ``--repeats`` timed calls after warm-up, with ``torch.cuda.synchronize``.
 It prints one JSON object per line (and appends them to ``--json-out``).  Without CUDA only the
 eager figures are printed.
@@ -22,6 +28,7 @@ eager figures are printed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -68,7 +75,11 @@ def main(argv=None) -> int:
     parser.add_argument("--tf32", action="store_true", help="let float32 matrix products use TF32")
     parser.add_argument("--no-lora", action="store_true",
                         help="the bare model (what a LoRA merged into the weights costs): forward passes only")
+    parser.add_argument("--adapters", type=int, default=1,
+                        help="adapters side by side in every pass (R runs sharing it); batches grow R-fold")
     args = parser.parse_args(argv)
+    if args.adapters < 1 or (args.no_lora and args.adapters > 1):
+        parser.error("--adapters must be at least 1, and needs LoRA (no --no-lora)")
 
     from peft import get_peft_model
 
@@ -85,18 +96,31 @@ def main(argv=None) -> int:
         model = random_model(args.model.removeprefix("random:"), device=device, dtype=args.dtype)
     else:
         model, _ = load_model(args.model, device=device, dtype=args.dtype)
+    names = [f"run{i}" for i in range(args.adapters)]
     if not args.no_lora:
-        model = get_peft_model(model, lora_config(PPOConfig.preset("paper")), adapter_name="learner")
+        config = lora_config(PPOConfig.preset("paper"))
+        model = get_peft_model(model, config, adapter_name=names[0])
+        for name in names[1:]:
+            model.add_adapter(name, config)
+        for key, p in model.named_parameters():  # every run's adapter trains (peft marks only the active one)
+            p.requires_grad_("lora_" in key)
+    side_by_side = contextlib.ExitStack()
+    if args.adapters > 1:
+        from moralkit.llm.adapters import adapters_side_by_side
+
+        side_by_side.enter_context(adapters_side_by_side(model, names))
     net = Logits(model)
     vocab = model.config.vocab_size
     gen = torch.Generator(device="cpu").manual_seed(0)
 
-    def ids(batch):
-        return torch.randint(0, vocab, (batch, args.length), generator=gen).to(device)
+    def ids(batch):  # ``batch`` rows per run
+        return torch.randint(0, vocab, (batch * args.adapters, args.length), generator=gen).to(device)
 
     def report(**row):
+        if "ms" in row:
+            row["ms_per_run"] = round(row["ms"] / args.adapters, 3)
         row = {"model": args.model, "length": args.length, "dtype": args.dtype, "tf32": args.tf32,
-               "lora": not args.no_lora,
+               "lora": not args.no_lora, "adapters": args.adapters,
                "device": torch.cuda.get_device_name() if cuda else "cpu", **row}
         print(json.dumps(row), flush=True)
         if args.json_out:  # each row at once: a probe cut short keeps what it measured

@@ -8,6 +8,8 @@ with one copy of the base model in memory::
         ...                       # the deontological agent
     with using_adapter(model, BASE):
         ...                       # the untuned base model (all adapters disabled)
+    with adapters_side_by_side(model, ["game", "deont"]):
+        model(ids)                # first half of the rows through "game", second half through "deont"
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import weakref
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
-__all__ = ["BASE", "attach_adapters", "using_adapter", "adapters_disabled", "adapter_names", "adapter_parameters",
-           "base_parameters", "parameter_table", "memory_report"]
+__all__ = ["BASE", "attach_adapters", "using_adapter", "adapters_disabled", "adapters_side_by_side", "adapter_names",
+           "adapter_parameters", "base_parameters", "parameter_table", "memory_report"]
 
 BASE = "base"
 """Adapter name meaning "no adapter": the untuned base model."""
@@ -163,3 +165,79 @@ def using_adapter(model, adapter: str | None) -> Iterator[None]:
     finally:
         if previous in names:
             model.set_adapter(previous)
+
+
+def _side_by_side_forward(layer, names: list[str]):
+    """A LoRA layer's forward in which row group ``g`` of the batch goes through adapter ``names[g]``.
+
+    The groups are equal, consecutive blocks of rows. The adapters' matrices are stacked for the
+    call (``A``: groups x rank x in, ``B``: groups x out x rank) and applied with two batched products,
+    so the number of operations does not grow with the number of adapters. Dropout is one call
+    over all rows (each adapter's own dropout has the same probability, checked on entry).
+    """
+    import torch
+
+    dropout = layer.lora_dropout[names[0]]
+    scales = [layer.scaling[n] for n in names]
+    same_scale = all(s == scales[0] for s in scales)
+
+    def forward(x, *args, **kwargs):
+        result = layer.base_layer(x, *args, **kwargs)
+        if layer.disable_adapters:  # adapters_disabled inside the block: the base model, as peft's forward gives it
+            return result
+        a = torch.stack([layer.lora_A[n].weight for n in names])
+        b = torch.stack([layer.lora_B[n].weight for n in names])
+        rows = x.shape[0]
+        if rows % len(names):
+            raise ValueError(f"{rows} rows cannot be split into {len(names)} equal groups, one per adapter "
+                             f"({', '.join(names)}): give each adapter the same number of rows.")
+        grouped = x.to(a.dtype).reshape(len(names), -1, x.shape[-1])
+        update = torch.bmm(torch.bmm(dropout(grouped), a.transpose(1, 2)), b.transpose(1, 2))
+        if same_scale:
+            update = update * scales[0]
+        else:
+            update = update * torch.tensor(scales, dtype=update.dtype, device=update.device).view(-1, 1, 1)
+        return (result + update.reshape(result.shape)).to(result.dtype)
+
+    return forward
+
+
+@contextlib.contextmanager
+def adapters_side_by_side(model, names: Iterable[str]) -> Iterator[None]:
+    """Run the block with the batch split into ``len(names)`` equal groups of rows, one per adapter.
+
+    Row group ``g`` (rows ``g * n`` to ``(g + 1) * n - 1`` of a batch of ``len(names) * n`` rows)
+    goes through adapter ``names[g]``: several fine-tuned agents -- several training runs -- in one
+    forward (and backward) pass of the shared base model. Each LoRA layer then multiplies all
+    groups at once with stacked matrices, so a pass costs the same number of operations for one
+    adapter or thirty; peft's own mixed batches (``adapter_names=``) loop over the adapters. The
+    numbers are those of running each group through its adapter alone (up to float rounding), and
+    gradients reach each adapter's own parameters. Plain LoRA only (no DoRA, no LoRA bias); every
+    named adapter must share its dropout probability and target the same layers.
+    """
+    names = list(names)
+    loaded = adapter_names(model)
+    unknown = [n for n in names if n not in loaded]
+    if not names or unknown:
+        raise ValueError(f"adapters_side_by_side needs adapters the model has; unknown: {', '.join(unknown) or 'none given'}"
+                         f". Loaded adapters: {', '.join(loaded) or 'none'}.")
+    layers = [layer for layer in _tuner_layers(model) if any(n in getattr(layer, "lora_A", {}) for n in names)]
+    for layer in layers:
+        missing = [n for n in names if n not in layer.lora_A]
+        plain = all(not getattr(layer, "use_dora", {}).get(n, False) and not getattr(layer, "lora_bias", {}).get(n, False)
+                    and n not in getattr(layer, "lora_variant", {}) for n in names if n not in missing)
+        drops = {getattr(layer.lora_dropout[n], "p", 0.0) for n in names if n not in missing}
+        if missing or not plain or len(drops) > 1 or getattr(layer, "merged", False):
+            why = (f"adapter(s) {', '.join(missing)} do not adapt this layer" if missing else
+                   "the adapters are merged into the weights" if getattr(layer, "merged", False) else
+                   "the adapters use different dropout probabilities" if len(drops) > 1 else
+                   "an adapter is not plain LoRA (DoRA, LoRA bias or another variant)")
+            raise ValueError(f"Cannot run adapters {', '.join(names)} side by side: {why}. Give adapters made with "
+                             "the same LoRA settings.")
+    for layer in layers:
+        layer.forward = _side_by_side_forward(layer, names)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward  # the class's forward again

@@ -1,0 +1,140 @@
+"""Several adapters side by side in one pass (moralkit.llm.adapters.adapters_side_by_side)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from moralkit.llm.adapters import adapters_side_by_side, using_adapter
+
+NAMES = ["one", "two", "three"]
+
+
+def three_adapters(dropout: float = 0.0, seed: int = 0):
+    """The narrow random model with three LoRA adapters of the paper's layout, each with its own weights."""
+    from peft import LoraConfig, get_peft_model
+
+    from moralkit.llm.models import random_model
+
+    torch.manual_seed(seed)
+    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout, target_modules="all-linear")
+    model = get_peft_model(random_model("smollm2-135m-narrow", device="cpu"), config, adapter_name=NAMES[0])
+    for name in NAMES[1:]:
+        model.add_adapter(name, config)
+    with torch.no_grad():  # peft starts B at zero (every adapter the base model): give each its own update
+        for key, p in model.named_parameters():
+            if "lora_B" in key:
+                p.normal_(0, 0.5)
+    return model
+
+
+def ids(rows: int, length: int = 12, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, 1000, (rows, length), generator=torch.Generator().manual_seed(seed))
+
+
+def alone(model, batch, names=NAMES):
+    """Each group of rows through its own adapter, one pass each (what side by side must equal)."""
+    groups = batch.chunk(len(names))
+    outs = []
+    for name, rows in zip(names, groups):
+        model.set_adapter(name)
+        outs.append(model(input_ids=rows).logits)
+    return torch.cat(outs)
+
+
+def test_side_by_side_gives_each_group_of_rows_its_own_adapter():
+    model = three_adapters().eval()
+    batch = ids(6)
+    with torch.no_grad():
+        expected = alone(model, batch)
+        with adapters_side_by_side(model, NAMES):
+            together = model(input_ids=batch).logits
+        assert not torch.allclose(expected[:2], alone(model, batch, ["two"] * 3)[:2], atol=1e-3)  # the adapters differ
+        torch.testing.assert_close(together, expected, atol=2e-5, rtol=1e-4)
+        reversed_expected = alone(model, batch, NAMES[::-1])
+        with adapters_side_by_side(model, NAMES[::-1]):  # the order of the names is the order of the groups
+            torch.testing.assert_close(model(input_ids=batch).logits, reversed_expected, atol=2e-5, rtol=1e-4)
+        model.set_adapter("two")
+        torch.testing.assert_close(model(input_ids=batch[2:4]).logits, expected[2:4])  # peft's forward is back
+
+
+def test_side_by_side_gradients_reach_each_adapter_as_in_its_own_pass():
+    model = three_adapters(dropout=0.0).train()
+    batch = ids(6)
+    weights = torch.linspace(-1, 1, model.config.vocab_size)
+
+    def loss_of(logits):
+        return (logits.log_softmax(-1) * weights).sum()
+
+    def grads():
+        out = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+        model.zero_grad(set_to_none=True)
+        return out
+
+    for name, rows in zip(NAMES, batch.chunk(3)):  # separately; only the active adapter trains
+        model.set_adapter(name)
+        loss_of(model(input_ids=rows).logits).backward()
+    expected = grads()
+    with adapters_side_by_side(model, NAMES):
+        for p in model.parameters():  # set_adapter above left only the last adapter trainable
+            p.requires_grad_(False)
+        for key, p in model.named_parameters():
+            if "lora_" in key:
+                p.requires_grad_(True)
+        loss_of(model(input_ids=batch).logits).backward()
+    together = grads()
+    assert set(together) == set(expected) and len(expected) == 3 * 2 * 7 * model.config.num_hidden_layers
+    for key in expected:
+        torch.testing.assert_close(together[key], expected[key], atol=1e-4, rtol=1e-3)
+
+
+def _operations(fn) -> int:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        fn()
+    return Count.n
+
+
+def test_the_number_of_operations_does_not_grow_with_the_number_of_adapters():
+    """What makes it pay on a GPU: one set of kernels for all adapters (peft's mixed batches loop)."""
+    model = three_adapters().eval()
+    with torch.no_grad():
+        with adapters_side_by_side(model, NAMES[:1]):
+            one = _operations(lambda: model(input_ids=ids(1)))
+        with adapters_side_by_side(model, NAMES):
+            three = _operations(lambda: model(input_ids=ids(3)))
+        mixed = _operations(lambda: model(input_ids=ids(3), adapter_names=NAMES))
+    assert three == one and mixed > 1.5 * three, (one, three, mixed)
+
+
+def test_side_by_side_refuses_what_it_cannot_split_and_leaves_the_model_as_it_was():
+    from peft import LoraConfig
+
+    model = three_adapters().eval()
+    with pytest.raises(ValueError, match="5 rows cannot be split into 3 equal groups"):
+        with adapters_side_by_side(model, NAMES):
+            model(input_ids=ids(5))
+    with pytest.raises(ValueError, match="unknown: nope. Loaded adapters: one, three, two"):
+        with adapters_side_by_side(model, ["one", "nope"]):
+            pass
+    model.add_adapter("leaky", LoraConfig(r=4, lora_alpha=8, lora_dropout=0.3, target_modules="all-linear"))
+    with pytest.raises(ValueError, match="different dropout probabilities"):
+        with adapters_side_by_side(model, ["one", "leaky"]):
+            pass
+    model.add_adapter("narrow", LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"]))
+    with pytest.raises(ValueError, match="narrow do not adapt this layer"):
+        with adapters_side_by_side(model, ["one", "narrow"]):
+            pass
+    assert not any("forward" in vars(m) for m in model.modules())  # every layer has the class's forward again
+    with torch.no_grad(), using_adapter(model, "base"), adapters_side_by_side(model, NAMES):
+        base = model(input_ids=ids(3)).logits  # adapters switched off inside: the base model for every row
+    with torch.no_grad(), using_adapter(model, "base"):
+        torch.testing.assert_close(base, model(input_ids=ids(3)).logits)
