@@ -84,7 +84,14 @@ print(f"{n},{len(runs)},{per[len(per) // 2] if per else float('nan'):.3f},{rate:
 PY
     echo "(columns: workers, finished, median s/update of one run, updates/s together, paper grid hours = 30 runs x 1000 updates)"
   done
-  timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_speed.py tests/test_llm_agent.py -k "on_a_gpu or on_cuda" 2>&1 | tail -3
+  # issue 10's next lever: R runs' adapters side by side in one pass (moralkit.llm.adapters.adapters_side_by_side);
+  # the per-run milliseconds of 1, 6 and 30 adapters, TF32 graphs, decide whether batched runs are worth building
+  for r in 1 6 30; do
+    timeout 60 python3 benchmarks/gpu_probe.py --model random:smollm2-135m --tf32 --adapters $r --repeats 10 \
+      --json-out "$OUT/probe_adapters.jsonl" 2>&1 | grep '"mode": "graph"'
+  done
+  el "adapters side by side"
+  timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_speed.py tests/test_llm_agent.py tests/test_llm_adapters.py -k "on_a_gpu or on_cuda" 2>&1 | tail -3
   ls "$OUT"; el "speed done"
   ;;
 grids)  # device call 2 (carry .devcache/m2), right after call 1: the model, its paper-preset speed, then the trainings side by side

@@ -138,3 +138,29 @@ def test_side_by_side_refuses_what_it_cannot_split_and_leaves_the_model_as_it_wa
         base = model(input_ids=ids(3)).logits  # adapters switched off inside: the base model for every row
     with torch.no_grad(), using_adapter(model, "base"):
         torch.testing.assert_close(base, model(input_ids=ids(3)).logits)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+def test_side_by_side_passes_record_and_replay_as_cuda_graphs_on_a_gpu():
+    """On a GPU: the stacked products are recorded once and a replay matches the eager pass, backward included."""
+    model = three_adapters().cuda().train()
+    for key, p in model.named_parameters():
+        p.requires_grad_("lora_" in key)
+    batch = ids(6).cuda()
+
+    class Logits(torch.nn.Module):  # a module, so that the recorded backward reaches its parameters
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model(input_ids=x).logits
+
+    logits = Logits()
+    with adapters_side_by_side(model, NAMES):
+        eager = logits(batch).detach()
+        graphed = torch.cuda.make_graphed_callables(logits, (batch,), num_warmup_iters=3)
+        replayed = graphed(batch)
+        replayed.float().logsumexp(-1).mean().backward()
+    torch.testing.assert_close(replayed.detach(), eager, atol=1e-4, rtol=1e-3)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for k, p in model.named_parameters() if "lora_B" in k)
