@@ -78,6 +78,7 @@ __all__ = [
     "score_answers",
     "lora_config",
     "PPOTrainer",
+    "ppo_update",
 ]
 
 
@@ -1136,148 +1137,7 @@ class PPOTrainer:
         ``batch/answer_tokens``; ``time/ppo/forward``,
         ``time/ppo/optimize``, ``time/ppo/total`` (seconds); ``step`` (updates done, this one included).
         """
-        cfg = self.config
-        t_start = time.perf_counter()
-        prompt_ids = [[int(t) for t in p] for p in prompt_ids]
-        answer_ids = self.prepare_answers(answer_ids)
-        raw_scores = torch.as_tensor(scores, dtype=torch.float32).detach().cpu().flatten()
-        n_rows = len(prompt_ids)
-        if not (n_rows == len(answer_ids) == raw_scores.numel()):
-            raise ValueError(f"{n_rows} prompts, {len(answer_ids)} answers, {raw_scores.numel()} scores")
-        if n_rows == 0:
-            raise ValueError("step needs at least one row")
-
-        # 1. score normalisation (running mean/std over the whole run, this batch included)
-        raw_mean, raw_std = raw_scores.mean().item(), (raw_scores.std().item() if n_rows > 1 else 0.0)
-        norm_scores = self.normalise_scores(raw_scores)
-        norm_mean = norm_scores.mean().item()
-        norm_scores = norm_scores.to(self.device)
-
-        # 2. rollout pass: old log-probs and values (adapter on), reference log-probs (adapter off)
-        t_forward = time.perf_counter()
-        self.activate()
-        self._train_mode(False)
-        # with CUDA graphs the scoring passes are replayed too: every row kept (shapes repeat)
-        graphs = self.graphs
-        with torch.no_grad(), (self._compiled() if graphs else contextlib.nullcontext()):
-            old = self.score(prompt_ids, answer_ids, with_values=True, with_entropy=True,
-                             deduplicate=False if graphs else None)
-            ref = self.score(prompt_ids, answer_ids, reference=True, deduplicate=False if graphs else None)
-        mask, old_logprobs = old.mask, old.logprobs
-        old_values = old.values * mask
-
-        # 3. per-token rewards and 4. advantages
-        kl_coef = self.kl_controller.value
-        rewards = per_token_rewards(norm_scores, old_logprobs, ref.logprobs, mask, kl_coef)
-        advantages, returns = gae_advantages(
-            old_values, rewards, mask, cfg.gamma, cfg.lam, whiten=cfg.whiten_advantages
-        )
-        time_forward = time.perf_counter() - t_forward
-
-        # 5. PPO epochs over shuffled minibatches, one Adam step each
-        t_optimize = time.perf_counter()
-        self._train_mode(True)
-        minibatch_stats: list[dict[str, float]] = []
-        skipped = 0
-        # compiled: every minibatch keeps its rows (no deduplication), so that shapes repeat
-        dedup = None if self._compiled_decoder is None else False
-        stopped = False
-        with self._own_dropout_rng(), self._compiled():
-            for _epoch in range(cfg.ppo_epochs):
-                order = torch.randperm(n_rows, generator=self.generator)  # drawn every epoch, stopped or not
-                for start in range(0, n_rows, cfg.mini_batch_size):
-                    if stopped:
-                        break
-                    idx = order[start : start + cfg.mini_batch_size]
-                    rows = idx.tolist()
-                    new = self.score(
-                        [prompt_ids[i] for i in rows], [answer_ids[i] for i in rows], with_values=True, deduplicate=dedup
-                    )
-                    idx = idx.to(self.device)
-                    w = new.mask.shape[1]  # this minibatch's widest answer
-                    loss, stats = ppo_losses(
-                        new.logprobs,
-                        old_logprobs[idx, :w],
-                        new.values,
-                        old_values[idx, :w],
-                        advantages[idx, :w],
-                        returns[idx, :w],
-                        new.mask,
-                        cfg.cliprange,
-                        cfg.cliprange_value,
-                        cfg.vf_coef,
-                    )
-                    minibatch_stats.append(stats)
-                    if cfg.target_kl is not None and stats["approxkl"] > 1.5 * cfg.target_kl:
-                        stopped = True  # no step for this minibatch, and no more minibatches this update
-                        skipped += 1
-                        continue
-                    if cfg.ratio_threshold is not None and stats["ratio_mean"] > cfg.ratio_threshold:
-                        # TRL zeroed the loss of such a minibatch but still called optimizer.step()
-                        # (so Adam's momentum moved the weights); we skip the step altogether.
-                        warnings.warn(
-                            f"mean probability ratio {stats['ratio_mean']:.2f} of a minibatch exceeds "
-                            f"ratio_threshold {cfg.ratio_threshold}; skipping it"
-                        )
-                        skipped += 1
-                        continue
-                    self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.max_grad_norm is not None:
-                        torch.nn.utils.clip_grad_norm_(self.trainable_parameters, cfg.max_grad_norm)
-                    self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self._train_mode(False)
-        time_optimize = time.perf_counter() - t_optimize
-
-        # 6. KL controller: mean over rows of the summed per-token KL, before this update
-        kl_per_row = ((old_logprobs - ref.logprobs) * mask).sum(-1)
-        mean_kl, entropy, value_mean, returns_mean, answer_tokens = torch.stack(
-            [
-                kl_per_row.mean(),
-                masked_mean(old.entropy, mask),
-                masked_mean(old_values, mask),
-                masked_mean(returns, mask),
-                mask.sum(),
-            ]
-        ).tolist()  # one device-to-host copy
-        self.kl_controller.update(mean_kl, n_rows)
-        self.step_count += 1
-
-        def mean_of(key: str) -> float:
-            return sum(s[key] for s in minibatch_stats) / len(minibatch_stats)
-
-        return {
-            "score/raw_mean": raw_mean,
-            "score/raw_std": raw_std,
-            "score/norm_mean": norm_mean,
-            "score/running_mean": self.score_moments.mean,
-            "score/running_std": self.score_moments.std,
-            "objective/kl": mean_kl,
-            "objective/kl_coef": kl_coef,
-            "objective/kl_coef_next": self.kl_controller.value,
-            "objective/entropy": entropy,
-            "ppo/loss/policy": mean_of("policy_loss"),
-            "ppo/loss/value": mean_of("value_loss"),
-            "ppo/loss/total": mean_of("loss"),
-            "ppo/policy/clipfrac": mean_of("clipfrac"),
-            "ppo/policy/approxkl": mean_of("approxkl"),
-            "ppo/policy/policykl": mean_of("policykl"),
-            "ppo/policy/ratio_mean": mean_of("ratio_mean"),
-            "ppo/val/clipfrac": mean_of("value_clipfrac"),
-            "ppo/val/mean": value_mean,
-            "ppo/returns/mean": returns_mean,
-            "ppo/minibatches": float(len(minibatch_stats)),
-            "ppo/skipped_minibatches": float(skipped),
-            "batch/rows": float(n_rows),
-            "batch/unique_rows": float(old.n_unique),
-            "batch/shared_prefix": float(old.prefix_len),
-            "batch/answer_tokens": answer_tokens,
-            "time/ppo/forward": time_forward,
-            "time/ppo/optimize": time_optimize,
-            "time/ppo/total": time.perf_counter() - t_start,
-            "step": float(self.step_count),
-        }
+        return ppo_update([self], [(prompt_ids, answer_ids, scores)])[0]
 
     @contextlib.contextmanager
     def _compiled(self) -> Iterator[None]:
@@ -1443,6 +1303,277 @@ class PPOTrainer:
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
+
+
+class SideBySideValueHeads(nn.Module):
+    """The value heads of several learners, each reading its own equal block of rows (see :func:`ppo_update`)."""
+
+    def __init__(self, heads: Sequence[ValueHead]) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(heads)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        blocks = hidden_states.chunk(len(self.heads))
+        return torch.cat([head(block) for head, block in zip(self.heads, blocks)])
+
+
+def _split(scored: ScoredAnswers, parts: int) -> list[ScoredAnswers]:
+    """A scored batch of ``parts`` equal blocks of rows as one :class:`ScoredAnswers` per block."""
+    def chunks(x):
+        return [None] * parts if x is None else list(x.chunk(parts))
+
+    return [ScoredAnswers(logprobs=lp, values=v, mask=m, entropy=e, n_unique=scored.n_unique // parts,
+                          prefix_len=scored.prefix_len)
+            for lp, v, m, e in zip(chunks(scored.logprobs), chunks(scored.values), chunks(scored.mask),
+                                   chunks(scored.entropy))]
+
+
+_SIDE_BY_SIDE_FIELDS = ("mini_batch_size", "ppo_epochs", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules",
+                        "value_head_dropout", "autocast_dtype", "compile", "deduplicate", "share_prefix", "tf32")
+"""PPO settings that learners updated side by side must share (they shape the shared passes)."""
+
+
+@contextlib.contextmanager
+def _side_by_side(trainers: Sequence["PPOTrainer"]) -> Iterator[None]:
+    """One learner: its adapter active. Several: their adapters side by side, every one of them trainable."""
+    if len(trainers) == 1:
+        trainers[0].activate()
+        yield
+        return
+    from .llm.adapters import adapters_side_by_side
+
+    for trainer in trainers:  # peft's set_adapter (a player's, between updates) leaves only one adapter trainable
+        for p in trainer.adapter_parameters:
+            p.requires_grad_(True)
+    with adapters_side_by_side(trainers[0].model, [t.adapter_name for t in trainers]):
+        yield
+
+
+def _score_side_by_side(trainers: Sequence["PPOTrainer"], prompt_ids, answer_ids, *, with_values: bool = True,
+                        with_entropy: bool = False, reference: bool = False, deduplicate: bool | None = None
+                        ) -> list[ScoredAnswers]:
+    """:meth:`PPOTrainer.score` of each learner's equal block of rows, in one pass for all of them."""
+    if len(trainers) == 1:
+        return [trainers[0].score(prompt_ids, answer_ids, with_values=with_values, with_entropy=with_entropy,
+                                  reference=reference, deduplicate=deduplicate)]
+    lead = trainers[0]
+    graphs = lead.graphs
+    context = lead.reference() if reference else contextlib.nullcontext()
+    with context:
+        scored = score_answers(
+            lead.model,
+            None if reference else SideBySideValueHeads([t.value_head for t in trainers]),
+            prompt_ids,
+            answer_ids,
+            with_values=with_values and not reference,
+            with_entropy=with_entropy,
+            pad_token_id=lead.pad_token_id,
+            autocast_dtype=lead.config.autocast_dtype,
+            # rows stay in their blocks: no deduplication; the adapters' passes cannot share one prefix call
+            deduplicate=False,
+            share_prefix=False if graphs or not reference else lead.config.share_prefix,
+            prefix_cache=lead._reference_prefix if reference and not torch.is_grad_enabled() and not graphs else None,
+        )
+    return _split(scored, len(trainers))
+
+
+def ppo_update(
+    trainers: Sequence["PPOTrainer"],
+    batches: Sequence[tuple[Sequence[Sequence[int]], Sequence[Sequence[int]], Sequence[float] | torch.Tensor]],
+) -> list[dict[str, float]]:
+    """One PPO update of each learner on its batch ``(prompt_ids, answer_ids, scores)``; their statistics.
+
+    One learner (what :meth:`PPOTrainer.step` does) runs its own passes. Several learners -- several
+    training runs whose adapters sit on one shared base model -- are updated **side by side**: every
+    pass (scoring, reference, each minibatch's forward and backward) runs all their rows at once,
+    row block ``k`` through learner ``k``'s adapter (:func:`moralkit.llm.adapters.adapters_side_by_side`),
+    so that a GPU launches one set of kernels for all of them. Everything else stays each learner's
+    own: score normalisation, KL penalty and controller, advantages, minibatch order (its own
+    generator), early stopping, gradient clipping and Adam step. The batches must have the same
+    number of rows and the learners the same shaping settings (``_SIDE_BY_SIDE_FIELDS``). A learner
+    updated side by side gets the numbers of its update alone except for its dropout masks: the
+    shared passes draw them from the first learner's stream (each learner keeps a copy of that
+    stream afterwards, so a checkpointed group resumes identically).
+    """
+    if not trainers or len(trainers) != len(batches):
+        raise ValueError(f"ppo_update needs one batch per learner: {len(trainers)} learners, {len(batches)} batches.")
+    lead = trainers[0]
+    cfg = lead.config
+    parts = len(trainers)
+    if parts > 1:
+        if any(t.model is not lead.model for t in trainers) or len({t.adapter_name for t in trainers}) < parts:
+            raise ValueError("Learners updated side by side share one model, each with an adapter of its own name.")
+        for name in _SIDE_BY_SIDE_FIELDS:
+            values = {repr(getattr(t.config, name)) for t in trainers}
+            if len(values) > 1:
+                raise ValueError(f"Learners updated side by side need the same {name} (got {', '.join(sorted(values))}).")
+    t_start = time.perf_counter()
+    prompts, answers, raw = [], [], []
+    for trainer, (prompt_ids, answer_ids, scores) in zip(trainers, batches):
+        prompts.append([[int(t) for t in p] for p in prompt_ids])
+        answers.append(trainer.prepare_answers(answer_ids))
+        raw.append(torch.as_tensor(scores, dtype=torch.float32).detach().cpu().flatten())
+        if not (len(prompts[-1]) == len(answers[-1]) == raw[-1].numel()):
+            raise ValueError(f"{len(prompts[-1])} prompts, {len(answers[-1])} answers, {raw[-1].numel()} scores")
+        if not prompts[-1]:
+            raise ValueError("step needs at least one row")
+    n_rows = len(prompts[0])
+    if any(len(p) != n_rows for p in prompts):
+        raise ValueError(f"Learners updated side by side need batches of the same size, got {[len(p) for p in prompts]} rows.")
+    all_prompts = [p for block in prompts for p in block]
+    all_answers = [a for block in answers for a in block]
+
+    # 1. score normalisation (running mean/std over the whole run, this batch included)
+    raw_moments, norm_scores, norm_means = [], [], []
+    for trainer, scores in zip(trainers, raw):
+        raw_moments.append((scores.mean().item(), scores.std().item() if n_rows > 1 else 0.0))
+        normalised = trainer.normalise_scores(scores)
+        norm_means.append(normalised.mean().item())
+        norm_scores.append(normalised.to(lead.device))
+
+    with _side_by_side(trainers):
+        # 2. rollout pass: old log-probs and values (adapter on), reference log-probs (adapter off)
+        t_forward = time.perf_counter()
+        for trainer in trainers:
+            trainer._train_mode(False)
+        # with CUDA graphs the scoring passes are replayed too: every row kept (shapes repeat)
+        graphs = lead.graphs
+        dedup = False if graphs else None
+        with torch.no_grad(), (lead._compiled() if graphs else contextlib.nullcontext()):
+            olds = _score_side_by_side(trainers, all_prompts, all_answers, with_values=True, with_entropy=True,
+                                       deduplicate=dedup)
+            refs = _score_side_by_side(trainers, all_prompts, all_answers, reference=True, deduplicate=dedup)
+
+        # 3. per-token rewards and 4. advantages, each learner with its own KL coefficient
+        rollouts = []
+        for trainer, old, ref, scores in zip(trainers, olds, refs, norm_scores):
+            old_values = old.values * old.mask
+            kl_coef = trainer.kl_controller.value
+            rewards = per_token_rewards(scores, old.logprobs, ref.logprobs, old.mask, kl_coef)
+            advantages, returns = gae_advantages(old_values, rewards, old.mask, cfg.gamma, cfg.lam,
+                                                 whiten=trainer.config.whiten_advantages)
+            rollouts.append((old_values, advantages, returns, kl_coef))
+        time_forward = time.perf_counter() - t_forward
+
+        # 5. PPO epochs over shuffled minibatches, one Adam step per learner each
+        t_optimize = time.perf_counter()
+        for trainer in trainers:
+            trainer._train_mode(True)
+        minibatch_stats: list[list[dict[str, float]]] = [[] for _ in trainers]
+        skipped = [0] * parts
+        stopped = [False] * parts
+        # compiled: every minibatch keeps its rows (no deduplication), so that shapes repeat
+        dedup = None if lead._compiled_decoder is None else False
+        with lead._own_dropout_rng(), lead._compiled():
+            for _epoch in range(cfg.ppo_epochs):
+                # each learner's order, drawn every epoch, stopped or not
+                orders = [torch.randperm(n_rows, generator=t.generator) for t in trainers]
+                for start in range(0, n_rows, cfg.mini_batch_size):
+                    if all(stopped):
+                        break
+                    picks = [order[start : start + cfg.mini_batch_size] for order in orders]
+                    news = _score_side_by_side(
+                        trainers,
+                        [prompts[k][i] for k, idx in enumerate(picks) for i in idx.tolist()],
+                        [answers[k][i] for k, idx in enumerate(picks) for i in idx.tolist()],
+                        with_values=True, deduplicate=dedup,
+                    )
+                    stepping, total = [], None
+                    for k, (trainer, new, idx) in enumerate(zip(trainers, news, picks)):
+                        if stopped[k]:  # its rows still ride along (fixed shapes); no loss, no step
+                            continue
+                        t_cfg = trainer.config
+                        old_values, advantages, returns, _ = rollouts[k]
+                        idx = idx.to(lead.device)
+                        w = new.mask.shape[1]  # this minibatch's widest answer
+                        loss, stats = ppo_losses(
+                            new.logprobs, olds[k].logprobs[idx, :w], new.values, old_values[idx, :w],
+                            advantages[idx, :w], returns[idx, :w], new.mask,
+                            t_cfg.cliprange, t_cfg.cliprange_value, t_cfg.vf_coef,
+                        )
+                        minibatch_stats[k].append(stats)
+                        if t_cfg.target_kl is not None and stats["approxkl"] > 1.5 * t_cfg.target_kl:
+                            stopped[k] = True  # no step for this minibatch, and no more minibatches this update
+                            skipped[k] += 1
+                            continue
+                        if t_cfg.ratio_threshold is not None and stats["ratio_mean"] > t_cfg.ratio_threshold:
+                            # TRL zeroed the loss of such a minibatch but still called optimizer.step()
+                            # (so Adam's momentum moved the weights); we skip the step altogether.
+                            warnings.warn(
+                                f"mean probability ratio {stats['ratio_mean']:.2f} of a minibatch exceeds "
+                                f"ratio_threshold {t_cfg.ratio_threshold}; skipping it"
+                            )
+                            skipped[k] += 1
+                            continue
+                        stepping.append(trainer)
+                        total = loss if total is None else total + loss
+                    if total is None:
+                        continue
+                    for trainer in stepping:
+                        trainer.optimizer.zero_grad(set_to_none=True)
+                    total.backward()  # each learner's loss reaches only its own adapter and value head
+                    for trainer in stepping:
+                        if trainer.config.max_grad_norm is not None:
+                            torch.nn.utils.clip_grad_norm_(trainer.trainable_parameters, trainer.config.max_grad_norm)
+                        trainer.optimizer.step()
+        for trainer in trainers:
+            trainer.optimizer.zero_grad(set_to_none=True)
+            trainer._train_mode(False)
+            if trainer is not lead:  # the shared passes drew their dropout masks from the lead's stream
+                trainer._dropout_cpu_state = lead._dropout_cpu_state.clone()
+                trainer._dropout_cuda_state = (None if lead._dropout_cuda_state is None
+                                               else lead._dropout_cuda_state.clone())
+        time_optimize = time.perf_counter() - t_optimize
+
+    # 6. KL controllers: mean over rows of the summed per-token KL, before this update
+    results = []
+    for k, (trainer, old, ref) in enumerate(zip(trainers, olds, refs)):
+        old_values, advantages, returns, kl_coef = rollouts[k]
+        mask = old.mask
+        kl_per_row = ((old.logprobs - ref.logprobs) * mask).sum(-1)
+        mean_kl, entropy, value_mean, returns_mean, answer_tokens = torch.stack(
+            [kl_per_row.mean(), masked_mean(old.entropy, mask), masked_mean(old_values, mask),
+             masked_mean(returns, mask), mask.sum()]
+        ).tolist()  # one device-to-host copy
+        trainer.kl_controller.update(mean_kl, n_rows)
+        trainer.step_count += 1
+        mbs = minibatch_stats[k]
+
+        def mean_of(key: str, mbs=mbs) -> float:
+            return sum(s[key] for s in mbs) / len(mbs)
+
+        results.append({
+            "score/raw_mean": raw_moments[k][0],
+            "score/raw_std": raw_moments[k][1],
+            "score/norm_mean": norm_means[k],
+            "score/running_mean": trainer.score_moments.mean,
+            "score/running_std": trainer.score_moments.std,
+            "objective/kl": mean_kl,
+            "objective/kl_coef": kl_coef,
+            "objective/kl_coef_next": trainer.kl_controller.value,
+            "objective/entropy": entropy,
+            "ppo/loss/policy": mean_of("policy_loss"),
+            "ppo/loss/value": mean_of("value_loss"),
+            "ppo/loss/total": mean_of("loss"),
+            "ppo/policy/clipfrac": mean_of("clipfrac"),
+            "ppo/policy/approxkl": mean_of("approxkl"),
+            "ppo/policy/policykl": mean_of("policykl"),
+            "ppo/policy/ratio_mean": mean_of("ratio_mean"),
+            "ppo/val/clipfrac": mean_of("value_clipfrac"),
+            "ppo/val/mean": value_mean,
+            "ppo/returns/mean": returns_mean,
+            "ppo/minibatches": float(len(mbs)),
+            "ppo/skipped_minibatches": float(skipped[k]),
+            "batch/rows": float(n_rows),
+            "batch/unique_rows": float(old.n_unique),
+            "batch/shared_prefix": float(old.prefix_len),
+            "batch/answer_tokens": answer_tokens,
+            "time/ppo/forward": time_forward,
+            "time/ppo/optimize": time_optimize,
+            "time/ppo/total": time.perf_counter() - t_start,
+            "step": float(trainer.step_count),
+        })
+    return results
 
 
 def _existing_checkpoint(folder: Path) -> Path:

@@ -44,7 +44,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -79,6 +79,8 @@ __all__ = [
     "RUN_FORMAT",
     "ALGORITHMS",
     "read_run_settings",
+    "train_side_by_side",
+    "side_by_side_key",
 ]
 
 LEARNER = "learner"
@@ -445,15 +447,20 @@ class TrainingRun:
         started with (e.g. after a preset was edited).
     model, tokenizer:
         A base model to fine-tune (default: ``load_model(config.model)``). It gets wrapped in
-        LoRA; pass a fresh one per run.
+        LoRA; pass a fresh one per run, or another run's peft model together with an
+        ``adapter_name`` of this run's own to share its base (:func:`train_side_by_side` does).
     resume:
         ``False`` refuses to touch a folder that already holds a run.
+    adapter_name:
+        The name of the learner's LoRA adapter on the model (saved files do not depend on it).
     """
 
-    def __init__(self, config: TrainingConfig, folder: str | Path, *, model=None, tokenizer=None, resume: bool = True):
+    def __init__(self, config: TrainingConfig, folder: str | Path, *, model=None, tokenizer=None, resume: bool = True,
+                 adapter_name: str = "default"):
         self.config = config
         self.folder = Path(folder).expanduser()
         self._model, self._tokenizer = model, tokenizer
+        self.adapter_name = adapter_name
         self.resume = resume
         self.trainers: dict = {}
         self.players: dict = {}
@@ -623,7 +630,7 @@ class TrainingRun:
         if c.algorithm == "grpo":
             learner = self._grpo_learner()
         else:
-            learner = PPOTrainer(self._model, self._tokenizer, c.ppo_config(), adapter_name="default")
+            learner = PPOTrainer(self._model, self._tokenizer, c.ppo_config(), adapter_name=self.adapter_name)
         self.trainers = {"learner": learner}
         if c.opponent == LEARNER:
             self.trainers["opponent"] = PPOTrainer(learner.model, self._tokenizer, c.ppo_config("opponent"),
@@ -884,7 +891,6 @@ class TrainingRun:
 
     def train(self, *, progress: bool = True, callback: Callable[["TrainingRun", object], None] | None = None) -> "TrainingRun":
         """Train until ``config.episodes``; ``callback(run, rounds_of_this_episode)`` after each update."""
-        import pandas as pd
         from tqdm.auto import tqdm
 
         from .ppo import tf32_products
@@ -902,7 +908,6 @@ class TrainingRun:
                 while self.episode < c.episodes:
                     start = time.perf_counter()
                     rounds, batches = self.play_episode()
-                    rounds["episode"] = self.episode
                     stats_rows = {}
                     for key, trainer in self.trainers.items():
                         prompts, answers, scores, states = batches[key]
@@ -910,21 +915,9 @@ class TrainingRun:
                             stats_rows[key] = trainer.update(states, self._answer_tokens(self.episode))
                         else:
                             stats_rows[key] = trainer.step(prompts, answers, np.asarray(scores, dtype=np.float32))
-                    update = {"episode": self.episode, "train_reward": rounds["train_reward"].iloc[0],
-                              "seconds": time.perf_counter() - start}
-                    for key, stats in stats_rows.items():
-                        prefix = "" if key == "learner" else "opponent/"
-                        update.update({prefix + k: v for k, v in stats.items()})
-                    shares = rounds["action_type"].value_counts(normalize=True)
-                    update.update({t: float(shares.get(t, 0.0)) for t in ACTION_TYPES})
-                    self._append("rounds.csv", rounds)
-                    self._append("updates.csv", pd.DataFrame([update]))
-                    self.episode += 1
+                    postfix = self._record(rounds, stats_rows, time.perf_counter() - start)
                     bar.update(1)
-                    bar.set_postfix({"C": f"{(rounds['my_move'] == 'C').mean():.2f}", "illegal": f"{shares.get('illegal', 0.0):.2f}",
-                                     "kl": f"{update.get('objective/kl', float('nan')):.2f}"})
-                    if self.episode % c.checkpoint_every == 0 or self.episode == c.episodes:
-                        self.save_checkpoint()
+                    bar.set_postfix(postfix)
                     if callback is not None:
                         callback(self, rounds)
             self._finish()
@@ -932,6 +925,26 @@ class TrainingRun:
             bar.close()
             self._lock.release()
         return self
+
+    def _record(self, rounds, stats_rows: dict, seconds: float) -> dict:
+        """Log an episode's rounds and update, count it, checkpoint when due; the progress bar's figures."""
+        import pandas as pd
+
+        c = self.config
+        rounds["episode"] = self.episode
+        update = {"episode": self.episode, "train_reward": rounds["train_reward"].iloc[0], "seconds": seconds}
+        for key, stats in stats_rows.items():
+            prefix = "" if key == "learner" else "opponent/"
+            update.update({prefix + k: v for k, v in stats.items()})
+        shares = rounds["action_type"].value_counts(normalize=True)
+        update.update({t: float(shares.get(t, 0.0)) for t in ACTION_TYPES})
+        self._append("rounds.csv", rounds)
+        self._append("updates.csv", pd.DataFrame([update]))
+        self.episode += 1
+        if self.episode % c.checkpoint_every == 0 or self.episode == c.episodes:
+            self.save_checkpoint()
+        return {"C": f"{(rounds['my_move'] == 'C').mean():.2f}", "illegal": f"{shares.get('illegal', 0.0):.2f}",
+                "kl": f"{update.get('objective/kl', float('nan')):.2f}"}
 
     def _finish(self) -> None:
         for key in self.trainers:
@@ -1036,6 +1049,98 @@ class TrainingRun:
         """
         self.setup()
         return self.players[which] if labels is None else self.players[which].with_labels(labels)
+
+
+def side_by_side_key(config: TrainingConfig) -> tuple | None:
+    """What runs trained side by side must share (their passes have one shape); None: this run cannot be.
+
+    The model, the batch's size (games per update x rounds) and the PPO settings that shape the
+    passes; rewards, opponents, seeds, labels, episodes and the other PPO numbers may differ. Only
+    our PPO against fixed opponents (not GRPO, not two learners).
+    """
+    from .ppo import _SIDE_BY_SIDE_FIELDS
+
+    if config.algorithm != "ppo" or config.opponent == LEARNER:
+        return None
+    ppo = config.ppo_config()
+    return (config.model, config.games_per_update, config.rounds,
+            tuple(repr(getattr(ppo, name)) for name in _SIDE_BY_SIDE_FIELDS))
+
+
+def train_side_by_side(runs: "Sequence[TrainingRun]", *, progress: bool = True, model=None, tokenizer=None
+                       ) -> "list[TrainingRun]":
+    """Train several runs at once, their PPO updates side by side on one model (one process).
+
+    The runs share one copy of the base model, each with its own LoRA adapter; every episode each
+    run plays its games, then one :func:`moralkit.ppo.ppo_update` updates them all, every pass of
+    the update running all runs' rows at once (on a GPU: one set of kernels for all the runs
+    instead of one per run). Each run keeps its own folder, logs, checkpoints, random streams,
+    optimiser and KL controller; only the dropout masks of the shared passes come from one stream
+    (:func:`moralkit.ppo.ppo_update`), so a run's numbers differ from the same seed trained alone
+    as two seeds' do, and a group resumes exactly where it stopped. Runs may be at different
+    episodes (resumed) and of different lengths: a run that finishes leaves the group.
+
+    The runs must share :func:`side_by_side_key` (model, batch size, the passes' PPO settings).
+    ``seconds`` in ``updates.csv`` is each run's share of the group's time per episode.
+    ``model``/``tokenizer``: a base model to share (default: loaded once from the runs' config).
+    """
+    import time as _time
+
+    from tqdm.auto import tqdm
+
+    from .ppo import _SIDE_BY_SIDE_FIELDS, ppo_update, tf32_products
+
+    runs = [run for run in runs if not run.finished]
+    if not runs:
+        return []
+    keys = {side_by_side_key(run.config) for run in runs}
+    if None in keys or len(keys) > 1:
+        raise ValueError(
+            "Runs trained side by side need our PPO against a fixed opponent, one model, the same games per update "
+            f"and rounds, and the same PPO preset settings that shape the passes ({', '.join(_SIDE_BY_SIDE_FIELDS)}); "
+            "train the others alone or in a group of their own.")
+    if len(runs) == 1 and model is None:
+        return [runs[0].train(progress=progress)]
+    names = {run.adapter_name for run in runs}
+    if len(names) < len(runs):  # runs made without a name of their own (the default): name them here
+        for k, run in enumerate(runs):
+            run.adapter_name = f"run{k}"
+    locked = []
+    try:
+        shared, shared_tokenizer = model, tokenizer
+        for run in runs:
+            if run.trainers:
+                raise ValueError(f"{run.folder}: this run was set up on a model of its own; train it side by side "
+                                 "from a fresh TrainingRun.")
+            run._model = shared if shared is not None else run._model
+            run._tokenizer = shared_tokenizer if shared_tokenizer is not None else run._tokenizer
+            run.setup()
+            run._lock.acquire()
+            locked.append(run)
+            shared, shared_tokenizer = run.trainers["learner"].model, run._tokenizer
+        total = sum(run.config.episodes - run.episode for run in runs)
+        with tqdm(total=total, disable=not progress, desc=f"PPO, {len(runs)} runs side by side") as bar, \
+                tf32_products(runs[0].trainers["learner"].tf32):
+            while True:
+                active = [run for run in runs if run.episode < run.config.episodes]
+                if not active:
+                    break
+                start = _time.perf_counter()
+                played = [run.play_episode() for run in active]
+                stats = ppo_update([run.trainers["learner"] for run in active],
+                                   [(b["learner"][0], b["learner"][1], np.asarray(b["learner"][2], dtype=np.float32))
+                                    for _, b in played])
+                seconds = (_time.perf_counter() - start) / len(active)
+                for run, (rounds, _), row in zip(active, played, stats):
+                    run._record(rounds, {"learner": row}, seconds)
+                    if run.episode == run.config.episodes:  # done: finished now, whatever becomes of the others
+                        run._finish()
+                bar.update(len(active))
+                bar.set_postfix({"C": " ".join(f"{(r['my_move'] == 'C').mean():.2f}" for r, _ in played)})
+    finally:
+        for run in locked:
+            run._lock.release()
+    return runs
 
 
 def _write_failed(exc: RuntimeError) -> bool:

@@ -19,7 +19,7 @@ import weakref
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
-__all__ = ["BASE", "attach_adapters", "using_adapter", "adapters_disabled", "adapters_side_by_side", "adapter_names",
+__all__ = ["BASE", "attach_adapters", "using_adapter", "adapters_disabled", "adapters_side_by_side", "side_by_side_names", "adapter_names",
            "adapter_parameters", "base_parameters", "parameter_table", "memory_report"]
 
 BASE = "base"
@@ -236,8 +236,15 @@ def adapters_side_by_side(model, names: Iterable[str]) -> Iterator[None]:
                              "the same LoRA settings.")
     for layer in layers:
         layer.forward = _side_by_side_forward(layer, names)
+        layer.side_by_side = tuple(names)  # what a recorded CUDA graph of a pass depends on (moralkit.llm.graphs)
     try:
         yield
     finally:
         for layer in layers:
             del layer.forward  # the class's forward again
+            del layer.side_by_side
+
+
+def side_by_side_names(layer) -> tuple[str, ...]:
+    """The adapters a LoRA layer runs side by side now (:func:`adapters_side_by_side`); empty outside."""
+    return getattr(layer, "side_by_side", ())

@@ -128,10 +128,15 @@ class GraphedDecoder:
         return sorted(self._forward_graphs, key=repr)
 
     def state(self) -> tuple:
-        """What a recorded pass depends on beyond its inputs: (training, adapters disabled, active adapters)."""
+        """What a recorded pass depends on beyond its inputs: (training, adapters disabled, active adapters,
+        adapters side by side)."""
         if self._lora is None:
             return (self.decoder.training,)
-        return (self.decoder.training, bool(self._lora.disable_adapters), tuple(self._lora.active_adapters))
+        from .adapters import side_by_side_names
+
+        side = side_by_side_names(self._lora)
+        return (self.decoder.training, bool(self._lora.disable_adapters), tuple(self._lora.active_adapters)) + (
+            (side,) if side else ())
 
     def __repr__(self) -> str:
         mode = "CUDA graphs" if self.capture else "padded, eager"
@@ -169,7 +174,11 @@ class GraphedDecoder:
         return BaseModelOutputWithPast(last_hidden_state=hidden)
 
     def _graph(self, rows: int, length: int, sample: tuple[torch.Tensor, ...]) -> nn.Module:
-        key = (rows, length)
+        from .adapters import side_by_side_names
+
+        # one learner's recordings hold its own adapter; several side by side, theirs
+        key = (rows, length) + ((side_by_side_names(self._lora),) if self._lora is not None and
+                                side_by_side_names(self._lora) else ())
         if key not in self._graphs:
             stack = _Stack(self.decoder)
             device = sample[0].device

@@ -1,0 +1,98 @@
+"""Several training runs side by side on one model (moralkit.training.train_side_by_side, moralkit.ppo.ppo_update)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from moralkit.storage import read_table
+from moralkit.training import TrainingConfig, TrainingRun, side_by_side_key, train_side_by_side
+from test_training import TINY, tiny_model
+
+# no dropout: then a run side by side must give exactly the numbers of the same run alone
+NO_DROPOUT = {"learning_rate": 5e-3, "lora_dropout": 0.0, "value_head_dropout": 0.0, "ppo_epochs": 2}
+CONDITIONS = [("game", 0, 4), ("deontological", 1, 4), ("utilitarian", 2, 2)]  # (reward, seed, episodes)
+
+
+def configs(**ppo):
+    return [TrainingConfig(**{**TINY, "reward": reward, "seed": seed, "episodes": episodes,
+                              "ppo_overrides": {**NO_DROPOUT, **ppo}})
+            for reward, seed, episodes in CONDITIONS]
+
+
+def group(folder, cfgs):
+    model, tok = tiny_model()
+    runs = [TrainingRun(cfg, folder / f"run{k}") for k, cfg in enumerate(cfgs)]
+    return train_side_by_side(runs, model=model, tokenizer=tok, progress=False)
+
+
+def adapter_weights(run):
+    from safetensors.torch import load_file
+
+    return load_file(str(run.adapter_dir / "adapter_model.safetensors"))
+
+
+def test_runs_side_by_side_give_the_numbers_of_the_same_runs_alone(tmp_path):
+    alone = []
+    for k, cfg in enumerate(configs()):
+        model, tok = tiny_model()
+        alone.append(TrainingRun(cfg, tmp_path / "alone" / f"run{k}", model=model, tokenizer=tok).train(progress=False))
+    together = group(tmp_path / "together", configs())
+    assert [run.finished for run in together] == [True] * 3 and [run.episode for run in together] == [4, 4, 2]
+    moved = 0
+    for one, side in zip(alone, together):
+        a, b = one.log, side.log
+        assert len(a) == len(b) > 0 and a["answer"].tolist() == b["answer"].tolist()  # every sampled answer
+        for column in ("my_payoff", "opp_payoff"):
+            assert a[column].fillna(-99).tolist() == b[column].fillna(-99).tolist()
+        ua, ub = one.updates, side.updates
+        for column in ("objective/kl", "ppo/loss/total", "ppo/val/mean", "score/running_mean", "ppo/minibatches"):
+            assert ua[column].astype(float).tolist() == pytest.approx(ub[column].astype(float).tolist(), rel=1e-3, abs=1e-5)
+        wa, wb = adapter_weights(one), adapter_weights(side)
+        assert wa.keys() == wb.keys()
+        for key in wa:
+            torch.testing.assert_close(wb[key], wa[key], atol=1e-5, rtol=1e-4)
+            moved += int(wa[key].abs().max() > 0)  # B starts at zero: trained weights moved
+    assert moved > 0
+    # the adapters are the runs' own: side by side, each run learned something different
+    first, second = adapter_weights(together[0]), adapter_weights(together[1])
+    assert any(not torch.allclose(first[k], second[k]) for k in first)
+
+
+def test_a_group_stopped_midway_resumes_to_the_same_end(tmp_path, monkeypatch):
+    import moralkit.ppo as ppo
+
+    cfgs = configs(lora_dropout=0.1)  # with dropout: the group's shared stream must be restored too
+    whole = group(tmp_path / "whole", cfgs)
+    calls = {"n": 0}
+    real = ppo.ppo_update
+
+    def dies_at_the_third(trainers, batches):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(trainers, batches)
+
+    monkeypatch.setattr(ppo, "ppo_update", dies_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        group(tmp_path / "cut", cfgs)
+    monkeypatch.setattr(ppo, "ppo_update", real)
+    assert [TrainingRun(cfg, tmp_path / "cut" / f"run{k}").status for k, cfg in enumerate(cfgs)] == ["resumable"] * 2 + ["finished"]
+    resumed = group(tmp_path / "cut", cfgs)
+    for a, b in zip(whole, resumed):
+        assert a.log["answer"].tolist() == b.log["answer"].tolist()
+        for key, value in adapter_weights(a).items():
+            torch.testing.assert_close(adapter_weights(b)[key], value, atol=1e-5, rtol=1e-4)
+
+
+def test_only_runs_with_one_shape_go_side_by_side(tmp_path):
+    base = TrainingConfig(**TINY)
+    assert side_by_side_key(base) == side_by_side_key(TrainingConfig(**{**TINY, "reward": "utilitarian", "seed": 3}))
+    assert side_by_side_key(TrainingConfig(**{**TINY, "games_per_update": 2})) != side_by_side_key(base)
+    assert side_by_side_key(TrainingConfig(**{**TINY, "opponent": "learner"})) is None
+    model, tok = tiny_model()
+    runs = [TrainingRun(base, tmp_path / "a"), TrainingRun(TrainingConfig(**{**TINY, "rounds": 3}), tmp_path / "b")]
+    with pytest.raises(ValueError, match="the same games per update and rounds"):
+        train_side_by_side(runs, model=model, tokenizer=tok, progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # refused before any folder was made
