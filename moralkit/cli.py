@@ -478,6 +478,10 @@ def _evaluate(ns) -> int:
 @arg("--workers", type=int, default=1, help="train this many conditions at once, each in its own process "
      "(on a GPU: several runs share it, ~3-7 GB each; on an H100 four or more fill it, see docs/performance.md; "
      "on a CPU: they share the cores)")
+@arg("--side-by-side", type=int, default=1, metavar="R",
+     help="train up to R conditions in one process on one copy of the model, their PPO updates in shared passes "
+          "(on a GPU one set of kernels for all R runs; our PPO against fixed opponents; each run keeps its own "
+          "folder and resumes on its own); with --workers N, N such groups at once")
 @arg("--model", default=FromProfile("model"), help="'embedded', a folder, a hub id or random:<shape>")
 @arg("--labels", default="train", help=_LABELS_HELP)
 @arg("--ppo", nargs="+", default=None, metavar="FIELD=VALUE", help=_PPO_HELP)
@@ -495,7 +499,7 @@ def _grid(ns) -> int:
                  if v is not None}
     overrides.update(_ppo_overrides(ns, None))
     train_tab, summary = run_grid(ns.rewards, ns.opponents, ns.seeds, out=ns.out, profile=ns.profile,
-                                  evaluate=ns.evaluate, workers=ns.workers, **overrides)
+                                  evaluate=ns.evaluate, workers=ns.workers, side_by_side=ns.side_by_side, **overrides)
     with pd.option_context("display.width", 200, "display.max_columns", 30, "display.precision", 3):
         print("\nBehaviour over the last 20% of training rounds:")
         print(train_tab.to_string(index=False))

@@ -25,7 +25,7 @@ from .analysis import (generalisation_over_seeds, generalisation_table, over_see
                        unlearning_table)
 from .profiles import PAPER_AGENTS, Profile, get_profile
 from .storage import atomic_write, claim_folder, read_json, write_json
-from .training import TrainingConfig, TrainingRun, condition_config
+from .training import TrainingConfig, TrainingRun, condition_config, side_by_side_key, train_side_by_side
 
 __all__ = ["PAPER_AGENTS", "condition_config", "run_folder", "train_or_reuse", "train_grid", "evaluate_runs", "run_grid",
            "load_runs", "compare_algorithms", "algorithm_table"]
@@ -74,6 +74,7 @@ def train_grid(
     profile: str | Profile | None = "auto",
     progress: bool = True,
     workers: int = 1,
+    side_by_side: int = 1,
     **overrides,
 ) -> list[TrainingRun]:
     """Train every condition (finished ones are skipped, unfinished ones resume).
@@ -82,9 +83,15 @@ def train_grid(
     device: a GPU runs a small model's many short kernels for several runs side by side (one run
     leaves it idle most of the time), a CPU splits its cores between them. If a condition fails, the
     others still finish and the error names it; the same call resumes it.
+
+    ``side_by_side > 1`` trains up to that many conditions in one process on one model, their
+    updates in shared passes (:func:`moralkit.training.train_side_by_side`; conditions of another
+    shape, GRPO or two learners go in groups of their own); with ``workers``, that many groups at once.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}.")
+    if side_by_side < 1:
+        raise ValueError(f"side_by_side must be at least 1, got {side_by_side}.")
     prof = get_profile(profile)
     conditions = {}  # folder -> config; every condition checked before any folder is touched
     for reward, opponent, seed in itertools.product(rewards, opponents, seeds):
@@ -104,42 +111,70 @@ def train_grid(
                   "Delete the folder to train it with the current settings.")
         elif progress and run.finished:
             print(f"[moralkit] {run.folder.name}: finished earlier, skipped")
-    if workers == 1 or len(todo) <= 1:
-        for run in todo:
-            run.train(progress=progress)
-            run.release()
+    groups = side_by_side_groups(todo, side_by_side)
+    if workers == 1 or len(groups) <= 1:
+        for group in groups:
+            if len(group) == 1:
+                group[0].train(progress=progress)
+            else:
+                train_side_by_side(group, progress=progress)
+            for run in group:
+                run.release()
     else:
-        _train_in_processes(todo, workers, progress)
+        _train_in_processes(groups, workers, progress)
     return runs
 
 
-def _train_in_processes(runs: Sequence[TrainingRun], workers: int, progress: bool) -> None:
-    """Train ``runs`` in up to ``workers`` processes at once (spawned: safe with CUDA)."""
+def side_by_side_groups(runs: Sequence[TrainingRun], size: int) -> list[list[TrainingRun]]:
+    """``runs`` in groups of at most ``size`` that can train side by side (one shape each), in order.
+
+    A run that cannot go side by side with any other (GRPO, two learners) is a group of its own.
+    """
+    by_key: dict = {}
+    groups: list[list[TrainingRun]] = []
+    for run in runs:
+        key = side_by_side_key(run.config) if size > 1 else None
+        group = by_key.get(key) if key is not None else None
+        if group is None or len(group) >= size:
+            group = []
+            groups.append(group)
+            if key is not None:
+                by_key[key] = group
+        group.append(run)
+    return groups
+
+
+def _train_in_processes(groups: Sequence[Sequence[TrainingRun]], workers: int, progress: bool) -> None:
+    """Train the groups of runs in up to ``workers`` processes at once (spawned: safe with CUDA)."""
     import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from tqdm.auto import tqdm
 
-    workers = min(workers, len(runs))
-    threads = max(1, (os.cpu_count() or 1) // workers)  # CPU cores shared out between the runs
+    workers = min(workers, len(groups))
+    threads = max(1, (os.cpu_count() or 1) // workers)  # CPU cores shared out between the processes
+    total = sum(len(group) for group in groups)
     failed: list[tuple[str, BaseException]] = []
     context = multiprocessing.get_context("spawn")
+    what = f"grid: {total} run(s), {workers} process(es)" + (
+        f", up to {max(len(g) for g in groups)} side by side in each" if any(len(g) > 1 for g in groups) else "")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with_parent,
-                             initargs=(os.getpid(),)) as pool, tqdm(
-        total=len(runs), disable=not progress, desc=f"grid: {len(runs)} run(s), {workers} at a time", unit="run"
-    ) as bar:
-        futures = {pool.submit(_train_one, run.config.to_dict(), str(run.folder), threads): run for run in runs}
+                             initargs=(os.getpid(),)) as pool, tqdm(total=total, disable=not progress, desc=what,
+                                                                   unit="run") as bar:
+        futures = {pool.submit(_train_group, [run.config.to_dict() for run in group],
+                               [str(run.folder) for run in group], threads): group for group in groups}
         for future in as_completed(futures):
-            run = futures[future]
+            group = futures[future]
+            names = ", ".join(run.folder.name for run in group)
             try:
                 minutes = future.result()
-                bar.write(f"[moralkit] {run.folder.name}: trained ({minutes:.1f} min)")
+                bar.write(f"[moralkit] {names}: trained ({minutes:.1f} min)")
             except Exception as exc:  # noqa: BLE001 -- reported below, the other runs go on
-                failed.append((run.folder.name, exc))
-            bar.update(1)
+                failed.append((names, exc))
+            bar.update(len(group))
     if failed:
-        raise RuntimeError(grid_failure_report(failed, len(runs)))
+        raise RuntimeError(grid_failure_report(failed, total))
 
 
 def grid_failure_report(failed: Sequence[tuple[str, BaseException]], total: int) -> str:
@@ -180,15 +215,19 @@ def _die_with_parent(parent: int, every: float = 1.0) -> None:
     threading.Thread(target=watch, name="moralkit-die-with-parent", daemon=True).start()
 
 
-def _train_one(config: dict, folder: str, threads: int) -> float:
-    """Worker process: train one condition into ``folder``; returns the minutes it took."""
+def _train_group(configs: list[dict], folders: list[str], threads: int) -> float:
+    """Worker process: train a group of conditions (one alone, several side by side); the minutes it took."""
     import time
 
     from .profiles import configure_threads
 
     configure_threads(threads)
     start = time.perf_counter()
-    TrainingRun(TrainingConfig.from_dict(config), folder).train(progress=False)
+    runs = [TrainingRun(TrainingConfig.from_dict(config), folder) for config, folder in zip(configs, folders)]
+    if len(runs) == 1:
+        runs[0].train(progress=False)
+    else:
+        train_side_by_side(runs, progress=False)
     return (time.perf_counter() - start) / 60
 
 
@@ -285,6 +324,7 @@ def run_grid(
     value_prompted: Sequence[str] = ("utilitarian", "deontological"),
     progress: bool = True,
     workers: int = 1,
+    side_by_side: int = 1,
     **overrides,
 ):
     """Train the grid, evaluate it, and write the tables into ``out``.
@@ -297,14 +337,14 @@ def run_grid(
     baseline × the profile's evaluation games, the paper's values beside ours, seeds pooled) and
     ``generalisation_over_seeds.csv`` (:func:`~moralkit.analysis.generalisation_over_seeds`: each
     agent's means over the games, with an interval over seeds). ``workers``: train that many conditions at
-    once (:func:`train_grid`). Returns (training table, generalisation table or None).
+    once; ``side_by_side``: that many in one process, their updates in shared passes (:func:`train_grid`). Returns (training table, generalisation table or None).
     """
     prof = get_profile(profile)
     out = Path(out)
     claim_folder(out, marker=_is_grid_folder, kind="grid folder (no run folders inside)",
                  fix="Choose a new or empty folder for the grid (--out), or the folder of an earlier grid.")
     runs = train_grid(rewards, opponents, seeds if seeds is not None else prof.seeds, out=out, profile=prof,
-                      progress=progress, workers=workers, **overrides)
+                      progress=progress, workers=workers, side_by_side=side_by_side, **overrides)
     train_tab = training_table(runs)
     atomic_write(out / "training.csv", lambda p: train_tab.to_csv(p, index=False))
     by_seed = over_seeds(train_tab, ["agent", "opponent", "episodes", "predicted"])

@@ -96,3 +96,21 @@ def test_only_runs_with_one_shape_go_side_by_side(tmp_path):
     with pytest.raises(ValueError, match="the same games per update and rounds"):
         train_side_by_side(runs, model=model, tokenizer=tok, progress=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # refused before any folder was made
+
+
+def test_a_grid_trains_its_conditions_side_by_side_in_one_process_or_in_several(tmp_path):
+    from moralkit.experiments import side_by_side_groups, train_grid
+
+    kw = dict(profile="smoke", progress=False, model="random:smollm2-135m-narrow", episodes=2)
+    rewards = ["game", "deontological", "utilitarian"]
+    here = train_grid(rewards, out=tmp_path / "here", side_by_side=2, **kw)
+    apart = train_grid(rewards, out=tmp_path / "apart", side_by_side=2, workers=2, **kw)
+    for a, b in zip(here, apart):
+        assert a.finished and b.finished and a.folder.name == b.folder.name
+        pd.testing.assert_frame_equal(a.log, b.log)  # a group trains the same in its own process
+    assert [len(g) for g in side_by_side_groups(here, 2)] == [2, 1]
+    assert [len(g) for g in side_by_side_groups(here, 1)] == [1, 1, 1]
+    mixed = here + [TrainingRun(TrainingConfig(**{**TINY, "opponent": "learner"}), tmp_path / "two_learners")]
+    assert [len(g) for g in side_by_side_groups(mixed, 8)] == [3, 1]  # two learners: a group of its own
+    with pytest.raises(ValueError, match="side_by_side must be at least 1"):
+        train_grid(["game"], out=tmp_path / "x", side_by_side=0, **kw)
