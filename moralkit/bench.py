@@ -16,6 +16,7 @@ real model of that shape, so speed can be measured anywhere without a download.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import platform
 import resource
 import sys
@@ -51,6 +52,7 @@ def benchmark_training(
     tf32: bool | str = "auto",
     dtype: str | None = None,
     profile: str | None = None,
+    side_by_side: int = 1,
 ) -> dict:
     """Time ``updates`` PPO updates (after one warm-up update) and return the figures as a dict.
 
@@ -70,16 +72,23 @@ def benchmark_training(
     ``peak_host_gb``, ``peak_gpu_gb`` (None without CUDA) and the versions of torch, transformers
     and peft. ``dtype`` loads the model in that dtype (default: :func:`~moralkit.llm.models.load_model`'s
     choice, bfloat16 on a recent GPU).
+
+    ``side_by_side`` > 1 trains that many runs (seeds ``seed``, ``seed + 1``, ...) at once, their
+    updates in shared passes (:func:`~moralkit.training.train_side_by_side`, what ``moralkit grid
+    --side-by-side`` does): the seconds are then one run's share, so ``1 / seconds_per_update`` is
+    the updates per second of one run and ``side_by_side`` times that the group's.
     """
     import peft
     import torch
     import transformers
 
     from .llm.models import load_model
-    from .training import TrainingRun, condition_config
+    from .training import TrainingRun, condition_config, train_side_by_side
 
     if updates < 1:
         raise ValueError(f"updates must be at least 1 (timed after one warm-up update), got {updates}.")
+    if side_by_side < 1:
+        raise ValueError(f"side_by_side must be at least 1, got {side_by_side}.")
     sizes = {k: v for k, v in {"preset": preset, "games_per_update": games_per_update, "rounds": rounds,
                                 "model": model}.items() if v is not None}
     cfg = condition_config("game", "tit_for_tat", seed, profile, episodes=updates + 1, checkpoint_every=10_000,
@@ -89,10 +98,16 @@ def benchmark_training(
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
-        model_and_tokenizer = load_model(model, dtype=dtype) if dtype else (None, None)
-        run = TrainingRun(cfg, folder, model=model_and_tokenizer[0], tokenizer=model_and_tokenizer[1]).setup()
-        load_s = time.perf_counter() - start
-        run.train(progress=False)
+        base, tokenizer = load_model(model, dtype=dtype) if dtype or side_by_side > 1 else (None, None)
+        if side_by_side == 1:
+            run = TrainingRun(cfg, folder, model=base, tokenizer=tokenizer).setup()
+            load_s = time.perf_counter() - start
+            run.train(progress=False)
+        else:
+            runs = [TrainingRun(dataclasses.replace(cfg, seed=seed + k), Path(folder) / f"run{k}")
+                    for k in range(side_by_side)]
+            load_s = time.perf_counter() - start
+            run = train_side_by_side(runs, model=base, tokenizer=tokenizer, progress=False)[0]
         table = run.updates
     warmup, timed = table.iloc[0], table.iloc[1:]
     n = len(timed)
@@ -110,6 +125,7 @@ def benchmark_training(
         "rounds": rounds,
         "compile": "graphs" if run.trainers["learner"].graphs else compile,  # what "auto" chose
         "tf32": run.trainers["learner"].tf32,  # what "auto" chose
+        "side_by_side": side_by_side,
         "dtype": str(next(run.model.parameters()).dtype).removeprefix("torch."),
         "timed_updates": n,
         "load_s": round(load_s, 2),

@@ -579,6 +579,9 @@ def _grid_figures(out, trained, generalisation, profile=None) -> list:
      "billion parameters or more on a GPU with bf16, else float32)")
 @arg("--tf32", default="auto", type=_tf32_mode, metavar="{auto,on,off}",
      help="float32 matrix products in TF32, as in training (PPOConfig.tf32): auto = on a CUDA GPU of the Ampere generation or newer")
+@arg("--side-by-side", type=int, default=1, metavar="R",
+     help="time R runs (seeds 0..R-1) trained at once in shared passes, as grid --side-by-side R does; the seconds "
+          "are then one run's share")
 @arg("--json", action="store_true", help="print one JSON object instead of a table")
 @arg("--save", default=None, metavar="CSV", help="also append the figures to this CSV file, e.g. data/results/bench.csv (default: none)")
 def _bench(ns) -> int:
@@ -589,7 +592,7 @@ def _bench(ns) -> int:
     _check_output(ns.save, "--save", folder=False)
     result = benchmark_training(profile=ns.profile, preset=ns.preset, games_per_update=ns.games_per_update,
                                 rounds=ns.rounds, updates=ns.updates, model=ns.model, compile=ns.compile, dtype=ns.dtype,
-                                tf32=ns.tf32)
+                                tf32=ns.tf32, side_by_side=ns.side_by_side)
     if ns.json:
         print(json.dumps(result))
     else:

@@ -1393,7 +1393,8 @@ def ppo_update(
     number of rows and the learners the same shaping settings (``_SIDE_BY_SIDE_FIELDS``). A learner
     updated side by side gets the numbers of its update alone except for its dropout masks: the
     shared passes draw them from the first learner's stream (each learner keeps a copy of that
-    stream afterwards, so a checkpointed group resumes identically).
+    stream afterwards, so a checkpointed group resumes identically). The ``time/ppo/*`` figures are
+    each learner's share of the update's time.
     """
     if not trainers or len(trainers) != len(batches):
         raise ValueError(f"ppo_update needs one batch per learner: {len(trainers)} learners, {len(batches)} batches.")
@@ -1568,9 +1569,10 @@ def ppo_update(
             "batch/unique_rows": float(old.n_unique),
             "batch/shared_prefix": float(old.prefix_len),
             "batch/answer_tokens": answer_tokens,
-            "time/ppo/forward": time_forward,
-            "time/ppo/optimize": time_optimize,
-            "time/ppo/total": time.perf_counter() - t_start,
+            # side by side, each learner's share of the shared passes' time
+            "time/ppo/forward": time_forward / parts,
+            "time/ppo/optimize": time_optimize / parts,
+            "time/ppo/total": (time.perf_counter() - t_start) / parts,
             "step": float(trainer.step_count),
         })
     return results

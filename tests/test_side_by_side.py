@@ -114,3 +114,19 @@ def test_a_grid_trains_its_conditions_side_by_side_in_one_process_or_in_several(
     assert [len(g) for g in side_by_side_groups(mixed, 8)] == [3, 1]  # two learners: a group of its own
     with pytest.raises(ValueError, match="side_by_side must be at least 1"):
         train_grid(["game"], out=tmp_path / "x", side_by_side=0, **kw)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+def test_runs_side_by_side_through_recorded_cuda_graphs_match_the_runs_alone_on_a_gpu(tmp_path):
+    cfgs = configs(compile="graphs", tf32=False)
+    alone = []
+    for k, cfg in enumerate(cfgs):
+        model, tok = tiny_model()
+        alone.append(TrainingRun(cfg, tmp_path / "alone" / f"run{k}", model=model.cuda(), tokenizer=tok).train(progress=False))
+    model, tok = tiny_model()
+    runs = [TrainingRun(cfg, tmp_path / "together" / f"run{k}") for k, cfg in enumerate(cfgs)]
+    together = train_side_by_side(runs, model=model.cuda(), tokenizer=tok, progress=False)
+    for one, side in zip(alone, together):
+        assert one.log["answer"].tolist() == side.log["answer"].tolist()
+        for key, value in adapter_weights(one).items():
+            torch.testing.assert_close(adapter_weights(side)[key], value, atol=1e-4, rtol=1e-3)

@@ -176,6 +176,11 @@ def test_the_benchmark_reports_where_the_time_goes(tmp_path):
     assert result["tf32"] is moralkit.ppo.tf32_pays("cuda" if torch.cuda.is_available() else "cpu")
     assert benchmark_training(preset="smoke", games_per_update=1, rounds=2, updates=1, model="random:smollm2-135m-narrow",
                               tf32=True)["tf32"] is True  # forced on (on a CPU the flag changes nothing)
+    grouped = benchmark_training(preset="smoke", games_per_update=2, rounds=2, updates=1,
+                                 model="random:smollm2-135m-narrow", side_by_side=2)
+    assert grouped["side_by_side"] == 2 and result["side_by_side"] == 1
+    parts = grouped["sampling_s"] + grouped["scoring_s"] + grouped["optimiser_s"]  # each a run's share
+    assert 0 < parts <= grouped["seconds_per_update"] * 1.01 and grouped["sampling_s"] > 0
 
 
 def test_bench_compile_modes_on_the_command_line():
