@@ -837,24 +837,34 @@ class TrainingRun:
 
     def play_episode(self):
         """Play one episode with the current policies; returns (rounds frame, batches per learner)."""
-        from .llm.prompts import POOL
-
-        c = self.config
-        game = self.env.game
-        batches = {k: ([], [], [], []) for k in self.trainers}  # prompt ids, answer ids, rewards, states
-        state = self.env.reset()
-        reward_name = get_reward(c.reward_at(self.episode)).name
-        players = self._episode_players()
+        episode = self._start_episode()
         with contextlib.ExitStack() as weights_fixed:  # the weights change only in the update after the episode
-            for player in players.values():
+            for player in episode["players"].values():
                 weights_fixed.enter_context(player.reuse_prefix())
             while not self.env.done:
-                state = self._play_round(game, state, reward_name, batches, players)
+                self._play_round(episode)
+        return self._end_episode(episode)
+
+    def _start_episode(self) -> dict:
+        """A new episode's game, state, reward, players and empty batches (prompt ids, answer ids, rewards, states)."""
+        return {"game": self.env.game, "state": self.env.reset(), "players": self._episode_players(),
+                "reward": get_reward(self.config.reward_at(self.episode)).name,
+                "batches": {k: ([], [], [], []) for k in self.trainers}}
+
+    def _end_episode(self, episode: dict):
+        """The episode's rounds (as logged) and batches."""
+        from .llm.prompts import POOL
+
         rounds = self.env.frame(clear=True)
-        rounds.insert(1, "train_reward", reward_name)
-        if c.labels == POOL:  # which labels meant C and D in this episode
-            rounds.insert(2, "labels", players["learner"].labels.name)
-        return rounds, batches
+        rounds.insert(1, "train_reward", episode["reward"])
+        if self.config.labels == POOL:  # which labels meant C and D in this episode
+            rounds.insert(2, "labels", episode["players"]["learner"].labels.name)
+        return rounds, episode["batches"]
+
+    def _learner_request(self, episode: dict) -> tuple:
+        """What the learner's player decides on this round: ``(game, my_prev, opp_prev, rng)``."""
+        state = episode["state"]
+        return episode["game"], state.my_prev, state.opp_prev, self.sample_rng
 
     def _episode_players(self) -> dict:
         """This episode's players: the run's own, or with a ``"pool"`` run's labels of the episode."""
@@ -865,9 +875,15 @@ class TrainingRun:
         labels = self.config.labels_at(self.episode)
         return {key: player.with_labels(labels) for key, player in self.players.items()}
 
-    def _play_round(self, game, state, reward_name: str, batches: dict, players: dict):
-        """One round of every game of the episode; appends each learner's rows to ``batches``."""
-        d = players["learner"].decide(game, state.my_prev, state.opp_prev, self.sample_rng)
+    def _play_round(self, episode: dict, decision=None) -> None:
+        """One round of every game of the episode; appends each learner's rows to its batch.
+
+        ``decision``: the learner's answers, when they were sampled already (side by side with
+        other runs' learners); else its player decides now.
+        """
+        game, state, reward_name = episode["game"], episode["state"], episode["reward"]
+        batches, players = episode["batches"], episode["players"]
+        d = decision if decision is not None else players["learner"].decide(*self._learner_request(episode))
         labels = players["learner"].labels
         info = {"answer": d.answers}
         opp_moves = None
@@ -887,7 +903,7 @@ class TrainingRun:
             batches["opponent"][0].extend(od.prompt_ids)
             batches["opponent"][1].extend(od.answer_ids)
             batches["opponent"][2].extend(res.opp_rewards[reward_name])
-        return res.state
+        episode["state"] = res.state
 
     def train(self, *, progress: bool = True, callback: Callable[["TrainingRun", object], None] | None = None) -> "TrainingRun":
         """Train until ``config.episodes``; ``callback(run, rounds_of_this_episode)`` after each update."""
@@ -1126,7 +1142,7 @@ def train_side_by_side(runs: "Sequence[TrainingRun]", *, progress: bool = True, 
                 if not active:
                     break
                 start = _time.perf_counter()
-                played = [run.play_episode() for run in active]
+                played = _play_episodes_side_by_side(active)
                 stats = ppo_update([run.trainers["learner"] for run in active],
                                    [(b["learner"][0], b["learner"][1], np.asarray(b["learner"][2], dtype=np.float32))
                                     for _, b in played])
@@ -1141,6 +1157,25 @@ def train_side_by_side(runs: "Sequence[TrainingRun]", *, progress: bool = True, 
         for run in locked:
             run._lock.release()
     return runs
+
+
+def _play_episodes_side_by_side(runs: "Sequence[TrainingRun]") -> list:
+    """Each run's :meth:`TrainingRun.play_episode`, round by round together: the learners' answers of a
+    round sampled in shared passes (:func:`moralkit.llm.agent.decide_side_by_side`), each with the
+    run's own random stream, so that each run plays as it would alone."""
+    from .llm.agent import decide_side_by_side
+
+    episodes = [run._start_episode() for run in runs]
+    with contextlib.ExitStack() as weights_fixed:
+        for episode in episodes:
+            for player in episode["players"].values():
+                weights_fixed.enter_context(player.reuse_prefix())
+        while not runs[0].env.done:  # one shape: every run's episode has the same rounds
+            decisions = decide_side_by_side([e["players"]["learner"] for e in episodes],
+                                            [run._learner_request(e) for run, e in zip(runs, episodes)])
+            for run, episode, decision in zip(runs, episodes, decisions):
+                run._play_round(episode, decision)
+    return [run._end_episode(episode) for run, episode in zip(runs, episodes)]
 
 
 def _write_failed(exc: RuntimeError) -> bool:

@@ -33,13 +33,23 @@ def adapter_weights(run):
     return load_file(str(run.adapter_dir / "adapter_model.safetensors"))
 
 
-def test_runs_side_by_side_give_the_numbers_of_the_same_runs_alone(tmp_path):
+@pytest.mark.parametrize("compile", ["auto", "graphs"])
+def test_runs_side_by_side_give_the_numbers_of_the_same_runs_alone(tmp_path, compile, monkeypatch):
+    """``graphs`` (what a recent GPU does; padded eager passes on a CPU): the answers of a round are
+    sampled side by side too; ``auto`` on a CPU: each run samples alone, the updates are shared."""
+    import moralkit.llm.agent as agent
+
+    shared_rounds = []
+    real = agent._sample_side_by_side
+    monkeypatch.setattr(agent, "_sample_side_by_side", lambda *a: shared_rounds.append(len(a[0])) or real(*a))
     alone = []
-    for k, cfg in enumerate(configs()):
+    for k, cfg in enumerate(configs(compile=compile)):
         model, tok = tiny_model()
         alone.append(TrainingRun(cfg, tmp_path / "alone" / f"run{k}", model=model, tokenizer=tok).train(progress=False))
-    together = group(tmp_path / "together", configs())
+    together = group(tmp_path / "together", configs(compile=compile))
     assert [run.finished for run in together] == [True] * 3 and [run.episode for run in together] == [4, 4, 2]
+    # 2 rounds per episode: 2 episodes of 3 runs, then 2 of 2 (the shorter run has left the group)
+    assert shared_rounds == ([3] * 4 + [2] * 4 if compile == "graphs" else [])
     moved = 0
     for one, side in zip(alone, together):
         a, b = one.log, side.log
@@ -130,3 +140,46 @@ def test_runs_side_by_side_through_recorded_cuda_graphs_match_the_runs_alone_on_
         assert one.log["answer"].tolist() == side.log["answer"].tolist()
         for key, value in adapter_weights(one).items():
             torch.testing.assert_close(adapter_weights(side)[key], value, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("labels", ["train", "mixed"])
+def test_players_side_by_side_answer_as_each_would_alone(tokenizer, labels):
+    """decide_side_by_side: one pass per step for all players, strays included, the answers of each alone."""
+    import numpy as np
+    from peft import LoraConfig, get_peft_model
+
+    from moralkit.games import get_game
+    from moralkit.llm.agent import LLMPlayer, decide_side_by_side
+    from moralkit.llm.models import tiny_random_model
+    from moralkit.llm.prompts import LabelSet
+
+    label_set = "train" if labels == "train" else LabelSet("action1", "choice2", "mixed")
+    game = get_game("prisoners_dilemma")
+    names = ["a", "b", "c"]
+    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
+    model = get_peft_model(tiny_random_model(tokenizer, seed=3), config, adapter_name=names[0])
+    for name in names[1:]:
+        model.add_adapter(name, config)
+    with torch.no_grad():
+        for key, p in model.named_parameters():
+            if "lora_B" in key:
+                p.normal_(0, 0.5)
+    players = [LLMPlayer(model, tokenizer, label_set, adapter=name, graphs=True) for name in names]
+
+    def requests(seed):
+        rng = np.random.default_rng(seed)
+        return [(game, rng.integers(2, size=6), rng.integers(2, size=6), np.random.default_rng([seed, k]))
+                for k in range(len(players))]
+
+    alone = [p.decide(*r) for p, r in zip(players, requests(5))]
+    together = decide_side_by_side(players, requests(5))
+    for a, b in zip(alone, together):
+        assert a.answer_ids == b.answer_ids and a.prompt_ids == b.prompt_ids and list(a.moves) == list(b.moves)
+    everything = [ids for d in alone for ids in d.answer_ids]
+    assert len({tuple(ids) for ids in everything}) > 2  # noise answers: strays and several tokens, a real check
+    if labels == "train":
+        assert any(ids[0] != players[0]._guess for ids in everything)  # some strayed from the shared first token
+    # other batch sizes per player cannot share passes: they decide one after the other, the same answers
+    uneven = requests(5)
+    uneven[0] = (game, uneven[0][1][:3], uneven[0][2][:3], np.random.default_rng([5, 0]))
+    assert [d.answer_ids for d in decide_side_by_side(players, uneven)][1:] == [d.answer_ids for d in alone][1:]

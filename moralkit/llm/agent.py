@@ -62,6 +62,7 @@ __all__ = [
     "stop_token_ids",
     "model_device",
     "eval_mode",
+    "decide_side_by_side",
 ]
 
 _MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a separate forward pass
@@ -420,6 +421,104 @@ def _as_moves(x, name: str) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- the player
+def decide_side_by_side(players: Sequence["LLMPlayer"], requests: Sequence[tuple]) -> list[Decision]:
+    """Each player's :meth:`LLMPlayer.decide` for its ``(game, my_prev, opp_prev, rng)``, in shared passes.
+
+    Players that sample through graphed passes (``graphs=True``) with adapters of their own on
+    one model -- the learners of runs trained side by side -- answer together: every pass reads
+    all players' rows at once, player ``k``'s block through its adapter
+    (:func:`moralkit.llm.adapters.adapters_side_by_side`), so a GPU replays one recording per
+    round for all of them and never switches adapters. Each player draws its label orders and
+    its sampler's seed from its own ``rng`` in the order ``decide`` draws them, and its tokens
+    with the same random numbers, so each gets the answers it would get alone (up to the order
+    of floating-point sums). Players that cannot share passes (no graphs, other labels' shape,
+    unequal batches) simply decide one after the other.
+    """
+    if len(players) != len(requests):
+        raise ValueError(f"{len(players)} players but {len(requests)} requests.")
+    lead = players[0] if players else None
+    sizes = {len(np.atleast_1d(my_prev)) for _, my_prev, _, _ in requests}
+    names = [p.adapter for p in players]
+    if (len(players) < 2 or len(sizes) > 1 or len(set(names)) < len(names)
+            or not all(lead._side_by_side_with(p) for p in players)):
+        return [p.decide(game, my_prev, opp_prev, rng) for p, (game, my_prev, opp_prev, rng) in zip(players, requests)]
+    from moralkit.llm.adapters import adapters_side_by_side
+
+    blocks = []  # per player: messages, prompts, prompt ids, sampler
+    for player, (game, my_prev, opp_prev, rng) in zip(players, requests):
+        messages = player.messages(game, my_prev, opp_prev, rng)
+        encoded = player._encoded(messages)
+        generator = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))  # as LLMPlayer.answer draws it
+        blocks.append((messages, [encoded[m][0] for m in messages], [list(encoded[m][1]) for m in messages], generator))
+    with torch.no_grad(), eval_mode(lead.model), adapters_side_by_side(lead.model, names):
+        answer_ids = _sample_side_by_side(players, [b[2] for b in blocks], [b[3] for b in blocks])
+    decisions = []
+    for player, (messages, prompts, prompt_ids, _), ids in zip(players, blocks, answer_ids):
+        answers = [player._decode(a) for a in ids]
+        decisions.append(Decision(messages, prompts, prompt_ids, ids, answers, parse_answers(answers, player.labels),
+                                  player.labels))
+    return decisions
+
+
+def _sample_side_by_side(players: Sequence["LLMPlayer"], prompts: Sequence[list[list[int]]],
+                         generators: Sequence[torch.Generator]) -> list[list[list[int]]]:
+    """:meth:`LLMPlayer._sample_graphed` of every player's block of rows, in passes shared by all blocks."""
+    lead = players[0]
+    forward = graphed_logits(lead.model, lead.pad_id)
+    state = ("side by side", tuple(p.adapter for p in players))
+    groups, n = len(players), len(prompts[0])
+    stop = torch.tensor(lead.stop_ids, dtype=torch.long)
+    guesses = [p._guess for p in players]
+    outs: list[list[list[int]]] = []
+    if guesses[0] is not None:  # as _sample_two: one pass reads each prompt and its labels' shared first token
+        logits = forward.logits([ids + [g] for block, g in zip(prompts, guesses) for ids in block], keep=2,
+                                state=state, groups=groups)
+        firsts, dones, seconds, strays = [], [], [], []
+        for k, (player, generator) in enumerate(zip(players, generators)):
+            first = player._pick(logits[k * n:(k + 1) * n, 0, :], generator)
+            done = torch.isin(first, stop)
+            firsts.append(first)
+            dones.append(done)
+            seconds.append(logits[k * n:(k + 1) * n, 1, :].clone())
+            strays.append(torch.nonzero(~done & (first != guesses[k])).flatten().tolist())
+        most = max(len(s) for s in strays)
+        if most:  # their own first token instead of the guess; blocks filled up to one size
+            rows = []
+            for k, block in enumerate(prompts):
+                own = [block[i] + [int(firsts[k][i])] for i in strays[k]]
+                rows += own + [block[0] + [guesses[k]]] * (most - len(own))
+            extra = forward.logits(rows, keep=1, state=state, groups=groups)
+            for k in range(groups):
+                if strays[k]:
+                    picked = extra[k * most:k * most + len(strays[k]), -1, :]
+                    seconds[k][torch.tensor(strays[k], device=seconds[k].device)] = picked.to(seconds[k].dtype)
+        for k, (player, generator) in enumerate(zip(players, generators)):
+            out = [[int(t)] for t in firsts[k]]
+            if not bool(dones[k].all()):  # a player whose every answer stopped draws no more numbers
+                second = player._pick(seconds[k], generator)
+                for i in torch.nonzero(~dones[k]).flatten().tolist():
+                    out[i].append(int(second[i]))
+            outs.append(out)
+        return outs
+    outs = [[[] for _ in block] for block in prompts]
+    dones = [torch.zeros(n, dtype=torch.bool) for _ in players]
+    finished = [False] * groups
+    for _step in range(lead.max_new_tokens):
+        rows = [ids + answer for block, out in zip(prompts, outs) for ids, answer in zip(block, out)]
+        logits = forward.logits(rows, keep=1, state=state, groups=groups)[:, -1, :]
+        for k, (player, generator) in enumerate(zip(players, generators)):
+            if finished[k]:  # its rows ride along (one shape); no numbers drawn
+                continue
+            token = player._pick(logits[k * n:(k + 1) * n], generator)
+            for i in torch.nonzero(~dones[k]).flatten().tolist():
+                outs[k][i].append(int(token[i]))
+            dones[k] |= torch.isin(token, stop)
+            finished[k] = bool(dones[k].all())
+        if all(finished):
+            break
+    return outs
+
+
 class LLMPlayer:
     """A causal language model playing the row player of a matrix game through text.
 
@@ -786,6 +885,13 @@ class LLMPlayer:
             if bool(done.all()):
                 break
         return out
+
+    def _side_by_side_with(self, other: "LLMPlayer") -> bool:
+        """Whether this player and ``other`` can sample in shared passes (:func:`decide_side_by_side`)."""
+        return (self.graphs and other.graphs and other.model is self.model and self.adapter is not None
+                and self.adapter != "base" and (self._guess is None) == (other._guess is None)
+                and self.max_new_tokens == other.max_new_tokens and self.temperature == other.temperature
+                and self.stop_ids == other.stop_ids and self.pad_id == other.pad_id)
 
     # ----------------------------------------------------------------- exact probabilities
     def label_probabilities(

@@ -267,17 +267,34 @@ class GraphedLogits:
                           logits_to_keep=keep).logits
 
     @torch.no_grad()
-    def logits(self, seqs: Sequence[Sequence[int]], keep: int = 1, state: Hashable = None) -> torch.Tensor:
-        """Logits [len(seqs), keep, vocab] at each row's last ``keep`` tokens (rows of any lengths)."""
+    def logits(self, seqs: Sequence[Sequence[int]], keep: int = 1, state: Hashable = None, groups: int = 1
+               ) -> torch.Tensor:
+        """Logits [len(seqs), keep, vocab] at each row's last ``keep`` tokens (rows of any lengths).
+
+        ``groups``: the rows are that many equal blocks that must stay blocks of one size (adapters
+        side by side, :func:`moralkit.llm.adapters.adapters_side_by_side`): each block is padded
+        to a power of two of rows on its own.
+        """
         device = next(self.model.parameters()).device
         n = len(seqs)
-        rows = 1 << max(0, n - 1).bit_length()
+        if groups < 1 or n % groups:
+            raise ValueError(f"{n} rows cannot be split into {groups} equal groups.")
+        per = n // groups
+        per_padded = 1 << max(0, per - 1).bit_length()
+        rows = groups * per_padded
+        if groups > 1:  # each block filled up with copies of its own first row
+            seqs = [row for g in range(groups) for row in
+                    list(seqs[g * per:(g + 1) * per]) + [seqs[g * per]] * (per_padded - per)]
         length = math.ceil(max(len(s) for s in seqs) / self.length_step) * self.length_step
         ids, positions, keep_mask = pad_rows(seqs, self.pad_id, length, rows, device)
         mask = padded_causal_mask(keep_mask)
         self.passes += 1
+
+        def real(out: torch.Tensor) -> torch.Tensor:  # the rows asked for, without the fillers
+            return out.reshape(groups, per_padded, *out.shape[1:])[:, :per].reshape(n, *out.shape[1:])
+
         if not self.capture:
-            return self._run(ids, positions, mask, keep)[:n]
+            return real(self._run(ids, positions, mask, keep))
         key = (state, rows, length, keep)
         if key not in self._graphs:
             static = (ids.clone(), positions.clone(), mask.clone())
@@ -295,7 +312,7 @@ class GraphedLogits:
         for buffer, value in zip(static, (ids, positions, mask)):
             buffer.copy_(value)
         graph.replay()
-        return out[:n].clone()
+        return real(out).clone()
 
 
 _GRAPHED: "weakref.WeakKeyDictionary[nn.Module, GraphedLogits]" = weakref.WeakKeyDictionary()
