@@ -50,7 +50,7 @@ def test_verbs_take_their_defaults_from_the_profile_and_show_them(capsys, monkey
     with pytest.raises(SystemExit):
         main(["train", "--profile", "smoke", "--help"])
     shown = " ".join(capsys.readouterr().out.split())
-    assert "--episodes EPISODES PPO updates (paper: 1000) (default: 2)" in shown and "PPO preset: paper, cpu or smoke (default: smoke)" in shown
+    assert "--episodes EPISODES PPO updates (paper: 1000); a schedule with its own lengths (game:30,deontological:30) sets them itself (default: 2)" in shown and "PPO preset: paper, cpu or smoke (default: smoke)" in shown
     assert "Sizes default to the 'smoke' profile's" in shown
     # the CLI's config is condition_config's, and TrainingConfig's own defaults are the cpu profile's
     ns = build_parser(["train", "--profile", "cpu"]).parse_args(["train", "--profile", "cpu"])
