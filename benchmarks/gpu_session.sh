@@ -12,7 +12,9 @@
 # back after ~30 s idle: start the next call at once). `speed` needs no model weights: it benches
 # the paper preset on random weights of the model's shape (eager with float32 products, and the
 # default: CUDA graphs with TF32), with SIDE=1 also n benches side by side on the one GPU (what
-# `grid --workers n` does: the paper grid's hours follow), and runs the CUDA tests (~3 min). `grids` converts the model, benches the paper
+# `grid --workers n` does: the paper grid's hours follow), probes 1, 6 and 30 adapters side by side in one
+# pass and benches 6 and 30 runs trained side by side (`grid --side-by-side R`: the grid estimate of issue
+# 10's bar), and runs the CUDA tests (~5 min). `grids` converts the model, benches the paper
 # preset with it (issue 10's bar: TF32 off and auto), then trains seeds 1 and 2 of the last one-seed
 # GPU tables (issue 16: MaxMin and average; PPO vs GRPO, Game and Deontological) on the `gpu`
 # profile (the cpu profile's runs: 40 updates of 8 games x 5 rounds), all at once on the one GPU,
@@ -91,7 +93,13 @@ PY
       --json-out "$OUT/probe_adapters.jsonl" 2>&1 | grep '"mode": "graph"'
   done
   el "adapters side by side"
-  timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_speed.py tests/test_llm_agent.py tests/test_llm_adapters.py -k "on_a_gpu or on_cuda" 2>&1 | tail -3
+  # ... and built: R runs trained side by side in one process (grid --side-by-side R); seconds are one run's
+  # share, so the paper grid takes 30 x 1000 x s / 3600 hours with groups of R
+  for r in 6 30; do
+    timeout 150 $B --updates 8 --side-by-side $r --json --save "$OUT/bench_side_by_side.csv" 2>&1 | grep '^{'
+  done
+  el "runs side by side"
+  timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_speed.py tests/test_llm_agent.py tests/test_llm_adapters.py tests/test_side_by_side.py -k "on_a_gpu or on_cuda" 2>&1 | tail -3
   ls "$OUT"; el "speed done"
   ;;
 grids)  # device call 2 (carry .devcache/m2), right after call 1: the model, its paper-preset speed, then the trainings side by side
