@@ -339,6 +339,9 @@ def run_grid(
     agent's means over the games, with an interval over seeds). ``workers``: train that many conditions at
     once; ``side_by_side``: that many in one process, their updates in shared passes (:func:`train_grid`). Returns (training table, generalisation table or None).
     """
+    for name, value in (("workers", workers), ("side_by_side", side_by_side)):  # before the grid folder is made
+        if value < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}.")
     prof = get_profile(profile)
     out = Path(out)
     claim_folder(out, marker=_is_grid_folder, kind="grid folder (no run folders inside)",

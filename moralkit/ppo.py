@@ -1451,8 +1451,8 @@ def ppo_update(
             old_values = old.values * old.mask
             kl_coef = trainer.kl_controller.value
             rewards = per_token_rewards(scores, old.logprobs, ref.logprobs, old.mask, kl_coef)
-            advantages, returns = gae_advantages(old_values, rewards, old.mask, cfg.gamma, cfg.lam,
-                                                 whiten=trainer.config.whiten_advantages)
+            advantages, returns = gae_advantages(old_values, rewards, old.mask, trainer.config.gamma,
+                                                 trainer.config.lam, whiten=trainer.config.whiten_advantages)
             rollouts.append((old_values, advantages, returns, kl_coef))
         time_forward = time.perf_counter() - t_forward
 

@@ -1070,8 +1070,9 @@ class TrainingRun:
 def side_by_side_key(config: TrainingConfig) -> tuple | None:
     """What runs trained side by side must share (their passes have one shape); None: this run cannot be.
 
-    The model, the batch's size (games per update x rounds) and the PPO settings that shape the
-    passes; rewards, opponents, seeds, labels, episodes and the other PPO numbers may differ. Only
+    The model, the batch's size (games per update x rounds), the checkpoint interval (the group
+    checkpoints together) and the PPO settings that shape the passes; rewards, opponents, seeds,
+    labels, episodes and the other PPO numbers may differ. Only
     our PPO against fixed opponents (not GRPO, not two learners).
     """
     from .ppo import _SIDE_BY_SIDE_FIELDS
@@ -1079,7 +1080,7 @@ def side_by_side_key(config: TrainingConfig) -> tuple | None:
     if config.algorithm != "ppo" or config.opponent == LEARNER:
         return None
     ppo = config.ppo_config()
-    return (config.model, config.games_per_update, config.rounds,
+    return (config.model, config.games_per_update, config.rounds, config.checkpoint_every,
             tuple(repr(getattr(ppo, name)) for name in _SIDE_BY_SIDE_FIELDS))
 
 
@@ -1093,8 +1094,10 @@ def train_side_by_side(runs: "Sequence[TrainingRun]", *, progress: bool = True, 
     instead of one per run). Each run keeps its own folder, logs, checkpoints, random streams,
     optimiser and KL controller; only the dropout masks of the shared passes come from one stream
     (:func:`moralkit.ppo.ppo_update`), so a run's numbers differ from the same seed trained alone
-    as two seeds' do, and a group resumes exactly where it stopped. Runs may be at different
-    episodes (resumed) and of different lengths: a run that finishes leaves the group.
+    as two seeds' do. A group whose runs started together and checkpoint together (the same
+    ``checkpoint_every``, part of :func:`side_by_side_key`) resumes exactly where it stopped; runs
+    may also be at different episodes (resumed apart) and of different lengths: a run that
+    finishes leaves the group (its folder unlocked, the group's recorded passes made anew).
 
     The runs must share :func:`side_by_side_key` (model, batch size, the passes' PPO settings).
     ``seconds`` in ``updates.csv`` is each run's share of the group's time per episode.
@@ -1115,6 +1118,9 @@ def train_side_by_side(runs: "Sequence[TrainingRun]", *, progress: bool = True, 
             "Runs trained side by side need our PPO against a fixed opponent, one model, the same games per update "
             f"and rounds, and the same PPO preset settings that shape the passes ({', '.join(_SIDE_BY_SIDE_FIELDS)}); "
             "train the others alone or in a group of their own.")
+    folders = [run.folder.resolve() for run in runs]
+    if len(set(folders)) < len(folders):
+        raise ValueError("A run folder is given twice: runs trained side by side need a folder each.")
     if len(runs) == 1 and model is None:
         return [runs[0].train(progress=progress)]
     names = {run.adapter_name for run in runs}
@@ -1134,13 +1140,23 @@ def train_side_by_side(runs: "Sequence[TrainingRun]", *, progress: bool = True, 
             run._lock.acquire()
             locked.append(run)
             shared, shared_tokenizer = run.trainers["learner"].model, run._tokenizer
+        for run in runs:  # killed after its last checkpoint, before done.json: only the finishing is left
+            if run.episode >= run.config.episodes:
+                run._finish()
         total = sum(run.config.episodes - run.episode for run in runs)
+        group: list[TrainingRun] = []
         with tqdm(total=total, disable=not progress, desc=f"PPO, {len(runs)} runs side by side") as bar, \
                 tf32_products(runs[0].trainers["learner"].tf32):
             while True:
                 active = [run for run in runs if run.episode < run.config.episodes]
                 if not active:
                     break
+                if active != group:  # a run left: the recordings of the larger group's passes are of no use
+                    for run in group:
+                        _forget_recordings(run)
+                        if run not in active:
+                            run._lock.release()
+                    group = active
                 start = _time.perf_counter()
                 played = _play_episodes_side_by_side(active)
                 stats = ppo_update([run.trainers["learner"] for run in active],
@@ -1157,6 +1173,18 @@ def train_side_by_side(runs: "Sequence[TrainingRun]", *, progress: bool = True, 
         for run in locked:
             run._lock.release()
     return runs
+
+
+def _forget_recordings(run: "TrainingRun") -> None:
+    """Drop the CUDA-graph recordings a run's learner and players hold (each keeps a memory pool)."""
+    from .llm.graphs import graphed_logits
+
+    learner = run.trainers.get("learner")
+    compiled = getattr(learner, "_compiled_decoder", None)
+    if compiled is not None and hasattr(compiled[1], "forget"):
+        compiled[1].forget()
+    if learner is not None:
+        graphed_logits(learner.model).forget()
 
 
 def _play_episodes_side_by_side(runs: "Sequence[TrainingRun]") -> list:

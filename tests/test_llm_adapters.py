@@ -129,6 +129,13 @@ def test_side_by_side_refuses_what_it_cannot_split_and_leaves_the_model_as_it_wa
     with pytest.raises(ValueError, match="different dropout probabilities"):
         with adapters_side_by_side(model, ["one", "leaky"]):
             pass
+    model.add_adapter("louder", LoraConfig(r=4, lora_alpha=16, target_modules="all-linear"))
+    with pytest.raises(ValueError, match="different scales"):
+        with adapters_side_by_side(model, ["one", "louder"]):
+            pass
+    with pytest.raises(ValueError, match="blocks do not nest"):
+        with adapters_side_by_side(model, NAMES), adapters_side_by_side(model, NAMES[:2]):
+            pass
     model.add_adapter("narrow", LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"]))
     with pytest.raises(ValueError, match="narrow do not adapt this layer"):
         with adapters_side_by_side(model, ["one", "narrow"]):

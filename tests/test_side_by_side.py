@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pandas as pd
 import pytest
 import torch
@@ -16,9 +18,10 @@ CONDITIONS = [("game", 0, 4), ("deontological", 1, 4), ("utilitarian", 2, 2)]  #
 
 
 def configs(**ppo):
+    # the second run discounts otherwise: numbers outside the shared passes stay each run's own
     return [TrainingConfig(**{**TINY, "reward": reward, "seed": seed, "episodes": episodes,
-                              "ppo_overrides": {**NO_DROPOUT, **ppo}})
-            for reward, seed, episodes in CONDITIONS]
+                              "ppo_overrides": {**NO_DROPOUT, **({"gamma": 0.5} if k == 1 else {}), **ppo}})
+            for k, (reward, seed, episodes) in enumerate(CONDITIONS)]
 
 
 def group(folder, cfgs):
@@ -39,9 +42,13 @@ def test_runs_side_by_side_give_the_numbers_of_the_same_runs_alone(tmp_path, com
     sampled side by side too; ``auto`` on a CPU: each run samples alone, the updates are shared."""
     import moralkit.llm.agent as agent
 
-    shared_rounds = []
+    import moralkit.training as training
+
+    shared_rounds, forgotten = [], []
     real = agent._sample_side_by_side
     monkeypatch.setattr(agent, "_sample_side_by_side", lambda *a: shared_rounds.append(len(a[0])) or real(*a))
+    forget = training._forget_recordings
+    monkeypatch.setattr(training, "_forget_recordings", lambda run: forgotten.append(run.folder.name) or forget(run))
     alone = []
     for k, cfg in enumerate(configs(compile=compile)):
         model, tok = tiny_model()
@@ -50,6 +57,7 @@ def test_runs_side_by_side_give_the_numbers_of_the_same_runs_alone(tmp_path, com
     assert [run.finished for run in together] == [True] * 3 and [run.episode for run in together] == [4, 4, 2]
     # 2 rounds per episode: 2 episodes of 3 runs, then 2 of 2 (the shorter run has left the group)
     assert shared_rounds == ([3] * 4 + [2] * 4 if compile == "graphs" else [])
+    assert forgotten == ["run0", "run1", "run2"]  # once, when the short run left: the recordings of three runs' passes
     moved = 0
     for one, side in zip(alone, together):
         a, b = one.log, side.log
@@ -96,6 +104,17 @@ def test_a_group_stopped_midway_resumes_to_the_same_end(tmp_path, monkeypatch):
             torch.testing.assert_close(adapter_weights(b)[key], value, atol=1e-5, rtol=1e-4)
 
 
+def test_a_run_killed_before_it_was_marked_finished_is_finished_by_its_group(tmp_path):
+    runs = group(tmp_path / "g", configs())
+    logged = [len(run.log) for run in runs]
+    for run in runs[:2]:  # killed between the last checkpoint and done.json
+        (run.folder / "done.json").unlink()
+        shutil.rmtree(run.adapter_dir)
+    again = group(tmp_path / "g", configs())
+    assert [run.finished for run in again] == [True, True] and [len(run.log) for run in again] == logged[:2]
+    assert all((run.adapter_dir / "adapter_model.safetensors").is_file() for run in again)
+
+
 def test_only_runs_with_one_shape_go_side_by_side(tmp_path):
     base = TrainingConfig(**TINY)
     assert side_by_side_key(base) == side_by_side_key(TrainingConfig(**{**TINY, "reward": "utilitarian", "seed": 3}))
@@ -105,6 +124,9 @@ def test_only_runs_with_one_shape_go_side_by_side(tmp_path):
     runs = [TrainingRun(base, tmp_path / "a"), TrainingRun(TrainingConfig(**{**TINY, "rounds": 3}), tmp_path / "b")]
     with pytest.raises(ValueError, match="the same games per update and rounds"):
         train_side_by_side(runs, model=model, tokenizer=tok, progress=False)
+    twice = [TrainingRun(base, tmp_path / "a"), TrainingRun(TrainingConfig(**{**TINY, "seed": 1}), tmp_path / "a")]
+    with pytest.raises(ValueError, match="folder is given twice"):
+        train_side_by_side(twice, model=model, tokenizer=tok, progress=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # refused before any folder was made
 
 
@@ -179,6 +201,10 @@ def test_players_side_by_side_answer_as_each_would_alone(tokenizer, labels):
     assert len({tuple(ids) for ids in everything}) > 2  # noise answers: strays and several tokens, a real check
     if labels == "train":
         assert any(ids[0] != players[0]._guess for ids in everything)  # some strayed from the shared first token
+    # players that sample in smaller batches alone (another order of random numbers) decide one after the other
+    small = [LLMPlayer(model, tokenizer, label_set, adapter=name, graphs=True, batch_size=4) for name in names]
+    assert [d.answer_ids for d in decide_side_by_side(small, requests(5))] == [
+        p.decide(*r).answer_ids for p, r in zip(small, requests(5))]
     # other batch sizes per player cannot share passes: they decide one after the other, the same answers
     uneven = requests(5)
     uneven[0] = (game, uneven[0][1][:3], uneven[0][2][:3], np.random.default_rng([5, 0]))

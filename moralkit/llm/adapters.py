@@ -178,8 +178,7 @@ def _side_by_side_forward(layer, names: list[str]):
     import torch
 
     dropout = layer.lora_dropout[names[0]]
-    scales = [layer.scaling[n] for n in names]
-    same_scale = all(s == scales[0] for s in scales)
+    scale = layer.scaling[names[0]]  # the same for every adapter (checked on entry)
 
     def forward(x, *args, **kwargs):
         result = layer.base_layer(x, *args, **kwargs)
@@ -192,11 +191,7 @@ def _side_by_side_forward(layer, names: list[str]):
             raise ValueError(f"{rows} rows cannot be split into {len(names)} equal groups, one per adapter "
                              f"({', '.join(names)}): give each adapter the same number of rows.")
         grouped = x.to(a.dtype).reshape(len(names), -1, x.shape[-1])
-        update = torch.bmm(torch.bmm(dropout(grouped), a.transpose(1, 2)), b.transpose(1, 2))
-        if same_scale:
-            update = update * scales[0]
-        else:
-            update = update * torch.tensor(scales, dtype=update.dtype, device=update.device).view(-1, 1, 1)
+        update = torch.bmm(torch.bmm(dropout(grouped), a.transpose(1, 2)), b.transpose(1, 2)) * scale
         return (result + update.reshape(result.shape)).to(result.dtype)
 
     return forward
@@ -213,7 +208,8 @@ def adapters_side_by_side(model, names: Iterable[str]) -> Iterator[None]:
     adapter or thirty; peft's own mixed batches (``adapter_names=``) loop over the adapters. The
     numbers are those of running each group through its adapter alone (up to float rounding), and
     gradients reach each adapter's own parameters. Plain LoRA only (no DoRA, no LoRA bias); every
-    named adapter must share its dropout probability and target the same layers.
+    named adapter must share its dropout probability and scale (rank and alpha) and target the
+    same layers. Blocks do not nest.
     """
     names = list(names)
     loaded = adapter_names(model)
@@ -221,27 +217,35 @@ def adapters_side_by_side(model, names: Iterable[str]) -> Iterator[None]:
     if not names or unknown:
         raise ValueError(f"adapters_side_by_side needs adapters the model has; unknown: {', '.join(unknown) or 'none given'}"
                          f". Loaded adapters: {', '.join(loaded) or 'none'}.")
-    layers = [layer for layer in _tuner_layers(model) if any(n in getattr(layer, "lora_A", {}) for n in names)]
+    every = _tuner_layers(model)
+    if any(side_by_side_names(layer) or "forward" in vars(layer) for layer in every):
+        raise ValueError("adapters_side_by_side: the model's LoRA layers are already side by side (or their forward "
+                         "is replaced by something else); blocks do not nest.")
+    layers = [layer for layer in every if any(n in getattr(layer, "lora_A", {}) for n in names)]
     for layer in layers:
         missing = [n for n in names if n not in layer.lora_A]
         plain = all(not getattr(layer, "use_dora", {}).get(n, False) and not getattr(layer, "lora_bias", {}).get(n, False)
                     and n not in getattr(layer, "lora_variant", {}) for n in names if n not in missing)
         drops = {getattr(layer.lora_dropout[n], "p", 0.0) for n in names if n not in missing}
-        if missing or not plain or len(drops) > 1 or getattr(layer, "merged", False):
+        scales = {layer.scaling[n] for n in names if n not in missing}
+        if missing or not plain or len(drops) > 1 or len(scales) > 1 or getattr(layer, "merged", False):
             why = (f"adapter(s) {', '.join(missing)} do not adapt this layer" if missing else
                    "the adapters are merged into the weights" if getattr(layer, "merged", False) else
                    "the adapters use different dropout probabilities" if len(drops) > 1 else
+                   "the adapters have different scales (LoRA rank and alpha)" if len(scales) > 1 else
                    "an adapter is not plain LoRA (DoRA, LoRA bias or another variant)")
             raise ValueError(f"Cannot run adapters {', '.join(names)} side by side: {why}. Give adapters made with "
                              "the same LoRA settings.")
     for layer in layers:
         layer.forward = _side_by_side_forward(layer, names)
-        layer.side_by_side = tuple(names)  # what a recorded CUDA graph of a pass depends on (moralkit.llm.graphs)
+    for layer in every:  # what a recorded CUDA graph of a pass depends on (moralkit.llm.graphs reads any layer)
+        layer.side_by_side = tuple(names)
     try:
         yield
     finally:
         for layer in layers:
             del layer.forward  # the class's forward again
+        for layer in every:
             del layer.side_by_side
 
 

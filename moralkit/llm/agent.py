@@ -440,6 +440,7 @@ def decide_side_by_side(players: Sequence["LLMPlayer"], requests: Sequence[tuple
     sizes = {len(np.atleast_1d(my_prev)) for _, my_prev, _, _ in requests}
     names = [p.adapter for p in players]
     if (len(players) < 2 or len(sizes) > 1 or len(set(names)) < len(names)
+            or next(iter(sizes)) > min(p.batch_size for p in players)  # alone, a player samples batch by batch
             or not all(lead._side_by_side_with(p) for p in players)):
         return [p.decide(game, my_prev, opp_prev, rng) for p, (game, my_prev, opp_prev, rng) in zip(players, requests)]
     from moralkit.llm.adapters import adapters_side_by_side
@@ -888,8 +889,9 @@ class LLMPlayer:
 
     def _side_by_side_with(self, other: "LLMPlayer") -> bool:
         """Whether this player and ``other`` can sample in shared passes (:func:`decide_side_by_side`)."""
-        return (self.graphs and other.graphs and other.model is self.model and self.adapter is not None
-                and self.adapter != "base" and (self._guess is None) == (other._guess is None)
+        return (self.graphs and other.graphs and other.model is self.model
+                and all(p.adapter is not None and p.adapter != "base" for p in (self, other))
+                and (self._guess is None) == (other._guess is None)
                 and self.max_new_tokens == other.max_new_tokens and self.temperature == other.temperature
                 and self.stop_ids == other.stop_ids and self.pad_id == other.pad_id)
 

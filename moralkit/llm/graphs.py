@@ -138,6 +138,11 @@ class GraphedDecoder:
         return (self.decoder.training, bool(self._lora.disable_adapters), tuple(self._lora.active_adapters)) + (
             (side,) if side else ())
 
+    def forget(self) -> None:
+        """Drop every recording (and with them their memory pools): the next passes record anew."""
+        self._graphs.clear()
+        self._forward_graphs.clear()
+
     def __repr__(self) -> str:
         mode = "CUDA graphs" if self.capture else "padded, eager"
         return (f"GraphedDecoder({mode}, length_step={self.length_step}, captured={self.captured}, "
@@ -257,6 +262,10 @@ class GraphedLogits:
     def captured(self) -> list[tuple]:
         """The (state, rows, padded length, keep) keys with a recorded graph."""
         return sorted(self._graphs, key=repr)
+
+    def forget(self) -> None:
+        """Drop every recording (and with them their memory pools): the next passes record anew."""
+        self._graphs.clear()
 
     def __repr__(self) -> str:
         mode = "CUDA graphs" if self.capture else "padded, eager"
