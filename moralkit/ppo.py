@@ -761,6 +761,7 @@ def score_answers(
     deduplicate: bool = True,
     share_prefix: bool | str = True,
     prefix_cache: PrefixCache | None = None,
+    groups: int = 1,
 ) -> ScoredAnswers:
     """Teacher-forced scoring of a batch of (prompt, answer) rows in one batched forward pass.
 
@@ -785,6 +786,10 @@ def score_answers(
       exact too; it cuts most of the tokens of a batch, at the price of one more model call.
     * ``prefix_cache``: a :class:`~moralkit.llm.agent.PrefixCache` holding that prefix for these
       weights (e.g. the frozen base model's, for the reference pass): no extra call at all.
+
+    ``groups``: the rows are that many equal blocks, each through its own adapter (learners side by
+    side, see :func:`ppo_update`): rows are then never deduplicated across blocks (pass
+    ``deduplicate=False``) and a shared prefix runs once per block.
 
     Only dropout differs from scoring each row separately: copies share one dropout mask.
     Gradients flow if the caller has them enabled; use ``torch.no_grad()`` for rollout/reference
@@ -837,7 +842,7 @@ def score_answers(
         try:
             out = forward_batch(
                 model, sequences, pad_id=pad_token_id, logits_to_keep=width + 1, share_prefix=share_prefix,
-                prefix_cache=prefix_cache, max_prefix=max_prefix,
+                prefix_cache=prefix_cache, max_prefix=max_prefix, groups=groups,
             )
         finally:
             if hook is not None:
@@ -1369,10 +1374,11 @@ def _score_side_by_side(trainers: Sequence["PPOTrainer"], prompt_ids, answer_ids
             with_entropy=with_entropy,
             pad_token_id=lead.pad_token_id,
             autocast_dtype=lead.config.autocast_dtype,
-            # rows stay in their blocks: no deduplication; the adapters' passes cannot share one prefix call
+            # rows stay in their blocks: no deduplication; with the adapters on, a shared prefix runs once per block
             deduplicate=False,
-            share_prefix=False if graphs or not reference else lead.config.share_prefix,
+            share_prefix=False if graphs else lead.config.share_prefix,
             prefix_cache=lead._reference_prefix if reference and not torch.is_grad_enabled() and not graphs else None,
+            groups=1 if reference else len(trainers),
         )
     return _split(scored, len(trainers))
 

@@ -333,6 +333,7 @@ def forward_batch(
     share_prefix: bool | str = True,
     prefix_cache: PrefixCache | None = None,
     max_prefix: int | None = None,
+    groups: int = 1,
     **model_kwargs,
 ) -> ForwardResult:
     """One causal-LM forward over token sequences of different lengths.
@@ -355,9 +356,14 @@ def forward_batch(
     * ``max_prefix``: share at most this many tokens (e.g. the part all prompts of a game share).
       Without it, the shared part stops ``logits_to_keep`` tokens before the end of the shortest
       row; with it, the caller vouches that the logits it reads lie after ``max_prefix``.
+    * ``groups``: the rows are that many equal blocks, each through its own adapter
+      (:func:`moralkit.llm.adapters.adapters_side_by_side`): the shared prefix then runs once per
+      block (one row each) and each block's rows take its keys and values. No ``prefix_cache``.
     """
     device = model_device(model)
     n_rows = len(seqs)
+    if groups < 1 or n_rows % groups or (groups > 1 and prefix_cache is not None):
+        raise ValueError(f"forward_batch: {n_rows} rows in {groups} groups (equal blocks, and no prefix cache).")
     # every row keeps the tokens whose logits are asked for out of the shared part (unless the
     # caller, knowing which of those logits it reads, says how far the shared part may reach)
     shortest = min(len(s) for s in seqs)
@@ -374,13 +380,13 @@ def forward_batch(
         if prefix_cache is not None and prefix_cache.tokens:
             prefix = min(prefix, common_prefix_length([prefix_cache.tokens, seqs[0]]))
         if prefix >= _MIN_SHARED_PREFIX:
-            head = torch.as_tensor([list(seqs[0][:prefix])], dtype=torch.long, device=device)
+            head = torch.as_tensor([list(seqs[0][:prefix])] * groups, dtype=torch.long, device=device)
             cache = output_cache(model(input_ids=head, use_cache=True, logits_to_keep=1))
             if prefix_cache is not None and not torch.is_grad_enabled():
                 prefix_cache.misses += 1
                 prefix_cache.store(seqs[0][:prefix], cache)
-            if n_rows > 1:
-                cache.batch_repeat_interleave(n_rows)
+            if n_rows > groups:  # each block's prefix row repeated for the block's rows, blocks kept in order
+                cache.batch_repeat_interleave(n_rows // groups)
         else:
             prefix = 0
     ids, tail_mask = left_pad([s[prefix:] for s in seqs], pad_id, device)
