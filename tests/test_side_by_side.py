@@ -209,3 +209,19 @@ def test_players_side_by_side_answer_as_each_would_alone(tokenizer, labels):
     uneven = requests(5)
     uneven[0] = (game, uneven[0][1][:3], uneven[0][2][:3], np.random.default_rng([5, 0]))
     assert [d.answer_ids for d in decide_side_by_side(players, uneven)][1:] == [d.answer_ids for d in alone][1:]
+
+
+def test_runs_side_by_side_launch_fewer_operations_per_run(monkeypatch):
+    """benchmarks/kernel_counts.py: the device-free count behind the GPU estimate (docs/performance.md)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "kernel_counts.py"
+    spec = importlib.util.spec_from_file_location("kernel_counts", path)
+    counts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(counts)
+    alone = counts.count("random:smollm2-135m-narrow", 1, 1, "smoke")
+    three = counts.count("random:smollm2-135m-narrow", 3, 1, "smoke")
+    assert alone["side_by_side"] == 1 and three["side_by_side"] == 3
+    assert three["ops_per_run_update"] < 0.6 * alone["ops_per_run_update"], (alone, three)
+    assert torch.optim.Adam.__name__ == "Adam"  # the count put torch's own back
