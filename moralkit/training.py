@@ -639,7 +639,10 @@ class TrainingRun:
         # (when the PPO updates replay CUDA graphs -- compile="graphs", or "auto" on a recent GPU -- they
         # sample through CUDA graphs too)
         graphs = c.algorithm == "ppo" and learner.graphs
-        self.players = {k: LLMPlayer(t.model, self._tokenizer, c.labels_at(0), adapter=t.adapter_name, graphs=graphs)
+        # (and through a merged copy of the weights where merged_sampling says so; not in runs side by side,
+        # whose players sample through the stacked adapters: train_side_by_side turns it off)
+        self.players = {k: LLMPlayer(t.model, self._tokenizer, c.labels_at(0), adapter=t.adapter_name, graphs=graphs,
+                                     merged=c.algorithm == "ppo" and t.merged_sampling)
                         for k, t in self.trainers.items()}
         self.sample_rng = np.random.default_rng([c.seed, 2])
         self.episode = 0
@@ -1137,6 +1140,8 @@ def train_side_by_side(runs: "Sequence[TrainingRun]", *, progress: bool = True, 
             run._model = shared if shared is not None else run._model
             run._tokenizer = shared_tokenizer if shared_tokenizer is not None else run._tokenizer
             run.setup()
+            for player in run.players.values():  # the group samples through its stacked adapters, not merged copies
+                player.merged = False
             run._lock.acquire()
             locked.append(run)
             shared, shared_tokenizer = run.trainers["learner"].model, run._tokenizer

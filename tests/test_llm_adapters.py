@@ -171,3 +171,113 @@ def test_side_by_side_passes_record_and_replay_as_cuda_graphs_on_a_gpu():
         replayed.float().logsumexp(-1).mean().backward()
     torch.testing.assert_close(replayed.detach(), eager, atol=1e-4, rtol=1e-3)
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for k, p in model.named_parameters() if "lora_B" in k)
+
+
+# --------------------------------------------------------------------------- a merged copy for sampling
+def count_operations(fn) -> int:
+    """How many torch operations (views left out) ``fn()`` runs."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        ops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if not getattr(func, "is_view", False) and func is not torch.ops.aten._unsafe_view.default:
+                Count.ops += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        fn()
+    return Count.ops
+
+
+def test_a_merged_copy_gives_the_adapters_outputs_with_the_base_models_operations():
+    from moralkit.llm.adapters import merged_adapter
+
+    model = three_adapters().eval()
+    model.set_adapter("two")
+    batch = ids(4)
+    with torch.no_grad():
+        expected = model(input_ids=batch).logits
+        base_weight = model.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight
+        merged = merged_adapter(model, "two")
+        assert merged_adapter(model, "two") is merged  # one per model and adapter
+        with merged.applied():
+            got = model(input_ids=batch).logits
+            merged_ops = count_operations(lambda: model(input_ids=batch))
+            assert model.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight is not base_weight
+        lora_ops = count_operations(lambda: model(input_ids=batch))
+        with using_adapter(model, "base"):
+            base = model(input_ids=batch).logits
+            base_ops = count_operations(lambda: model(input_ids=batch))
+        # the adapter's function (it differs from the base model's), the base model's operations
+        assert not torch.allclose(base, expected, atol=1e-2)
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+        assert merged_ops == base_ops and merged_ops < 0.6 * lora_ops, (merged_ops, base_ops, lora_ops)
+        # after the block: the base weights and peft's own forward again
+        assert model.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight is base_weight
+        torch.testing.assert_close(model(input_ids=batch).logits, expected)
+    assert "MergedAdapter('two', layers=210" in repr(merged) and merged.nbytes > 0
+
+
+def test_a_merged_copy_follows_the_adapter_as_it_changes():
+    """Only the layers whose A or B changed (e.g. an optimiser step) are recomputed, in place."""
+    from moralkit.llm.adapters import merged_adapter
+
+    model = three_adapters().eval()
+    model.set_adapter("one")
+    batch = ids(2)
+    merged = merged_adapter(model, "one")
+    assert merged.refresh() == 210 and merged.refresh() == 0
+    layer = model.base_model.model.model.layers[3].mlp.down_proj
+    copy = merged._layers[[entry[0] for entry in merged._layers].index(layer)][-1]
+    with torch.no_grad():
+        layer.lora_B["one"].weight.add_(0.3)  # in place, as Adam steps
+        layer.lora_B["two"].weight.add_(0.3)  # another adapter's change does not concern this copy
+        assert merged.refresh() == 1
+        expected = model(input_ids=batch).logits
+        with merged.applied():
+            got = model(input_ids=batch).logits
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    assert merged._layers[[entry[0] for entry in merged._layers].index(layer)][-1] is copy  # the same tensor
+
+
+def test_switching_adapters_inside_a_merged_block_is_refused():
+    from moralkit.llm.adapters import adapters_disabled, merged_adapter
+
+    model = three_adapters().eval()
+    model.set_adapter("one")
+    with merged_adapter(model, "one").applied():
+        with merged_adapter(model, "one").applied():  # nested: a no-op
+            pass
+        for switch in (lambda: adapters_disabled(model), lambda: using_adapter(model, "two"),
+                       lambda: adapters_side_by_side(model, NAMES), lambda: merged_adapter(model, "two").applied()):
+            with pytest.raises(ValueError, match="merged"):
+                with switch():
+                    pass
+        with using_adapter(model, "one"):  # already active: nothing is switched
+            pass
+    assert not any(hasattr(m, "merged_copy") for m in model.modules())
+    assert not any(m._disable_adapters for m in model.modules() if hasattr(m, "_disable_adapters"))
+
+
+def test_adapters_that_cannot_be_merged_say_why():
+    from peft import LoraConfig, get_peft_model
+
+    from moralkit.llm.adapters import MergedAdapter, drop_merged, merged_adapter, mergeable
+    from moralkit.llm.models import random_model
+
+    dora = get_peft_model(random_model("smollm2-135m-narrow", device="cpu"),
+                          LoraConfig(r=4, use_dora=True, target_modules=["q_proj"]), adapter_name="dora")
+    assert not mergeable(dora, "dora")
+    with pytest.raises(ValueError, match="not plain LoRA"):
+        MergedAdapter(dora, "dora")
+    model = three_adapters()
+    with pytest.raises(ValueError, match="no adapter 'four'.*one, three, two"):
+        merged_adapter(model, "four")
+    merged_adapter(model, "one")
+    merged_adapter(model, "two")
+    drop_merged(model, "one")
+    assert [key[0] for key in model._moralkit_merged] == ["two"]
+    drop_merged(model)
+    assert not model._moralkit_merged

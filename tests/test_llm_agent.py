@@ -333,6 +333,37 @@ def test_a_player_keeps_the_adapter_active_when_it_was_made(tokenizer):
     assert LLMPlayer(tiny_random_model(tokenizer, seed=0), tokenizer).adapter is None  # a plain model has none
 
 
+@pytest.mark.parametrize("graphs", [False, True])
+def test_a_player_answering_through_a_merged_copy_gives_the_same_answers(tokenizer, graphs):
+    """``LLMPlayer(merged=True)``: the adapter folded into a copy of the weights -- the same answers and
+    probabilities, also after the adapter changes (as after an optimiser step)."""
+    model = two_adapter_model(tokenizer)
+    model.set_adapter("zero")
+    results = {}
+    for merged in (False, True):
+        player = LLMPlayer(model, tokenizer, adapter="trained", graphs=graphs, merged=merged)
+        rng = np.random.default_rng(7)
+        messages = player.messages(PD, rng.integers(2, size=6), rng.integers(2, size=6), rng)
+        first = player.answer(messages, np.random.default_rng(11)).answer_ids
+        probs = player.label_probabilities(PD, [0, 1], [1, 0])
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "lora_A.trained" in name:
+                    param.mul_(1.5)
+        second = player.answer(messages, np.random.default_rng(11)).answer_ids
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "lora_A.trained" in name:
+                    param.div_(1.5)
+        results[merged] = (first, second, probs)
+    assert results[True][:2] == results[False][:2] and results[False][0] != results[False][1]
+    np.testing.assert_allclose(results[True][2], results[False][2], rtol=1e-4)
+    player = LLMPlayer(model, tokenizer, adapter="trained", graphs=graphs, merged=True)
+    assert "merged=True" in repr(player) and player.with_labels("ab").merged
+    assert model.active_adapter == "zero" and not any(hasattr(m, "merged_copy") for m in model.modules())
+    assert "merged" not in repr(LLMPlayer(model, tokenizer, adapter="base", merged=True))  # nothing to merge
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_runs_on_cuda(tokenizer):
     model = tiny_random_model(tokenizer).to("cuda")

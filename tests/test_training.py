@@ -266,6 +266,37 @@ def test_ppo_tf32_auto_computes_a_runs_products_in_tf32_where_the_gpu_has_it(mon
     assert seen[:2] == [False, True] and len(seen) > 2 and not any(seen[2:])
 
 
+@pytest.mark.parametrize("compile", [False, "graphs"])
+def test_sampling_through_a_merged_copy_trains_the_same_run(tmp_path, compile):
+    """``PPOConfig.merged_sampling``: the run's player answers through the adapter merged into a copy of
+    the weights, recomputed after every update -- the same answers and updates, up to rounding.
+    Off by ``"auto"`` on a CPU; a speed setting, so a run may resume under another value."""
+    import pandas as pd
+
+    from moralkit.ppo import SPEED_FIELDS, PPOConfig
+
+    assert PPOConfig().merged_sampling == "auto" and "merged_sampling" in SPEED_FIELDS
+    with pytest.raises(ValueError, match="merged_sampling"):
+        PPOConfig(merged_sampling="always")
+    logs, runs = {}, {}
+    for merged in ("auto", True):
+        model, tok = tiny_model()
+        overrides = {**TINY["ppo_overrides"], "merged_sampling": merged, "compile": compile}
+        run = TrainingRun(TrainingConfig(**{**TINY, "episodes": 3, "ppo_overrides": overrides}), tmp_path / str(merged),
+                          model=model, tokenizer=tok)
+        run.train(progress=False)
+        logs[merged] = pd.read_csv(run.folder / "rounds.csv")
+        runs[merged] = run
+    assert runs["auto"].trainers["learner"].merged_sampling is False  # auto: not on a CPU
+    assert runs[True].players["learner"].merged and runs[True].trainers["learner"].merged_sampling
+    copy = runs[True].players["learner"]._merged_copy()
+    assert copy.refreshes >= 3 * len(copy._layers) - 1  # recomputed after each of the updates
+    answers = logs["auto"]["answer"]
+    assert answers.nunique() > 1 and answers.tolist() == logs[True]["answer"].tolist()
+    for a, b in zip(runs["auto"].trainers["learner"].adapter_parameters, runs[True].trainers["learner"].adapter_parameters):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
 def test_bad_configs_name_the_choices():
     with pytest.raises(ValueError, match="Valid names"):
         TrainingConfig(reward="kantian")

@@ -129,14 +129,15 @@ class GraphedDecoder:
 
     def state(self) -> tuple:
         """What a recorded pass depends on beyond its inputs: (training, adapters disabled, active adapters,
-        adapters side by side)."""
+        adapters side by side, the merged copy of an adapter the layers compute with)."""
         if self._lora is None:
             return (self.decoder.training,)
         from .adapters import side_by_side_names
 
         side = side_by_side_names(self._lora)
+        merged = getattr(self._lora, "merged_copy", None)
         return (self.decoder.training, bool(self._lora.disable_adapters), tuple(self._lora.active_adapters)) + (
-            (side,) if side else ())
+            (side,) if side else ()) + (("merged", merged.name, merged.serial) if merged is not None else ())
 
     def forget(self) -> None:
         """Drop every recording (and with them their memory pools): the next passes record anew."""
