@@ -11,7 +11,7 @@
 # earlier one carried, so `speed` copies its half to /tmp, which stays on a warm machine (it goes
 # back after ~30 s idle: start the next call at once). `speed` needs no model weights: it benches
 # the paper preset on random weights of the model's shape (eager with float32 products, and the
-# default: CUDA graphs with TF32), with SIDE=1 also n benches side by side on the one GPU (what
+# default: CUDA graphs with TF32, sampling through merged weights), with SIDE=1 also n benches side by side on the one GPU (what
 # `grid --workers n` does: the paper grid's hours follow), probes 1, 6 and 30 adapters side by side in one
 # pass and benches 6 and 30 runs trained side by side (`grid --side-by-side R`: the grid estimate of issue
 # 10's bar), and runs the CUDA tests (~5 min). `grids` converts the model, benches the paper
@@ -61,9 +61,10 @@ speed)  # device call 1 (carry .whl .devcache/m1 .devcache/models): installs, sp
   export MORALKIT_CACHE=/tmp/tokcache; mkdir -p $MORALKIT_CACHE && cp -r .devcache/models $MORALKIT_CACHE/
   python3 -c "import torch, transformers, peft; print(torch.__version__, transformers.__version__, peft.__version__, torch.cuda.get_device_name())"
   B="python3 -m moralkit.cli bench --model random:smollm2-135m --preset paper --games-per-update 1"
-  # issue 10: eager with float32 products (the old default) and today's default (CUDA graphs, TF32
-  # products) in one lease; lease 4 measured the other modes (docs/performance.md)
-  for mode in "--dtype float32 --compile off --tf32 off" "--dtype float32"; do
+  # issue 10: eager with float32 products (the old default), CUDA graphs with TF32 products sampling
+  # through the LoRA layers (the default of 2026-11-27) and today's default (the same, sampling through
+  # a merged copy of the weights) in one lease; lease 4 measured the other modes (docs/performance.md)
+  for mode in "--dtype float32 --compile off --tf32 off --merged off" "--dtype float32 --merged off" "--dtype float32"; do
     timeout 90 $B --updates 12 $mode --json --save "$OUT/bench_gpu.csv" 2>&1 | grep '^{'
   done
   el "single benches"
@@ -110,10 +111,11 @@ grids)  # device call 2 (carry .devcache/m2), right after call 1: the model, its
   el converted
   # issue 10's bar is the paper preset with the real embedded model (<= 0.25 s per update): it answers
   # in format, so a round takes one model call (random weights take two). Alone on the GPU, before the
-  # trainings; TF32 off (float32 products) and auto (the default since 2026-11-27: TF32 on this GPU)
-  for t in off auto; do
+  # trainings; TF32 off (float32 products), TF32 on sampling through the LoRA layers, and the default
+  # (TF32 on this GPU, sampling through a merged copy of the weights)
+  for mode in "--tf32 off --merged off" "--merged off" ""; do
     timeout 90 python3 -m moralkit.cli bench --model embedded --preset paper --games-per-update 1 --updates 12 \
-      --tf32 $t --json --save "$OUT/bench_embedded_gpu.csv" 2>&1 | grep '^{'
+      $mode --json --save "$OUT/bench_embedded_gpu.csv" 2>&1 | grep '^{'
   done
   el "embedded benches"
   # issue 16's last one-seed GPU tables, seeds 1 and 2 (seed 0: data/results/*_gpu_h100.csv, leases 1 and 4).

@@ -1,6 +1,6 @@
 """How many operations does one training update launch, alone and side by side?  A device-free proxy.
 
-    python benchmarks/kernel_counts.py [--model random:smollm2-135m-narrow] [--side-by-side 1 6 30] [--updates 2]
+    python benchmarks/kernel_counts.py [--model random:smollm2-135m-narrow] [--side-by-side 1 6 30] [--updates 2] [--merged]
 
 On a recent GPU a paper-preset update is bound by the GPU's own time per kernel (~3 us each for
 these tiny ones, lease 4: docs/performance.md), so the number of kernels per update sets how many
@@ -9,7 +9,8 @@ no kernel) of whole training updates -- sampling, scoring, PPO epochs, Adam -- o
 GPU takes (``compile="graphs"``: whole padded rows, the graphed sampler; on a CPU the same passes run
 eagerly; Adam and gradient clipping over all tensors at once, as on a GPU), for one run alone and for R runs side by side (``moralkit grid --side-by-side R``), and
 prints the operations per run-update (and, apart, the numbers read back to Python: on a CPU
-mostly Adam's step counters). The width of the model does not change the count, so the
+mostly Adam's step counters). ``--merged``: the runs sample through a copy of the weights with the
+adapter merged in (``PPOConfig.merged_sampling``, what a CUDA GPU does by default; runs side by side never do). The width of the model does not change the count, so the
 narrow random shape counts what the embedded model launches. The first update (warm-up) is left out.
 """
 
@@ -24,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def count(model: str, runs: int, updates: int, preset: str) -> dict:
+def count(model: str, runs: int, updates: int, preset: str, merged: bool = False) -> dict:
     import dataclasses
 
     import torch
@@ -48,7 +49,8 @@ def count(model: str, runs: int, updates: int, preset: str) -> dict:
             return func(*args, **(kwargs or {}))
 
     cfg = condition_config("game", "tit_for_tat", 0, "cpu", episodes=updates + 1, checkpoint_every=10_000, preset=preset,
-                           games_per_update=1, rounds=5, model=model, ppo_overrides={"compile": "graphs"})
+                           games_per_update=1, rounds=5, model=model,
+                           ppo_overrides={"compile": "graphs", "merged_sampling": merged})
     per_update: list[tuple[int, int]] = []
     counter = Count()
     real_update = ppo.ppo_update
@@ -79,7 +81,8 @@ def count(model: str, runs: int, updates: int, preset: str) -> dict:
     # each update with the episode played before it; the first (warm-up) left out
     ops = [b[0] - a[0] for a, b in zip(per_update, per_update[1:])]
     reads = [b[1] - a[1] for a, b in zip(per_update, per_update[1:])]
-    return {"model": model, "preset": preset, "side_by_side": runs, "updates": len(ops),
+    return {"model": model, "preset": preset, "side_by_side": runs, "merged_sampling": merged and runs == 1,
+            "updates": len(ops),
             "ops_per_run_update": round(sum(ops) / len(ops) / runs),
             "scalar_reads_per_run_update": round(sum(reads) / len(reads) / runs)}
 
@@ -90,9 +93,10 @@ def main(argv=None) -> int:
     parser.add_argument("--preset", default="paper")
     parser.add_argument("--side-by-side", type=int, nargs="+", default=[1, 6])
     parser.add_argument("--updates", type=int, default=2, help="counted updates (after one warm-up)")
+    parser.add_argument("--merged", action="store_true", help="sample through a merged copy of the weights")
     args = parser.parse_args(argv)
     for runs in args.side_by_side:
-        print(json.dumps(count(args.model, runs, args.updates, args.preset)), flush=True)
+        print(json.dumps(count(args.model, runs, args.updates, args.preset, args.merged)), flush=True)
     return 0
 
 

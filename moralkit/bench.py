@@ -50,6 +50,7 @@ def benchmark_training(
     seed: int = 0,
     compile: bool | str = "auto",
     tf32: bool | str = "auto",
+    merged: bool | str = "auto",
     dtype: str | None = None,
     profile: str | None = None,
     side_by_side: int = 1,
@@ -63,8 +64,11 @@ def benchmark_training(
     ``tf32`` is the run's :attr:`PPOConfig.tf32 <moralkit.ppo.PPOConfig>`: ``"auto"`` (the
     default, as in training) computes float32 matrix products in TensorFloat-32 on a CUDA GPU of the
     Ampere generation or newer; ``True``/``False`` force it; the result's ``tf32`` says what ran.
+    ``merged`` is the run's ``PPOConfig.merged_sampling`` (the player samples through a copy of the
+    weights with the adapter merged in; ``"auto"``: on a CUDA GPU for models under a billion
+    parameters); the result's ``merged_sampling`` says what ran (never in runs side by side).
 
-    Keys: ``device``, ``model``, ``preset``, ``games_per_update``, ``rounds``, ``compile``, ``tf32``,
+    Keys: ``device``, ``model``, ``preset``, ``games_per_update``, ``rounds``, ``compile``, ``tf32``, ``merged_sampling``,
     ``timed_updates``, ``load_s`` (model load and set-up), ``warmup_s`` (the first update: with
     ``compile`` it holds the compilation), ``seconds_per_update`` (mean; ``median_update_s``
     beside it shows outliers such as a recompilation) and its parts ``sampling_s``,
@@ -92,7 +96,7 @@ def benchmark_training(
     sizes = {k: v for k, v in {"preset": preset, "games_per_update": games_per_update, "rounds": rounds,
                                 "model": model}.items() if v is not None}
     cfg = condition_config("game", "tit_for_tat", seed, profile, episodes=updates + 1, checkpoint_every=10_000,
-                           ppo_overrides={"compile": compile, "tf32": tf32}, **sizes)
+                           ppo_overrides={"compile": compile, "tf32": tf32, "merged_sampling": merged}, **sizes)
     preset, games_per_update, rounds, model = cfg.preset, cfg.games_per_update, cfg.rounds, cfg.model
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -125,6 +129,7 @@ def benchmark_training(
         "rounds": rounds,
         "compile": "graphs" if run.trainers["learner"].graphs else compile,  # what "auto" chose
         "tf32": run.trainers["learner"].tf32,  # what "auto" chose
+        "merged_sampling": run.players["learner"].merged,  # what "auto" chose (off side by side)
         "side_by_side": side_by_side,
         "dtype": str(next(run.model.parameters()).dtype).removeprefix("torch."),
         "timed_updates": n,

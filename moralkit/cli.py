@@ -297,10 +297,10 @@ def _check_output(path, option: str, *, folder: bool) -> None:
 
 
 def _tf32_mode(text: str):
-    """``--tf32``'s value: ``auto``, ``on`` (True) or ``off`` (False)."""
+    """``--tf32``'s (and ``--merged``'s) value: ``auto``, ``on`` (True) or ``off`` (False)."""
     modes = {"auto": "auto", "on": True, "true": True, "yes": True, "off": False, "false": False, "no": False}
     if text.lower() not in modes:
-        raise argparse.ArgumentTypeError(f"--tf32 takes auto, on or off, not {text!r}")
+        raise argparse.ArgumentTypeError(f"takes auto, on or off, not {text!r}")
     return modes[text.lower()]
 
 
@@ -579,6 +579,9 @@ def _grid_figures(out, trained, generalisation, profile=None) -> list:
      "billion parameters or more on a GPU with bf16, else float32)")
 @arg("--tf32", default="auto", type=_tf32_mode, metavar="{auto,on,off}",
      help="float32 matrix products in TF32, as in training (PPOConfig.tf32): auto = on a CUDA GPU of the Ampere generation or newer")
+@arg("--merged", default="auto", type=_tf32_mode, metavar="{auto,on,off}",
+     help="sample through a copy of the weights with the adapter merged in, as in training (PPOConfig.merged_sampling): "
+          "auto = on a CUDA GPU, for models under a billion parameters")
 @arg("--side-by-side", type=int, default=1, metavar="R",
      help="time R runs (seeds 0..R-1) trained at once in shared passes, as grid --side-by-side R does; the seconds "
           "are then one run's share")
@@ -592,7 +595,7 @@ def _bench(ns) -> int:
     _check_output(ns.save, "--save", folder=False)
     result = benchmark_training(profile=ns.profile, preset=ns.preset, games_per_update=ns.games_per_update,
                                 rounds=ns.rounds, updates=ns.updates, model=ns.model, compile=ns.compile, dtype=ns.dtype,
-                                tf32=ns.tf32, side_by_side=ns.side_by_side)
+                                tf32=ns.tf32, merged=ns.merged, side_by_side=ns.side_by_side)
     if ns.json:
         print(json.dumps(result))
     else:

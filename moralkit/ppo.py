@@ -713,8 +713,8 @@ def merged_sampling_pays(device: torch.device | str, parameters: int) -> bool:
     """Whether ``PPOConfig(merged_sampling="auto")`` samples through a merged copy of the weights:
     on a CUDA GPU, where a sampling pass costs what its operations cost (the paper's LoRA on every
     linear layer of SmolLM2: 1,097 instead of 1,937 per forward pass), for a model under a billion
-    ``parameters`` (a bigger one would need gigabytes for the copy). On a CPU the pass is bound by
-    its arithmetic, of which LoRA is a small part (benchmarks/merged_sampling.py).
+    ``parameters`` (a bigger one would need gigabytes for the copy). On a CPU, where arithmetic sets
+    the cost, it changes little (``moralkit bench --merged on|off``; docs/performance.md).
 
     >>> merged_sampling_pays("cpu", 135_000_000)
     False

@@ -174,11 +174,13 @@ def test_the_benchmark_reports_where_the_time_goes(tmp_path):
     # the default "auto" records what it chose: on this device
     assert result["compile"] == ("graphs" if torch.cuda.is_available() else "auto")
     assert result["tf32"] is moralkit.ppo.tf32_pays("cuda" if torch.cuda.is_available() else "cpu")
-    assert benchmark_training(preset="smoke", games_per_update=1, rounds=2, updates=1, model="random:smollm2-135m-narrow",
-                              tf32=True)["tf32"] is True  # forced on (on a CPU the flag changes nothing)
+    assert result["merged_sampling"] is torch.cuda.is_available()
+    forced = benchmark_training(preset="smoke", games_per_update=1, rounds=2, updates=1, model="random:smollm2-135m-narrow",
+                                tf32=True, merged=True)
+    assert forced["tf32"] is True and forced["merged_sampling"] is True  # forced on (on a CPU tf32 changes nothing)
     grouped = benchmark_training(preset="smoke", games_per_update=2, rounds=2, updates=1,
                                  model="random:smollm2-135m-narrow", side_by_side=2)
-    assert grouped["side_by_side"] == 2 and result["side_by_side"] == 1
+    assert grouped["side_by_side"] == 2 and result["side_by_side"] == 1 and grouped["merged_sampling"] is False
     parts = grouped["sampling_s"] + grouped["scoring_s"] + grouped["optimiser_s"]  # each a run's share
     assert 0 < parts <= grouped["seconds_per_update"] * 1.01 and grouped["sampling_s"] > 0
 
@@ -384,6 +386,34 @@ def test_recorded_sampling_graphs_give_the_eager_answers_on_a_gpu(tokenizer):
         answers[graphs] = [player.answer(messages, np.random.default_rng(s)).answer_ids for s in range(3)]
     assert answers[True] == answers[False]
     assert graphed_logits(m).capture and graphed_logits(m).captured
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+def test_recorded_sampling_graphs_of_a_merged_copy_give_the_eager_answers_on_a_gpu(tokenizer):
+    """A recording made on the merged copy replays the adapter as it is now: the copy is refreshed in place."""
+    from peft import LoraConfig, get_peft_model
+
+    from moralkit.llm.graphs import graphed_logits
+
+    m = get_peft_model(tiny_random_model(tokenizer, seed=3), LoraConfig(r=4, target_modules="all-linear")).cuda()
+
+    def nudge(scale: float) -> None:  # a new adapter, changed in place as an optimiser step changes it
+        with torch.no_grad():
+            for name, param in m.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(std=scale, generator=torch.Generator("cuda").manual_seed(int(scale * 100)))
+
+    answers = {}
+    for graphs, merged in ((False, False), (True, True)):
+        player = LLMPlayer(m, tokenizer, graphs=graphs, merged=merged)
+        rng = np.random.default_rng(7)
+        messages = player.messages(PD, rng.integers(2, size=8), rng.integers(2, size=8), rng)
+        answers[graphs] = []
+        for scale in (0.5, 0.8):
+            nudge(scale)
+            answers[graphs] += [player.answer(messages, np.random.default_rng(s)).answer_ids for s in range(2)]
+    assert answers[True] == answers[False] and answers[False][0] != answers[False][2]
+    assert any("merged" in repr(key) for key in graphed_logits(m).captured)
 
 
 @pytest.mark.skipif(not __import__("pathlib").Path("/proc/self/task").exists(), reason="reads /proc (Linux)")
