@@ -340,7 +340,7 @@ def parse_ppo_overrides(items: Sequence[str], preset: str = "paper") -> dict[str
     >>> parse_ppo_overrides(["clip=0.1"])
     Traceback (most recent call last):
         ...
-    ValueError: --ppo clip=0.1: unknown PPOConfig field 'clip'. Fields: adam_betas, adam_eps, adaptive_kl, autocast_dtype, cliprange, cliprange_value, compile, deduplicate, gamma, init_kl_coef, kl_horizon, kl_target, lam, learning_rate, lora_alpha, lora_dropout, lora_r, lora_target_modules, max_grad_norm, mini_batch_size, ppo_epochs, ratio_threshold, score_clip, share_prefix, target_kl, tf32, use_score_norm, use_score_scaling, value_head_dropout, vf_coef, whiten_advantages.
+    ValueError: --ppo clip=0.1: unknown PPOConfig field 'clip'. Fields: adam_betas, adam_eps, adaptive_kl, autocast_dtype, cliprange, cliprange_value, compile, deduplicate, gamma, init_kl_coef, kl_horizon, kl_target, lam, learning_rate, lora_alpha, lora_dropout, lora_r, lora_target_modules, max_grad_norm, merged_sampling, mini_batch_size, ppo_epochs, ratio_threshold, score_clip, share_prefix, target_kl, tf32, use_score_norm, use_score_scaling, value_head_dropout, vf_coef, whiten_advantages.
     """
     import ast
 

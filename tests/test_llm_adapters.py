@@ -281,3 +281,8 @@ def test_adapters_that_cannot_be_merged_say_why():
     assert [key[0] for key in model._moralkit_merged] == ["two"]
     drop_merged(model)
     assert not model._moralkit_merged
+    first = merged_adapter(model, "three")
+    model.delete_adapter("three")  # the same name again, new tensors: a new copy
+    model.add_adapter("three", LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    again = merged_adapter(model, "three")
+    assert again is not first and again.current() and not first.current() and again.serial != first.serial

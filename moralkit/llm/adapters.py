@@ -313,6 +313,18 @@ class MergedAdapter:
         self.refreshes = 0
         self.serial = next(_MERGED_SERIALS)  # names this copy's tensors in the keys of CUDA graph recordings
 
+    def current(self) -> bool:
+        """Whether the model still holds the tensors this copy was made from (an adapter deleted and
+        added again under the same name has new ones)."""
+        for layer, weight, a, b, _, merged in self._layers:
+            if self.name not in layer.lora_A or self.name not in layer.lora_B:
+                return False
+            now = layer.base_layer._parameters["weight"]
+            if (layer.lora_A[self.name].weight is not a or layer.lora_B[self.name].weight is not b
+                    or not (now is weight or now is merged)):
+                return False
+        return True
+
     @property
     def nbytes(self) -> int:
         """Memory held by the merged copy, in bytes."""
@@ -410,7 +422,7 @@ def merged_adapter(model, name: str) -> MergedAdapter:
     model (its memory is freed with the model, or by :func:`drop_merged`)."""
     kept = model.__dict__.setdefault("_moralkit_merged", {})
     key = (name, tuple(adapter_names(model)))  # another adapter set: its layers are looked up anew
-    if key not in kept:
+    if key not in kept or not kept[key].current():
         drop_merged(model, name)
         kept[key] = MergedAdapter(model, name)
     return kept[key]

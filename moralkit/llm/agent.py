@@ -633,7 +633,7 @@ class LLMPlayer:
         name = getattr(getattr(self.model, "config", None), "name_or_path", "") or type(self.model).__name__
         extra = f", value_prompt={self.value_prompt!r}" if self.value_prompt else ""
         extra += f", adapter={self.adapter!r}" if self.adapter is not None else ""
-        extra += ", merged=True" if self._merged_copy() is not None else ""
+        extra += ", merged=True" if self.merged and self.adapter not in (None, "base") else ""
         return (
             f"LLMPlayer(model={name!r}, labels={self.labels.name!r} (C={self.labels.c!r}, D={self.labels.d!r}), "
             f"temperature={self.temperature:g}, max_new_tokens={self.max_new_tokens}, "
