@@ -68,6 +68,11 @@ speed)  # device call 1 (carry .whl .devcache/m1 .devcache/models): installs, sp
     timeout 90 $B --updates 12 $mode --json --save "$OUT/bench_gpu.csv" 2>&1 | grep '^{'
   done
   el "single benches"
+  # the CUDA-only tests (recorded graphs: sampling, merged copies, runs side by side) before the longer
+  # benches, so that a call cut short still says whether the GPU paths are right
+  timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_speed.py tests/test_llm_agent.py tests/test_llm_adapters.py \
+    tests/test_side_by_side.py -k "on_a_gpu or on_cuda" 2>&1 | tail -5 | tee "$OUT/cuda_tests.txt"
+  el "CUDA tests"
   # n runs side by side on the one GPU (the grid's --workers n): measured in lease 4
   # (data/results/bench_gpu_side_by_side_h100.csv); SIDE=1 measures again (~5 min of the lease)
   for n in $([ "${SIDE:-0}" = 1 ] && echo 4 8 16); do
@@ -100,7 +105,6 @@ PY
     timeout 150 $B --updates 8 --side-by-side $r --json --save "$OUT/bench_side_by_side.csv" 2>&1 | grep '^{'
   done
   el "runs side by side"
-  timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_speed.py tests/test_llm_agent.py tests/test_llm_adapters.py tests/test_side_by_side.py -k "on_a_gpu or on_cuda" 2>&1 | tail -3
   ls "$OUT"; el "speed done"
   ;;
 grids)  # device call 2 (carry .devcache/m2), right after call 1: the model, its paper-preset speed, then the trainings side by side
