@@ -55,7 +55,7 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from .llm.adapters import adapters_disabled
+from .llm.adapters import adapters_disabled, invalidate_merged
 from .llm.agent import PrefixCache, forward_batch
 from .llm.graphs import GraphedDecoder, graphs_pay
 from .llm.models import native_cuda_bf16
@@ -1317,6 +1317,7 @@ class PPOTrainer:
         except Exception as exc:  # safetensors raises its own error type for a cut-short file
             raise DamagedFileError(f"{path} is damaged and cannot be loaded ({exc}).") from None
         result = set_peft_model_state_dict(self.model, adapter_weights, adapter_name=self.adapter_name)
+        invalidate_merged(self.model)  # a player's merged copy of the adapter is recomputed
         if result.unexpected_keys:
             raise ValueError(f"unexpected adapter weights in {folder}: {result.unexpected_keys[:5]}")
         missing = [k for k in result.missing_keys if f".{self.adapter_name}." in k and "lora_" in k]
@@ -1565,6 +1566,7 @@ def ppo_update(
         for trainer in trainers:
             trainer.optimizer.zero_grad(set_to_none=True)
             trainer._train_mode(False)
+            invalidate_merged(trainer.model)  # the adapters moved: merged copies for sampling are recomputed
             if trainer is not lead:  # the shared passes drew their dropout masks from the lead's stream
                 trainer._dropout_cpu_state = lead._dropout_cpu_state.clone()
                 trainer._dropout_cuda_state = (None if lead._dropout_cuda_state is None

@@ -966,6 +966,10 @@ class TrainingRun:
                 "kl": f"{update.get('objective/kl', float('nan')):.2f}"}
 
     def _finish(self) -> None:
+        from .llm.adapters import drop_merged
+
+        for trainer in self.trainers.values():  # sampling is over: free the players' merged copies
+            drop_merged(trainer.model)
         for key in self.trainers:
             target = self.adapter_dir if key == "learner" else self.folder / f"adapter_{key}"
             source = self.checkpoint_dir / key / "adapter"

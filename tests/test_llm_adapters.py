@@ -240,6 +240,17 @@ def test_a_merged_copy_follows_the_adapter_as_it_changes():
             got = model(input_ids=batch).logits
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
     assert merged._layers[[entry[0] for entry in merged._layers].index(layer)][-1] is copy  # the same tensor
+    with torch.no_grad():  # a write the version counters do not see: invalidate() says so
+        layer.lora_A["one"].weight.data.mul_(2.0)
+        assert merged.refresh() == 0
+        merged.invalidate()
+        assert merged.refresh() == 210
+        layer.scaling["one"] *= 2  # peft's scale_layer: a new scale is a change too
+        assert merged.refresh() == 1
+        layer.scaling["one"] /= 2
+        expected = model(input_ids=batch).logits
+        with merged.applied():
+            torch.testing.assert_close(model(input_ids=batch).logits, expected, atol=1e-4, rtol=1e-4)
 
 
 def test_switching_adapters_inside_a_merged_block_is_refused():
@@ -247,6 +258,20 @@ def test_switching_adapters_inside_a_merged_block_is_refused():
 
     model = three_adapters().eval()
     model.set_adapter("one")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        with merged_adapter(model, "one").applied():  # float32 products inside: TF32 would round the adapter away
+            assert torch.backends.cuda.matmul.allow_tf32 is False
+        assert torch.backends.cuda.matmul.allow_tf32 is True
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = False
+    with adapters_side_by_side(model, NAMES), pytest.raises(ValueError, match="side by side"):
+        with merged_adapter(model, "one").applied():
+            pass
+    with pytest.raises(RuntimeError, match="inside"):  # an error in the block restores everything
+        with merged_adapter(model, "one").applied():
+            raise RuntimeError("inside")
+    assert not any(hasattr(m, "merged_copy") for m in model.modules())
     with merged_adapter(model, "one").applied():
         with merged_adapter(model, "one").applied():  # nested: a no-op
             pass
@@ -272,6 +297,16 @@ def test_adapters_that_cannot_be_merged_say_why():
     assert not mergeable(dora, "dora")
     with pytest.raises(ValueError, match="not plain LoRA"):
         MergedAdapter(dora, "dora")
+    # LoRA on the embeddings too: switching adapters off for the copy would drop that part
+    embedded = get_peft_model(random_model("smollm2-135m-narrow", device="cpu"),
+                              LoraConfig(r=4, target_modules=["embed_tokens", "q_proj"]), adapter_name="e")
+    with pytest.raises(ValueError, match="Embedding layer"):
+        MergedAdapter(embedded, "e")
+    # bfloat16 weights would round an adapter's small changes away
+    half = get_peft_model(random_model("smollm2-135m-narrow", device="cpu", dtype="bfloat16"),
+                          LoraConfig(r=4, target_modules=["q_proj"]), adapter_name="h")
+    with pytest.raises(ValueError, match="bfloat16.*float32 weights only"):
+        MergedAdapter(half, "h")
     model = three_adapters()
     with pytest.raises(ValueError, match="no adapter 'four'.*one, three, two"):
         merged_adapter(model, "four")
@@ -286,3 +321,6 @@ def test_adapters_that_cannot_be_merged_say_why():
     model.add_adapter("three", LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
     again = merged_adapter(model, "three")
     assert again is not first and again.current() and not first.current() and again.serial != first.serial
+    with pytest.raises(ValueError, match="no longer holds"):  # a kept stale copy is refused, not used
+        with first.applied():
+            pass

@@ -278,19 +278,26 @@ def test_sampling_through_a_merged_copy_trains_the_same_run(tmp_path, compile):
     assert PPOConfig().merged_sampling == "auto" and "merged_sampling" in SPEED_FIELDS
     with pytest.raises(ValueError, match="merged_sampling"):
         PPOConfig(merged_sampling="always")
-    logs, runs = {}, {}
+    logs, runs, refreshes = {}, {}, []
+
+    def look(run, rounds):  # after each episode's update: how often the player's copy was recomputed
+        kept = run.trainers["learner"].model.__dict__.get("_moralkit_merged", {})
+        refreshes.append(sum(copy.refreshes for copy in kept.values()))
+
     for merged in ("auto", True):
         model, tok = tiny_model()
         overrides = {**TINY["ppo_overrides"], "merged_sampling": merged, "compile": compile}
         run = TrainingRun(TrainingConfig(**{**TINY, "episodes": 3, "ppo_overrides": overrides}), tmp_path / str(merged),
                           model=model, tokenizer=tok)
-        run.train(progress=False)
+        refreshes.clear()
+        run.train(progress=False, callback=look)
         logs[merged] = pd.read_csv(run.folder / "rounds.csv")
         runs[merged] = run
     assert runs["auto"].trainers["learner"].merged_sampling is False  # auto: not on a CPU
     assert runs[True].players["learner"].merged and runs[True].trainers["learner"].merged_sampling
-    copy = runs[True].players["learner"]._merged_copy()
-    assert copy.refreshes >= 3 * len(copy._layers) - 1  # recomputed after each of the updates
+    layers = len(runs[True].trainers["learner"].adapter_parameters) // 2
+    assert refreshes == [layers, 2 * layers, 3 * layers]  # every layer recomputed for each episode's sampling
+    assert not runs[True].trainers["learner"].model._moralkit_merged  # freed when the run finished
     answers = logs["auto"]["answer"]
     assert answers.nunique() > 1 and answers.tolist() == logs[True]["answer"].tolist()
     for a, b in zip(runs["auto"].trainers["learner"].adapter_parameters, runs[True].trainers["learner"].adapter_parameters):

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 __all__ = ["BASE", "attach_adapters", "using_adapter", "adapters_disabled", "adapters_side_by_side", "side_by_side_names", "adapter_names",
-           "MergedAdapter", "merged_adapter", "mergeable", "drop_merged",
+           "MergedAdapter", "merged_adapter", "mergeable", "invalidate_merged", "drop_merged",
            "adapter_parameters", "base_parameters", "parameter_table", "memory_report"]
 
 BASE = "base"
@@ -282,12 +282,14 @@ class MergedAdapter:
     one more copy of every adapted weight (:attr:`nbytes`; ~425 MB for SmolLM2-135M in float32 with
     LoRA on every linear layer) and, each time the adapter has changed, one product per layer.
 
-    The copy follows the adapter: :meth:`applied` first recomputes the layers whose ``A``, ``B`` or
-    base weight changed since the last time (an optimiser step, a loaded checkpoint), as their
-    tensors' version counters tell, and writes into the same tensors, so a CUDA graph recorded on
-    the copy stays valid. Plain LoRA on linear layers only (no DoRA, LoRA bias, ``fan_in_fan_out``
-    or quantised base weights): :func:`mergeable` says whether an adapter qualifies. Get the one of
-    a model with :func:`merged_adapter` (one per model and adapter name, kept on the model)::
+    The copy follows the adapter: :meth:`applied` first recomputes the layers whose ``A``, ``B``,
+    scale or base weight changed since the last time (an optimiser step, a loaded checkpoint), as
+    their tensors' version counters tell, or all of them after :meth:`invalidate` (what the PPO
+    update calls), and writes into the same tensors, so a CUDA graph recorded on the copy stays
+    valid. Plain LoRA on linear layers with float32 base weights only (no DoRA, LoRA bias,
+    ``fan_in_fan_out``, LoRA on embeddings; no bfloat16 or quantised weights, where an adapter's
+    small changes would round away): :func:`mergeable` says whether an adapter qualifies. Get the
+    one of a model with :func:`merged_adapter` (one per model and adapter name, kept on the model)::
 
         with torch.no_grad(), merged_adapter(model, "default").applied():
             logits = model(ids).logits    # adapter "default"'s outputs, the base model's operations
@@ -301,14 +303,14 @@ class MergedAdapter:
             raise ValueError(f"Cannot merge adapter {name!r} into a copy of the weights: {why}.")
         self.name = name
         self._every = _tuner_layers(model)
+        _refuse_inside_merged(self._every, f"merge adapter {name!r}")  # the base weights are swapped out there
         self._layers = []  # (LoRA layer, its base weight, A, B, scale, the merged copy)
         with torch.no_grad():
             for layer in self._every:
                 if name in getattr(layer, "lora_A", {}):
                     weight = layer.base_layer.weight
                     merged = torch.nn.Parameter(torch.empty_like(weight), requires_grad=False)
-                    self._layers.append((layer, weight, layer.lora_A[name].weight, layer.lora_B[name].weight,
-                                         float(layer.scaling[name]), merged))
+                    self._layers.append((layer, weight, layer.lora_A[name].weight, layer.lora_B[name].weight, merged))
         self._seen: list[tuple | None] = [None] * len(self._layers)
         self.refreshes = 0
         self.serial = next(_MERGED_SERIALS)  # names this copy's tensors in the keys of CUDA graph recordings
@@ -316,14 +318,22 @@ class MergedAdapter:
     def current(self) -> bool:
         """Whether the model still holds the tensors this copy was made from (an adapter deleted and
         added again under the same name has new ones)."""
-        for layer, weight, a, b, _, merged in self._layers:
+        for layer, weight, a, b, merged in self._layers:
             if self.name not in layer.lora_A or self.name not in layer.lora_B:
                 return False
             now = layer.base_layer._parameters["weight"]
             if (layer.lora_A[self.name].weight is not a or layer.lora_B[self.name].weight is not b
-                    or not (now is weight or now is merged)):
+                    or not (now is weight or now is merged) or merged.device != weight.device
+                    or merged.dtype != weight.dtype):
                 return False
         return True
+
+    def invalidate(self) -> None:
+        """Recompute every layer at the next :meth:`applied` block, whatever the version counters say.
+
+        For changes the counters do not see: writes through ``.data``, a fused or recorded optimiser
+        step. The PPO update calls it (:func:`invalidate_merged`) after its optimiser steps."""
+        self._seen = [None] * len(self._layers)
 
     @property
     def nbytes(self) -> int:
@@ -340,14 +350,12 @@ class MergedAdapter:
 
         changed = 0
         with torch.no_grad():
-            for k, (layer, weight, a, b, scale, merged) in enumerate(self._layers):
-                seen = (weight._version, weight.data_ptr(), a._version, a.data_ptr(), b._version, b.data_ptr())
+            for k, (layer, weight, a, b, merged) in enumerate(self._layers):
+                scale = float(layer.scaling[self.name])
+                seen = (weight._version, weight.data_ptr(), a._version, a.data_ptr(), b._version, b.data_ptr(), scale)
                 if seen == self._seen[k]:
                     continue
-                if weight.dtype == a.dtype == b.dtype:
-                    torch.addmm(weight, b, a, alpha=scale, out=merged)
-                else:  # e.g. a bfloat16 base with float32 LoRA weights: merge in the adapter's precision
-                    merged.copy_(torch.addmm(weight.to(a.dtype), b, a, alpha=scale))
+                torch.addmm(weight, b.to(weight.dtype), a.to(weight.dtype), alpha=scale, out=merged)  # W + s B A
                 self._seen[k] = seen
                 changed += 1
         self.refreshes += changed
@@ -361,7 +369,14 @@ class MergedAdapter:
         merged weight instead of the base weight. Meant for inference (``torch.no_grad``): no
         gradient reaches the adapter through the copy. Inside the block the model must not be
         switched to another adapter or to the base model (both refuse); a nested block is a no-op.
+
+        CUDA matrix products run in full float32 inside the block (TF32 off, restored after): a
+        TF32 product keeps 10 bits of each weight, which would round away an adapter's small
+        change to a weight (early in training ~1e-5 of weights of ~0.05) where the LoRA layers,
+        multiplying by ``A`` and ``B`` apart, keep it.
         """
+        import torch
+
         inside = getattr(self._every[0], "merged_copy", None)
         if inside is not None:
             if inside is not self:
@@ -369,21 +384,29 @@ class MergedAdapter:
                                  f"cannot merge {self.name!r} inside it.")
             yield
             return
-        self.refresh()
+        if side_by_side_names(self._every[0]):
+            raise ValueError(f"Cannot merge adapter {self.name!r} inside a block of adapters side by side.")
+        if not self.current():
+            raise ValueError(f"This merged copy of adapter {self.name!r} was made from tensors the model no longer "
+                             "holds (the adapter was replaced, or the model moved); get a fresh one with merged_adapter().")
+        tf32 = torch.backends.cuda.matmul.allow_tf32
         previous = [layer._disable_adapters for layer in self._every]
-        for layer in self._every:
-            layer._disable_adapters = True
-            layer.merged_copy = self  # what a recorded CUDA graph of a pass depends on (moralkit.llm.graphs)
-        for layer, _, _, _, _, merged in self._layers:
-            layer.base_layer._parameters["weight"] = merged
         try:
+            torch.backends.cuda.matmul.allow_tf32 = False
+            self.refresh()
+            for layer in self._every:
+                layer._disable_adapters = True
+                layer.merged_copy = self  # what a recorded CUDA graph of a pass depends on (moralkit.llm.graphs)
+            for layer, *_, merged in self._layers:
+                layer.base_layer._parameters["weight"] = merged
             yield
         finally:
             for layer, weight, *_ in self._layers:
                 layer.base_layer._parameters["weight"] = weight
             for layer, was in zip(self._every, previous):
                 layer._disable_adapters = was
-                del layer.merged_copy
+                layer.__dict__.pop("merged_copy", None)
+            torch.backends.cuda.matmul.allow_tf32 = tf32
 
 
 def _unmergeable(model, name: str) -> str:
@@ -392,21 +415,26 @@ def _unmergeable(model, name: str) -> str:
 
     if name not in adapter_names(model):
         return f"the model has no adapter {name!r} (loaded: {', '.join(adapter_names(model)) or 'none'})"
-    layers = [layer for layer in _tuner_layers(model) if name in getattr(layer, "lora_A", {})]
+    every = _tuner_layers(model)
+    layers = [layer for layer in every if name in getattr(layer, "lora_A", {})]
     if not layers:
         return "it adapts no layer"
+    for layer in every:
+        if getattr(layer, "merged", False):
+            return "peft has already merged adapters into the weights"
+        if layer not in layers and any(name in getattr(layer, key, {}) for key in getattr(layer, "adapter_layer_names", ())):
+            return f"it adapts a {type(layer).__name__} layer in another way than LoRA on a linear layer"
     for layer in layers:
         base = getattr(layer, "base_layer", None)
         weight = getattr(base, "weight", None)
         if type(base) is not torch.nn.Linear or not isinstance(weight, torch.nn.Parameter):
             return f"it adapts a {type(base).__name__} layer (only plain torch Linear layers are merged)"
-        if not weight.dtype.is_floating_point:
-            return f"a base weight is {weight.dtype} (quantised)"
+        if weight.dtype != torch.float32:
+            return (f"a base weight is {weight.dtype}: merged into {weight.dtype} weights, an adapter's small "
+                    "changes would round away (float32 weights only)")
         if (getattr(layer, "fan_in_fan_out", False) or getattr(layer, "use_dora", {}).get(name, False)
                 or getattr(layer, "lora_bias", {}).get(name, False) or name in getattr(layer, "lora_variant", {})):
             return "it is not plain LoRA (DoRA, LoRA bias, fan_in_fan_out or another variant)"
-        if getattr(layer, "merged", False):
-            return "peft has already merged adapters into the weights"
         if not hasattr(layer, "_disable_adapters"):
             return f"{type(layer).__name__} has no adapter switch"
     return ""
@@ -426,6 +454,12 @@ def merged_adapter(model, name: str) -> MergedAdapter:
         drop_merged(model, name)
         kept[key] = MergedAdapter(model, name)
     return kept[key]
+
+
+def invalidate_merged(model) -> None:
+    """Mark every merged copy of ``model`` for recomputation (:meth:`MergedAdapter.invalidate`)."""
+    for merged in model.__dict__.get("_moralkit_merged", {}).values():
+        merged.invalidate()
 
 
 def drop_merged(model, name: str | None = None) -> None:

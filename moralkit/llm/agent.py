@@ -599,6 +599,7 @@ class LLMPlayer:
         self.pad_id: int = int(pad if pad is not None else 0)
         self.stop_ids: list[int] = stop_token_ids(model, tokenizer)
         self._prefix_cache: PrefixCache | None = None
+        self._applied_copy = None  # the merged copy in place while _inference runs
         self._static_prefix: dict[tuple, int] = {}
         self._encodings: dict[tuple[str | None, str], tuple[str, tuple[int, ...]]] = {}
 
@@ -684,7 +685,11 @@ class LLMPlayer:
         merged = self._merged_copy()
         with torch.no_grad(), eval_mode(self.model), _using_adapter(self.model, self.adapter), (
                 merged.applied() if merged is not None else contextlib.nullcontext()):
-            yield
+            previous, self._applied_copy = self._applied_copy, merged
+            try:
+                yield
+            finally:
+                self._applied_copy = previous
 
     # ----------------------------------------------------------------- prompts
     def messages(
@@ -874,7 +879,7 @@ class LLMPlayer:
         GPU). The same distributions and the same random numbers, so the same answers up to the
         order of floating-point sums."""
         forward = graphed_logits(self.model, self.pad_id)
-        merged = self._merged_copy()
+        merged = self._applied_copy
         # _inference keeps this adapter active (or this merged copy in place) around every call
         state = ("player", self.adapter) + (("merged", merged.serial) if merged is not None else ())
         unique = list(dict.fromkeys(map(tuple, prompt_ids)))
