@@ -174,23 +174,6 @@ def test_side_by_side_passes_record_and_replay_as_cuda_graphs_on_a_gpu():
 
 
 # --------------------------------------------------------------------------- a merged copy for sampling
-def count_operations(fn) -> int:
-    """How many torch operations (views left out) ``fn()`` runs."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Count(TorchDispatchMode):
-        ops = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if not getattr(func, "is_view", False) and func is not torch.ops.aten._unsafe_view.default:
-                Count.ops += 1
-            return func(*args, **(kwargs or {}))
-
-    with Count():
-        fn()
-    return Count.ops
-
-
 def test_a_merged_copy_gives_the_adapters_outputs_with_the_base_models_operations():
     from moralkit.llm.adapters import merged_adapter
 
@@ -204,12 +187,12 @@ def test_a_merged_copy_gives_the_adapters_outputs_with_the_base_models_operation
         assert merged_adapter(model, "two") is merged  # one per model and adapter
         with merged.applied():
             got = model(input_ids=batch).logits
-            merged_ops = count_operations(lambda: model(input_ids=batch))
+            merged_ops = _operations(lambda: model(input_ids=batch))
             assert model.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight is not base_weight
-        lora_ops = count_operations(lambda: model(input_ids=batch))
+        lora_ops = _operations(lambda: model(input_ids=batch))
         with using_adapter(model, "base"):
             base = model(input_ids=batch).logits
-            base_ops = count_operations(lambda: model(input_ids=batch))
+            base_ops = _operations(lambda: model(input_ids=batch))
         # the adapter's function (it differs from the base model's), the base model's operations
         assert not torch.allclose(base, expected, atol=1e-2)
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
