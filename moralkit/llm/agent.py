@@ -634,7 +634,7 @@ class LLMPlayer:
         name = getattr(getattr(self.model, "config", None), "name_or_path", "") or type(self.model).__name__
         extra = f", value_prompt={self.value_prompt!r}" if self.value_prompt else ""
         extra += f", adapter={self.adapter!r}" if self.adapter is not None else ""
-        extra += ", merged=True" if self.merged and self.adapter not in (None, "base") else ""
+        extra += ", merged=True" if self._merges else ""
         return (
             f"LLMPlayer(model={name!r}, labels={self.labels.name!r} (C={self.labels.c!r}, D={self.labels.d!r}), "
             f"temperature={self.temperature:g}, max_new_tokens={self.max_new_tokens}, "
@@ -671,9 +671,14 @@ class LLMPlayer:
             self._static_prefix[key] = common_prefix_length([encoded[m][1] for m in messages])
         return self._static_prefix[key]
 
+    @property
+    def _merges(self) -> bool:
+        """Whether this player answers through a merged copy: ``merged`` and an adapter to merge."""
+        return self.merged and self.adapter not in (None, "base")
+
     def _merged_copy(self):
         """The :class:`~moralkit.llm.adapters.MergedAdapter` this player answers through (None: it does not)."""
-        if not self.merged or self.adapter in (None, "base"):
+        if not self._merges:
             return None
         from moralkit.llm.adapters import merged_adapter
 
